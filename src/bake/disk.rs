@@ -1,0 +1,69 @@
+//! One disk image on a loop device for the length of a chroot session: attach, map partitions,
+//! provision, and release in reverse, collecting every failure.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+
+use crate::disk::layout::Layout;
+use crate::progress::Progress;
+use crate::provision::driver::{run_session, SessionOutcome};
+use crate::provision::plan::{Bootstrap, PackageCheck, PartitionDev, SessionPlan, Step};
+use crate::sys::loopdev::LoopGuard;
+use crate::sys::partx::{part_path, PartitionsGuard};
+use crate::workdir::WorkDir;
+
+pub struct DiskJob<'a> {
+    pub disk: &'a Path,
+    pub layout: &'a Layout,
+    pub root_partition: u32,
+    pub bootstrap: Option<Bootstrap>,
+    pub steps: Vec<Step>,
+    pub packages: Vec<PackageCheck>,
+    pub echo_output: bool,
+}
+
+pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Result<SessionOutcome> {
+    let t = Instant::now();
+    progress.start_step("attach loop device");
+    let lo = LoopGuard::attach(job.disk, &work.locks())?;
+    let numbers: Vec<u32> = job.layout.partitions.iter().map(|p| p.number).filter(|&n| n > 0).collect();
+    let parts = PartitionsGuard::add(&lo.path, &numbers)?;
+    progress.finish_step(&format!("attach {}", lo.path.display()), t.elapsed().as_secs_f64());
+
+    let root = work.join("root");
+    std::fs::create_dir_all(&root)?;
+    let plan = SessionPlan {
+        root,
+        disk: lo.path.clone(),
+        partitions: job
+            .layout
+            .partitions
+            .iter()
+            .map(|p| PartitionDev { number: p.number, device: part_path(&lo.path, p.number), part_uuid: p.part_uuid.clone(), fs: p.fs.clone() })
+            .collect(),
+        root_partition: job.root_partition,
+        bootstrap: job.bootstrap,
+        steps: job.steps,
+        log: work.log(),
+        echo_output: job.echo_output,
+        packages: job.packages,
+    };
+    let outcome = run_session(&plan, progress);
+
+    let t = Instant::now();
+    let mut errors = Vec::new();
+    if let Err(e) = parts.close() {
+        errors.push(format!("{e:#}"));
+    }
+    if let Err(e) = lo.close() {
+        errors.push(format!("{e:#}"));
+    }
+    let mut outcome = outcome?;
+    if !errors.is_empty() {
+        return Err(anyhow!("releasing the disk: {}", errors.join("; ")));
+    }
+    outcome.timings.push(("detach loop device".into(), t.elapsed().as_secs_f64()));
+    Ok(outcome)
+}

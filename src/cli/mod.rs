@@ -1,0 +1,147 @@
+//! Command-line definitions only (clap derive); no logic lives here.
+
+pub mod boot;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Bake machine images: a base disk plus your packages and layers, out as raw/qcow2 files (or AMIs).
+#[derive(Parser, Debug)]
+#[command(name = "bakery", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace, and command output from the chroot).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Where bakes keep their work files, logs and cached bases.
+    #[arg(long, global = true, env = "BAKERY_WORK_DIR", default_value = "/var/lib/bakery")]
+    pub work_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bake packages and layers into a copy of a base image.
+    Bake(BakeArgs),
+    /// Build and inspect base images.
+    #[command(subcommand)]
+    Base(BaseCommand),
+    /// Boot an image under QEMU through its own bootloader and check that it answers.
+    Boot(boot::BootArgs),
+    /// Check that this host can bake, with a fix for each missing piece.
+    Doctor(DoctorArgs),
+    /// Internal: the chroot session child process (driven over stdin/stdout by bake and base build).
+    #[command(name = "__session", hide = true)]
+    Session,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct BakeArgs {
+    /// Recipe file (YAML). Flags given on the command line override its values.
+    pub recipe: Option<PathBuf>,
+
+    /// Base image: a raw or qcow2 disk file. Defaults to the built-in Debian 12 base (built once and cached).
+    #[arg(long, short = 'b')]
+    pub base: Option<PathBuf>,
+
+    /// Package to install (.deb or .rpm); repeat to install several, in order. Replaces the recipe's list.
+    #[arg(long = "package", short = 'p', value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
+
+    /// Layer to apply before the packages (a name from provisioners/ or a directory); repeatable, in order.
+    #[arg(long = "layer", short = 'l', value_name = "NAME|DIR")]
+    pub layers: Vec<String>,
+
+    /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+
+    /// Extra tag for the image, as KEY=VALUE; repeatable.
+    #[arg(long = "tag", short = 't', value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+
+    /// Also write the manifest JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the plan and exit without touching anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the merged recipe (file + flags + defaults) as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// After baking, boot the output under QEMU and check this health URL (see `bakery boot`).
+    #[arg(long, value_name = "URL")]
+    pub boot_check: Option<String>,
+
+    /// Seconds the boot check may take.
+    #[arg(long, default_value_t = 400, requires = "boot_check")]
+    pub boot_timeout: u64,
+
+    /// Extra directories to look up layers in (before the built-in ones).
+    #[arg(long = "layer-path", value_name = "DIR", env = "BAKERY_LAYER_PATH", value_delimiter = ':')]
+    pub layer_path: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BaseCommand {
+    /// Build a bootable base disk from scratch (debootstrap, kernel, GRUB) from a base YAML.
+    Build(BaseBuildArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BaseBuildArgs {
+    /// Base definition (YAML), e.g. base-images/debian-bookworm.yaml. Defaults to the built-in Debian 12 base.
+    pub spec: Option<PathBuf>,
+
+    /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Also write the manifest JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    /// Print the plan and exit without touching anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Extra directories to look up layers in (before the built-in ones).
+    #[arg(long = "layer-path", value_name = "DIR", env = "BAKERY_LAYER_PATH", value_delimiter = ':')]
+    pub layer_path: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,4 @@
+//! Disk images: partition tables and filesystems, formats, sparse copies.
+
+pub mod image;
+pub mod layout;

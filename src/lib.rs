@@ -1,0 +1,20 @@
+//! bakery: bake machine images (a base disk + layers + your packages) and roll them out.
+//!
+//! A bake is the same five steps over a block device, wherever the base came from and wherever
+//! the result goes: source -> block device -> mounted root -> provision (chroot) -> seal -> sink.
+
+pub mod bake;
+pub mod base;
+pub mod boot;
+pub mod cli;
+pub mod disk;
+pub mod doctor;
+pub mod error;
+pub mod manifest;
+pub mod naming;
+pub mod package;
+pub mod progress;
+pub mod provision;
+pub mod recipe;
+pub mod sys;
+pub mod workdir;

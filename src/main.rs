@@ -1,0 +1,98 @@
+//! Thin binary: parse, set up logging, run one command, map the error to an exit code.
+
+use std::io::Write;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use bakery::bake::{BakeResult, Globals};
+use bakery::cli::{BaseCommand, Cli, Command};
+use bakery::error;
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .ok()
+        .filter(|_| std::env::var("RUST_LOG").is_ok_and(|v| !v.is_empty()))
+        .unwrap_or_else(|| EnvFilter::new(format!("bakery={default},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn print_json<T: serde::Serialize>(v: &T, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    if let Some(f) = file {
+        bakery::disk::image::write_atomic(f, format!("{text}\n").as_bytes())?;
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = Globals { work_dir: cli.work_dir.clone(), verbose: cli.verbose, quiet: cli.quiet };
+    match cli.command {
+        Command::Session => Ok(bakery::provision::session::main()),
+        Command::Bake(args) => {
+            bakery::doctor::require_root("bake")?;
+            match bakery::bake::run(&args, &g)? {
+                BakeResult::Printed => Ok(0),
+                BakeResult::Baked(m) => {
+                    print_json(&m, args.manifest.as_deref())?;
+                    if let Some(url) = &args.boot_check {
+                        let report = bakery::boot::boot_check(&m.output.path, url, std::time::Duration::from_secs(args.boot_timeout))?;
+                        print_json(&report, None)?;
+                    }
+                    Ok(0)
+                }
+            }
+        }
+        Command::Base(BaseCommand::Build(args)) => {
+            if !args.dry_run {
+                bakery::doctor::require_root("base build")?;
+                bakery::base::require_tools()?;
+            }
+            match bakery::base::build(&args, &g) {
+                Ok(m) => {
+                    print_json(&m, args.manifest.as_deref())?;
+                    Ok(0)
+                }
+                Err(e) if e.is::<bakery::base::DryRun>() => Ok(0),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Boot(args) => {
+            let report = bakery::boot::run(&args)?;
+            print_json(&report, None)?;
+            Ok(0)
+        }
+        Command::Doctor(args) => bakery::doctor::run(&args, &g),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Session) {
+        init_tracing(cli.verbose, cli.quiet);
+    } else {
+        init_tracing(0, true);
+    }
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("bakery: error: {msg}");
+            error::exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}

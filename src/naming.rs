@@ -1,0 +1,222 @@
+//! Aminator-style image names and tags, and the AWS limits they must respect. Pure functions.
+
+use std::collections::BTreeMap;
+
+use crate::package::PackageInfo;
+
+/// AWS limits checked before anything is created.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_KEY: usize = 128;
+pub const MAX_TAG_VALUE: usize = 256;
+pub const MAX_AMI_NAME: usize = 128;
+pub const MIN_AMI_NAME: usize = 3;
+
+/// Characters EC2 accepts in an AMI name: letters, digits, `( ) [ ] space . / - ' @ _`.
+pub fn is_ami_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c)
+}
+
+/// Replace what an AMI name cannot carry (`+`, `~`, `:` from package versions) by `_`.
+pub fn sanitize_name_part(s: &str) -> String {
+    s.chars().map(|c| if is_ami_name_char(c) { c } else { '_' }).collect()
+}
+
+/// `{name}-{version}-{release}-{arch}-{YYYYMMDDHHMM}`; the release is left out when the package has none.
+pub fn image_name(pkg: &PackageInfo, stamp: &str) -> String {
+    let mut parts = vec![pkg.name.as_str(), pkg.version.as_str()];
+    if !pkg.release.is_empty() {
+        parts.push(pkg.release.as_str());
+    }
+    parts.push(pkg.arch.as_str());
+    parts.push(stamp);
+    let name = sanitize_name_part(&parts.join("-"));
+    truncate_keeping_suffix(&name, stamp, MAX_AMI_NAME)
+}
+
+/// Keep the timestamp (what makes names unique) when a long package name must be cut.
+fn truncate_keeping_suffix(name: &str, suffix: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let head_len = max - suffix.len() - 1;
+    format!("{}-{suffix}", &name[..head_len])
+}
+
+/// `{name}-{version}-{release}`, the appversion tag Asgard and Aminator users key on.
+pub fn appversion(pkg: &PackageInfo) -> String {
+    if pkg.release.is_empty() {
+        format!("{}-{}", pkg.name, pkg.version)
+    } else {
+        format!("{}-{}-{}", pkg.name, pkg.version, pkg.release)
+    }
+}
+
+/// UTC time as YYYYMMDDHHMM, the suffix Aminator puts on every name.
+pub fn stamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{:04}{:02}{:02}{:02}{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute())
+}
+
+/// Build job, number and URL from whichever CI is running us (Jenkins, GitHub Actions, GitLab).
+pub fn ci_tags(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    let mut tags = BTreeMap::new();
+    if let Some(job) = get("JOB_NAME") {
+        tags.insert("build_job".into(), job);
+        if let Some(n) = get("BUILD_NUMBER") {
+            tags.insert("build_number".into(), n);
+        }
+        if let Some(u) = get("BUILD_URL") {
+            tags.insert("build_url".into(), u);
+        }
+    } else if let Some(repo) = get("GITHUB_REPOSITORY") {
+        let workflow = get("GITHUB_WORKFLOW").unwrap_or_default();
+        tags.insert("build_job".into(), if workflow.is_empty() { repo.clone() } else { format!("{repo}/{workflow}") });
+        if let Some(run) = get("GITHUB_RUN_ID") {
+            let server = get("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into());
+            tags.insert("build_url".into(), format!("{server}/{repo}/actions/runs/{run}"));
+            tags.insert("build_number".into(), get("GITHUB_RUN_NUMBER").unwrap_or(run));
+        }
+    } else if let Some(job) = get("CI_JOB_NAME") {
+        let project = get("CI_PROJECT_PATH").map(|p| format!("{p}/")).unwrap_or_default();
+        tags.insert("build_job".into(), format!("{project}{job}"));
+        if let Some(n) = get("CI_PIPELINE_ID") {
+            tags.insert("build_number".into(), n);
+        }
+        if let Some(u) = get("CI_JOB_URL") {
+            tags.insert("build_url".into(), u);
+        }
+    } else if let Some(n) = get("BUILD_NUMBER") {
+        tags.insert("build_number".into(), n);
+    }
+    tags
+}
+
+/// Check a tag set against EC2's limits; the message names the offending tag and the limit.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+    if tags.len() > MAX_TAGS {
+        return Err(format!("{} tags, but AWS allows at most {MAX_TAGS} per image; drop some --tag values", tags.len()));
+    }
+    for (k, v) in tags {
+        if k.is_empty() {
+            return Err("a tag key is empty; write tags as KEY=VALUE".into());
+        }
+        if k.chars().count() > MAX_TAG_KEY {
+            return Err(format!("tag key `{}…` is {} characters; AWS allows at most {MAX_TAG_KEY}", short(k), k.chars().count()));
+        }
+        if v.chars().count() > MAX_TAG_VALUE {
+            return Err(format!("tag `{}` value is {} characters; AWS allows at most {MAX_TAG_VALUE}", short(k), v.chars().count()));
+        }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(format!("tag key `{k}` starts with `aws:`, which AWS reserves"));
+        }
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(format!("tag `{}` contains a control character", short(k)));
+        }
+    }
+    Ok(())
+}
+
+/// Check a (user-given or computed) AMI name against EC2's rules.
+pub fn validate_ami_name(name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if !(MIN_AMI_NAME..=MAX_AMI_NAME).contains(&n) {
+        return Err(format!("image name `{}` is {n} characters; AWS needs {MIN_AMI_NAME} to {MAX_AMI_NAME}", short(name)));
+    }
+    if let Some(c) = name.chars().find(|c| !is_ami_name_char(*c)) {
+        return Err(format!("image name `{name}` contains `{c}`; AWS allows letters, digits and ()[] ./-'@_"));
+    }
+    Ok(())
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::PackageKind;
+
+    fn pkg(name: &str, version: &str, release: &str, arch: &str) -> PackageInfo {
+        PackageInfo {
+            kind: PackageKind::Deb,
+            path: "x.deb".into(),
+            name: name.into(),
+            version: version.into(),
+            release: release.into(),
+            epoch: None,
+            arch: arch.into(),
+            ..PackageInfo::for_tests()
+        }
+    }
+
+    #[test]
+    fn names_follow_aminator() {
+        let p = pkg("helloworld", "1.2", "3", "all");
+        assert_eq!(image_name(&p, "202611251830"), "helloworld-1.2-3-all-202611251830");
+        assert_eq!(appversion(&p), "helloworld-1.2-3");
+        let native = pkg("tool", "2.0", "", "amd64");
+        assert_eq!(image_name(&native, "202611251830"), "tool-2.0-amd64-202611251830");
+        assert_eq!(appversion(&native), "tool-2.0");
+    }
+
+    #[test]
+    fn names_are_made_valid_for_ec2() {
+        let p = pkg("app", "1.0+dfsg~rc1", "2", "all");
+        let n = image_name(&p, "202601010000");
+        assert_eq!(n, "app-1.0_dfsg_rc1-2-all-202601010000");
+        validate_ami_name(&n).unwrap();
+        let long = pkg(&"x".repeat(200), "1", "1", "all");
+        let n = image_name(&long, "202601010000");
+        assert_eq!(n.len(), MAX_AMI_NAME);
+        assert!(n.ends_with("-202601010000"));
+        validate_ami_name(&n).unwrap();
+    }
+
+    #[test]
+    fn ami_name_rules() {
+        assert!(validate_ami_name("ab").is_err());
+        assert!(validate_ami_name("app*1").unwrap_err().contains("`*`"));
+        assert!(validate_ami_name("app (v1) [x] it's@home_/.-").is_ok());
+    }
+
+    #[test]
+    fn stamp_is_utc_minutes() {
+        let t = time::macros::datetime!(2026-11-25 18:30:59 +02:00);
+        assert_eq!(stamp(t), "202611251630");
+    }
+
+    #[test]
+    fn tag_limits() {
+        let mut t = BTreeMap::new();
+        t.insert("k".to_string(), "v".repeat(256));
+        validate_tags(&t).unwrap();
+        t.insert("k".to_string(), "v".repeat(257));
+        assert!(validate_tags(&t).unwrap_err().contains("at most 256"));
+        let mut t = BTreeMap::new();
+        t.insert("k".repeat(129), "v".into());
+        assert!(validate_tags(&t).unwrap_err().contains("at most 128"));
+        let many: BTreeMap<_, _> = (0..51).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert!(validate_tags(&many).unwrap_err().contains("at most 50"));
+        let mut t = BTreeMap::new();
+        t.insert("aws:x".to_string(), "v".into());
+        assert!(validate_tags(&t).unwrap_err().contains("reserves"));
+    }
+
+    #[test]
+    fn ci_variables_become_tags() {
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let j = ci_tags(&env(&[("JOB_NAME", "app-build"), ("BUILD_NUMBER", "42"), ("BUILD_URL", "https://ci/job/42/")]));
+        assert_eq!(j["build_job"], "app-build");
+        assert_eq!(j["build_number"], "42");
+        assert_eq!(j["build_url"], "https://ci/job/42/");
+        let g = ci_tags(&env(&[("GITHUB_REPOSITORY", "o/r"), ("GITHUB_WORKFLOW", "bake"), ("GITHUB_RUN_ID", "99"), ("GITHUB_RUN_NUMBER", "7")]));
+        assert_eq!(g["build_job"], "o/r/bake");
+        assert_eq!(g["build_number"], "7");
+        assert_eq!(g["build_url"], "https://github.com/o/r/actions/runs/99");
+        let l = ci_tags(&env(&[("CI_JOB_NAME", "bake"), ("CI_PROJECT_PATH", "g/p"), ("CI_PIPELINE_ID", "5")]));
+        assert_eq!(l["build_job"], "g/p/bake");
+        assert!(ci_tags(&env(&[])).is_empty());
+    }
+}

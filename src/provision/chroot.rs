@@ -1,0 +1,416 @@
+//! The chroot of one session: mounts the image, builds a private /dev holding only this bake's
+//! disk, makes sure no service starts, runs commands inside it, and takes it all down again.
+//! Runs only in the session child, inside its own mount namespace.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sys_mount::{Mount, MountFlags, UnmountFlags};
+use tracing::{debug, warn};
+
+use super::plan::PartitionDev;
+use crate::sys::{procs, signals};
+
+const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const POLICY_RC_D: &str = "#!/bin/sh\n# bakery: no service may start while an image is being baked\nexit 101\n";
+
+pub struct Chroot {
+    pub root: PathBuf,
+    mounts: Vec<PathBuf>,
+    log: Arc<Mutex<File>>,
+    echo: bool,
+    /// What `prepare` changed in the image, undone by `restore`.
+    prepared: bool,
+}
+
+impl Chroot {
+    pub fn new(root: &Path, log: &Path, echo: bool) -> Result<Chroot> {
+        let log = File::options().create(true).append(true).open(log).with_context(|| format!("opening log {}", log.display()))?;
+        Ok(Chroot { root: root.to_path_buf(), mounts: Vec::new(), log: Arc::new(Mutex::new(log)), echo, prepared: false })
+    }
+
+    pub fn path(&self, inside: &str) -> PathBuf {
+        self.root.join(inside.trim_start_matches('/'))
+    }
+
+    fn mount(&mut self, source: &Path, target: &Path, fstype: Option<&str>, flags: MountFlags, data: Option<&str>) -> Result<()> {
+        let mut b = Mount::builder().flags(flags);
+        if let Some(t) = fstype {
+            b = b.fstype(t);
+        }
+        if let Some(d) = data {
+            b = b.data(d);
+        }
+        b.mount(source, target)
+            .with_context(|| format!("mounting {} on {}", source.display(), target.display()))?;
+        self.mounts.push(target.to_path_buf());
+        Ok(())
+    }
+
+    /// Mount the root filesystem, then whatever its fstab puts under /boot (and /usr, /var, /opt).
+    pub fn mount_image(&mut self, root_dev: &PartitionDev, parts: &[PartitionDev]) -> Result<()> {
+        let fstype = root_dev.fs.as_ref().map(|f| f.kind.clone()).unwrap_or_else(|| "ext4".into());
+        let root = self.root.clone();
+        self.mount(&root_dev.device, &root, Some(&fstype), MountFlags::empty(), None)?;
+        let fstab = std::fs::read_to_string(self.path("/etc/fstab")).unwrap_or_default();
+        let layout = crate::disk::layout::Layout {
+            table: crate::disk::layout::TableKind::Gpt,
+            disk_size: 0,
+            partitions: parts
+                .iter()
+                .map(|p| crate::disk::layout::Partition {
+                    number: p.number,
+                    start: 0,
+                    size: 0,
+                    type_id: String::new(),
+                    part_uuid: p.part_uuid.clone(),
+                    fs: p.fs.clone(),
+                })
+                .collect(),
+        };
+        for e in crate::disk::layout::fstab_extra_mounts(&fstab) {
+            let Some(p) = layout.find_by_spec(&e.source) else {
+                warn!("fstab: {} for {} is not on this disk; not mounted during the bake", e.source, e.target);
+                continue;
+            };
+            let dev = parts.iter().find(|d| d.number == p.number).map(|d| d.device.clone()).unwrap();
+            let target = self.path(&e.target);
+            std::fs::create_dir_all(&target).ok();
+            if let Err(err) = self.mount(&dev, &target, Some(&e.fstype), MountFlags::empty(), None) {
+                if e.fstype == "vfat" {
+                    warn!("{err:#}; this kernel has no vfat: {} stays unmounted, so do not change EFI files in this bake", e.target);
+                } else {
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make the mounted image usable as a chroot: /proc, /sys, a private /dev with only this
+    /// bake's disk (so a bake can never touch another bake's device), tmpfs /run and /tmp,
+    /// the host's DNS, and a policy-rc.d that keeps every service from starting.
+    pub fn prepare(&mut self, disk: &Path, parts: &[PartitionDev]) -> Result<()> {
+        for d in ["proc", "sys", "dev", "run", "tmp"] {
+            std::fs::create_dir_all(self.path(d)).with_context(|| format!("creating /{d} in the image"))?;
+        }
+        let nosuid = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        self.mount(Path::new("proc"), &self.path("proc"), Some("proc"), nosuid, None)?;
+        self.mount(Path::new("sysfs"), &self.path("sys"), Some("sysfs"), nosuid, None)?;
+        self.mount(Path::new("tmpfs"), &self.path("dev"), Some("tmpfs"), MountFlags::NOSUID, Some("mode=0755,size=16m"))?;
+        self.populate_dev(disk, parts)?;
+        std::fs::create_dir_all(self.path("dev/pts"))?;
+        std::fs::create_dir_all(self.path("dev/shm"))?;
+        self.mount(Path::new("devpts"), &self.path("dev/pts"), Some("devpts"), MountFlags::NOSUID | MountFlags::NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+        self.mount(Path::new("tmpfs"), &self.path("dev/shm"), Some("tmpfs"), nosuid, Some("mode=1777"))?;
+        self.mount(Path::new("tmpfs"), &self.path("run"), Some("tmpfs"), MountFlags::NOSUID | MountFlags::NODEV, Some("mode=0755"))?;
+        self.mount(Path::new("tmpfs"), &self.path("tmp"), Some("tmpfs"), MountFlags::NOSUID | MountFlags::NODEV, Some("mode=1777"))?;
+        if !self.path("bin/sh").exists() && std::fs::symlink_metadata(self.path("bin/sh")).is_err() {
+            return Err(crate::input!("the base image has no /bin/sh: its root filesystem is not a Linux system bakery can provision"));
+        }
+        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        // Done inside the chroot so a symlink in the image can never make us write on the host.
+        self.prepared = true;
+        self.sh(
+            "set -e
+             for f in /etc/resolv.conf /usr/sbin/policy-rc.d; do
+               if [ -e \"$f\" ] || [ -L \"$f\" ]; then mv -f \"$f\" \"$f.bakery-orig\"; fi
+             done
+             mkdir -p /usr/sbin /etc
+             cat > /etc/resolv.conf
+             printf '%s' \"$1\" > /usr/sbin/policy-rc.d
+             chmod 0755 /usr/sbin/policy-rc.d",
+            &[POLICY_RC_D],
+            Some(resolv),
+        )
+        .context("preparing the chroot (resolv.conf, policy-rc.d)")?;
+        Ok(())
+    }
+
+    fn populate_dev(&self, disk: &Path, parts: &[PartitionDev]) -> Result<()> {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let dev = self.path("dev");
+        for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+            mknod(&dev.join(name), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+                .with_context(|| format!("creating /dev/{name} in the chroot"))?;
+        }
+        for (link, to) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+            std::os::unix::fs::symlink(to, dev.join(link))?;
+        }
+        let mut block = vec![disk.to_path_buf()];
+        block.extend(parts.iter().filter(|p| p.number != 0).map(|p| p.device.clone()));
+        for b in &block {
+            let name = b.file_name().context("device without a name")?.to_string_lossy().into_owned();
+            let nums = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")).with_context(|| format!("reading /sys/class/block/{name}/dev"))?;
+            let (ma, mi) = nums.trim().split_once(':').context("malformed dev numbers")?;
+            mknod(&dev.join(&name), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(ma.parse()?, mi.parse()?))
+                .with_context(|| format!("creating /dev/{name} in the chroot"))?;
+        }
+        // udev-style links: grub-mkconfig and initramfs-tools look for /dev/disk/by-uuid to
+        // write root=UUID=... instead of a loop device name that means nothing at boot.
+        for p in parts.iter().filter(|p| p.number != 0) {
+            let name = p.device.file_name().unwrap().to_string_lossy().into_owned();
+            let target = format!("../../{name}");
+            let mut links = vec![];
+            if let Some(fs) = &p.fs {
+                if let Some(u) = &fs.uuid {
+                    links.push(("by-uuid", u.clone()));
+                }
+                if let Some(l) = &fs.label {
+                    links.push(("by-label", l.clone()));
+                }
+            }
+            if let Some(u) = &p.part_uuid {
+                links.push(("by-partuuid", u.clone()));
+            }
+            for (dir, value) in links {
+                let d = dev.join("disk").join(dir);
+                std::fs::create_dir_all(&d)?;
+                let _ = std::os::unix::fs::symlink(&target, d.join(value.replace('/', "\\x2f")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A command that runs inside the chroot with a clean environment.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        // argv[0] is looked up by the chroot's own shell so the image's PATH applies.
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("exec \"$@\"").arg("sh").args(argv);
+        self.confine(&mut c);
+        c
+    }
+
+    fn confine(&self, c: &mut Command) {
+        c.env_clear()
+            .env("PATH", CHROOT_PATH)
+            .env("HOME", "/root")
+            .env("LC_ALL", "C.UTF-8")
+            .env("TERM", "dumb")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
+            .env("SYSTEMD_OFFLINE", "1")
+            .env("BAKERY", "1")
+            .current_dir("/")
+            .process_group(0);
+        let root = self.root.clone();
+        // SAFETY: between fork and exec only async-signal-safe calls are made (chroot, chdir).
+        unsafe {
+            c.pre_exec(move || {
+                nix::unistd::chroot(&root).map_err(std::io::Error::from)?;
+                nix::unistd::chdir("/").map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+    }
+
+    /// Run `/bin/sh -c script` in the chroot with positional args and optional stdin.
+    pub fn sh(&self, script: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Result<String> {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(script).arg("sh").args(args);
+        self.confine(&mut c);
+        self.run(c, stdin, "shell")
+    }
+
+    /// Run a host command (e.g. debootstrap, rpm --root) with output to the session log.
+    pub fn run_host(&self, mut c: Command, what: &str) -> Result<String> {
+        c.process_group(0).env("LC_ALL", "C.UTF-8").env("DEBIAN_FRONTEND", "noninteractive");
+        self.run(c, None, what)
+    }
+
+    /// Run to completion, output to the log (and stderr with -vv). Returns stdout+stderr's last
+    /// lines on success; on failure the error names the command, its status and its last lines.
+    pub fn run(&self, mut c: Command, stdin: Option<Vec<u8>>, what: &str) -> Result<String> {
+        signals::check()?;
+        let shown = format!("{} {}", c.get_program().to_string_lossy(), c.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        debug!(command = %shown, "running");
+        let (reader, writer) = std::io::pipe()?;
+        c.stdout(writer.try_clone()?).stderr(writer);
+        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = c.spawn().with_context(|| format!("{what}: cannot start `{shown}`"))?;
+        drop(c); // close our copies of the pipe's write end
+        if let Some(bytes) = stdin {
+            let mut si = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = si.write_all(&bytes);
+            });
+        }
+        let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+        let (log, echo, tail2) = (self.log.clone(), self.echo, tail.clone());
+        let pump = std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(std::io::Result::ok) {
+                if let Ok(mut l) = log.lock() {
+                    let _ = writeln!(l, "{line}");
+                }
+                if echo {
+                    eprintln!("  | {line}");
+                }
+                let mut t = tail2.lock().unwrap();
+                if t.len() == 40 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if signals::interrupted() {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+                std::thread::sleep(Duration::from_secs(2));
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                let _ = pump.join();
+                return Err(anyhow::Error::new(crate::error::Interrupted));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = pump.join();
+        let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+        if !status.success() {
+            let code = status.code().map(|c| format!("exit {c}")).unwrap_or_else(|| format!("{status}"));
+            bail!("`{}` failed ({code}): {}", short_cmd(&shown), explain(&lines));
+        }
+        Ok(lines.join("\n"))
+    }
+
+    /// Undo what `prepare` changed in the image (resolv.conf, policy-rc.d).
+    pub fn restore(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.prepared) {
+            return Ok(());
+        }
+        self.sh(
+            "for f in /etc/resolv.conf /usr/sbin/policy-rc.d; do
+               rm -f \"$f\"
+               if [ -e \"$f.bakery-orig\" ] || [ -L \"$f.bakery-orig\" ]; then mv -f \"$f.bakery-orig\" \"$f\"; fi
+             done",
+            &[],
+            None,
+        )
+        .map(|_| ())
+        .context("restoring resolv.conf and policy-rc.d in the image")
+    }
+
+    /// Stop anything still running with its root inside the image; returns who was stopped.
+    pub fn stop_strays(&self) -> Vec<procs::Proc> {
+        let strays = procs::rooted_in(&self.root);
+        if !strays.is_empty() {
+            warn!("stopping processes left running inside the image: {}", procs::describe(&strays));
+            procs::stop(&strays, Duration::from_secs(3));
+        }
+        strays
+    }
+
+    /// Trim free space (so the image file stays sparse), then unmount everything in reverse.
+    /// Collects every failure instead of stopping at the first.
+    pub fn teardown(&mut self) -> Result<()> {
+        let mut errors: Vec<String> = Vec::new();
+        if let Err(e) = self.restore() {
+            errors.push(format!("{e:#}"));
+        }
+        self.stop_strays();
+        if !self.mounts.is_empty() {
+            let _ = Command::new("fstrim").arg(&self.root).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        while let Some(m) = self.mounts.pop() {
+            if let Err(e) = unmount_retrying(&m) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("cleaning up the chroot: {}", errors.join("; ")))
+        }
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        if !self.mounts.is_empty() {
+            if let Err(e) = self.teardown() {
+                warn!("{e:#}");
+            }
+        }
+    }
+}
+
+fn unmount_retrying(target: &Path) -> Result<()> {
+    for attempt in 0..5 {
+        match sys_mount::unmount(target, UnmountFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let holders = procs::rooted_in(target);
+                if !holders.is_empty() {
+                    procs::stop(&holders, Duration::from_secs(2));
+                }
+                std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()), // not mounted
+            Err(e) => return Err(anyhow!("unmounting {}: {e}", target.display())),
+        }
+    }
+    let holders = procs::rooted_in(target);
+    sys_mount::unmount(target, UnmountFlags::DETACH).map_err(|e| anyhow!("unmounting {}: {e}", target.display()))?;
+    warn!(
+        "{} was busy{}; detached it lazily (the session's namespace releases it on exit)",
+        target.display(),
+        if holders.is_empty() { String::new() } else { format!(" (held by {})", procs::describe(&holders)) }
+    );
+    Ok(())
+}
+
+fn short_cmd(shown: &str) -> String {
+    let s = shown.strip_prefix("/bin/sh -c exec \"$@\" sh ").unwrap_or(shown);
+    let s: String = s.chars().take(120).collect();
+    s.replace('\n', " ")
+}
+
+/// Pick the lines that explain a failure (apt's `E:`, dpkg's errors) over plain noise.
+pub fn explain(lines: &[String]) -> String {
+    let important: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with("E:") || l.starts_with("dpkg: error") || l.contains("returned error exit status") || l.starts_with("error:") || l.contains("rror:")
+        })
+        .collect();
+    let pick: Vec<&String> = if important.is_empty() { lines.iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect() } else { important.into_iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect() };
+    pick.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_prefers_error_lines() {
+        let lines: Vec<String> = [
+            "Reading package lists...",
+            "Setting up app (1.0-1) ...",
+            "boom from postinst",
+            "dpkg: error processing package app (--configure):",
+            " installed app package post-installation script subprocess returned error exit status 3",
+            "Errors were encountered while processing:",
+            " app",
+            "E: Sub-process /usr/bin/dpkg returned an error code (1)",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let e = explain(&lines);
+        assert!(e.starts_with("dpkg: error processing package app"), "{e}");
+        assert!(e.contains("exit status 3"));
+        assert!(e.ends_with("returned an error code (1)"));
+        assert_eq!(explain(&["a".into(), "b".into()]), "a | b");
+    }
+}

@@ -1,0 +1,140 @@
+//! Parent side of a chroot session: start `bakery __session` in its own process group, feed it
+//! the plan, follow its events (progress, timings), forward Ctrl-C as SIGTERM, and make sure
+//! nothing it started outlives it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tracing::{info, warn};
+
+use super::plan::{Event, ImageFacts, SessionPlan};
+use crate::error::{InputError, Interrupted};
+use crate::progress::Progress;
+use crate::sys::{procs, signals};
+
+#[derive(Debug, Clone)]
+pub struct SessionOutcome {
+    pub facts: ImageFacts,
+    pub timings: Vec<(String, f64)>,
+}
+
+pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOutcome> {
+    let exe = std::env::current_exe().context("finding the bakery executable")?;
+    let mut child = Command::new(exe)
+        .arg("__session")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default())
+        // Its own process group: a terminal Ctrl-C reaches only us, and we stop it in order.
+        .process_group(0)
+        .spawn()
+        .context("starting the chroot session")?;
+    let pid = Pid::from_raw(child.id() as i32);
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        serde_json::to_writer(&mut stdin, plan)?;
+        stdin.flush()?;
+    }
+    let (tx, rx) = mpsc::channel::<Event>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+            if let Ok(ev) = serde_json::from_str::<Event>(&line) {
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    // The child's mount namespace, once it has left ours: whatever still lives in it after the
+    // child exits (a daemon a postinst started) keeps the image mounted and must be stopped.
+    let our_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut child_ns = None;
+    let mut forwarded = false;
+    let mut timings = Vec::new();
+    let mut finished: Option<ImageFacts> = None;
+    let mut failed: Option<(String, bool)> = None;
+    let mut started: Option<(String, Instant)> = None;
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => handle(ev, progress, &mut timings, &mut finished, &mut failed, &mut started),
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if child_ns.is_none() {
+            if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) {
+                if Some(&ns) != our_ns.as_ref() {
+                    child_ns = Some(ns.to_string_lossy().into_owned());
+                }
+            }
+        }
+        if signals::interrupted() && !forwarded {
+            progress.println("interrupted: stopping the chroot session and releasing everything it holds");
+            let _ = kill(pid, Signal::SIGTERM);
+            forwarded = true;
+        }
+        if signals::count() >= 2 && forwarded {
+            // A second Ctrl-C: keep cleaning, but say what is going on.
+            progress.println("still cleaning up (mounts and loop device); press Ctrl-C again only if stuck, then run `bakery gc`");
+        }
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+    };
+    let _ = reader.join();
+    while let Ok(ev) = rx.try_recv() {
+        handle(ev, progress, &mut timings, &mut finished, &mut failed, &mut started);
+    }
+    if let Some(ns) = &child_ns {
+        let left = procs::in_mount_namespace(ns);
+        if !left.is_empty() {
+            warn!("stopping processes left in the bake's mount namespace: {}", procs::describe(&left));
+            procs::stop(&left, Duration::from_secs(3));
+        }
+    }
+    if let Some((error, input)) = failed {
+        if error == "interrupted" || (forwarded && !input) {
+            return Err(anyhow::Error::new(Interrupted));
+        }
+        if input {
+            return Err(anyhow::Error::new(InputError(error)));
+        }
+        return Err(anyhow!(error));
+    }
+    match finished {
+        Some(facts) if status.success() => {
+            info!("chroot session finished");
+            Ok(SessionOutcome { facts, timings })
+        }
+        _ if forwarded => Err(anyhow::Error::new(Interrupted)),
+        _ => Err(anyhow!("the chroot session died ({status}) during {}", started.map(|s| s.0).unwrap_or_else(|| "start-up".into()))),
+    }
+}
+
+fn handle(
+    ev: Event,
+    progress: &Progress,
+    timings: &mut Vec<(String, f64)>,
+    finished: &mut Option<ImageFacts>,
+    failed: &mut Option<(String, bool)>,
+    started: &mut Option<(String, Instant)>,
+) {
+    match ev {
+        Event::Start { step } => {
+            progress.start_step(&step);
+            *started = Some((step, Instant::now()));
+        }
+        Event::Done { step, seconds } => {
+            progress.finish_step(&step, seconds);
+            timings.push((step, seconds));
+        }
+        Event::Finished { facts } => *finished = Some(facts),
+        Event::Failed { error, input_error } => *failed = Some((error, input_error)),
+    }
+}

@@ -1,0 +1,9 @@
+//! Provisioning: the chroot session child process (its own mount namespace) and the parent that
+//! drives it. See ARCHITECTURE.md, "Process model".
+
+pub mod chroot;
+pub mod driver;
+pub mod plan;
+pub mod rpm;
+pub mod session;
+pub mod steps;

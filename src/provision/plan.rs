@@ -1,0 +1,120 @@
+//! What the parent hands to the chroot session child (JSON on its stdin), and the events the
+//! child reports back (JSON lines on its stdout).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::layout::FsInfo;
+use crate::package::PackageKind;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionPlan {
+    /// Empty directory the root filesystem is mounted on (inside the child's mount namespace).
+    pub root: PathBuf,
+    /// The whole disk device (e.g. /dev/loop3) and its partitions, as the host names them.
+    pub disk: PathBuf,
+    pub partitions: Vec<PartitionDev>,
+    /// Which partition holds `/`.
+    pub root_partition: u32,
+    /// Build the root from nothing first (base build).
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
+    pub steps: Vec<Step>,
+    /// Where command output goes (also to stderr with -vv).
+    pub log: PathBuf,
+    pub echo_output: bool,
+    /// The architecture packages must match, checked against the image before anything runs.
+    #[serde(default)]
+    pub packages: Vec<PackageCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionDev {
+    pub number: u32,
+    pub device: PathBuf,
+    pub part_uuid: Option<String>,
+    pub fs: Option<FsInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageCheck {
+    pub file: String,
+    pub kind: PackageKind,
+    /// Normalized (x86_64, arm64, noarch, ...).
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub suite: String,
+    pub mirror: String,
+    pub include: Vec<String>,
+    pub components: Vec<String>,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Step {
+    /// Packages from the image's own repositories.
+    Apt { layer: String, packages: Vec<String> },
+    /// Local package files, installed with the image's package manager (dependencies resolved
+    /// from the image's sources).
+    InstallDebs { files: Vec<PathBuf> },
+    InstallRpms { files: Vec<PathBuf> },
+    /// A script file from the host, run inside the chroot.
+    Script { layer: String, path: PathBuf },
+    /// An inline shell command run inside the chroot.
+    Run { layer: String, command: String },
+    Enable { layer: String, units: Vec<String> },
+    /// Copy a host file into the image.
+    CopyFile { layer: String, src: PathBuf, dest: PathBuf, mode: u32 },
+    /// Write a file in the image.
+    WriteFile { dest: PathBuf, content: String, mode: u32 },
+    /// Install GRUB for BIOS boot on the disk and generate its config (base build).
+    Grub,
+    /// Leave the image ready to be cloned: no machine-id, host keys or apt lists.
+    Generalize,
+}
+
+impl Step {
+    pub fn label(&self) -> String {
+        let files = |f: &[PathBuf]| f.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ");
+        match self {
+            Step::Apt { layer, packages } => format!("{layer}: apt install {}", packages.join(" ")),
+            Step::InstallDebs { files: f } => format!("install {}", files(f)),
+            Step::InstallRpms { files: f } => format!("install {}", files(f)),
+            Step::Script { layer, path } => format!("{layer}: script {}", path.file_name().unwrap_or_default().to_string_lossy()),
+            Step::Run { layer, command } => format!("{layer}: run {}", command.chars().take(40).collect::<String>()),
+            Step::Enable { layer, units } => format!("{layer}: enable {}", units.join(" ")),
+            Step::CopyFile { layer, dest, .. } => format!("{layer}: file {}", dest.display()),
+            Step::WriteFile { dest, .. } => format!("write {}", dest.display()),
+            Step::Grub => "install GRUB (BIOS)".into(),
+            Step::Generalize => "generalize".into(),
+        }
+    }
+}
+
+/// Facts about the baked image, read inside the chroot at the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImageFacts {
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    /// /etc/bakery/base.json of a bakery-built base.
+    pub base: Option<serde_json::Value>,
+    /// Versions of the packages installed by this bake, by name.
+    pub installed: BTreeMap<String, String>,
+    /// Processes that started inside the chroot despite policy-rc.d and were stopped.
+    pub stray_processes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum Event {
+    Start { step: String },
+    Done { step: String, seconds: f64 },
+    Finished { facts: ImageFacts },
+    Failed { error: String, input_error: bool },
+}

@@ -1,0 +1,87 @@
+//! The chroot session child (`bakery __session`): reads a plan on stdin, enters its own mount
+//! namespace, mounts and provisions the image, tears everything down and reports events as JSON
+//! lines on stdout. If it dies, the kernel drops its private mounts with it.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use super::chroot::Chroot;
+use super::plan::{Event, ImageFacts, SessionPlan};
+use super::steps::Runner;
+use crate::error::InputError;
+use crate::sys::signals;
+
+fn emit(ev: &Event) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, ev);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Entry point of the hidden subcommand; returns the process exit code.
+pub fn main() -> i32 {
+    // If the parent dies (even by SIGKILL), so do we, and our mounts go with our namespace.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    signals::install();
+    let result = (|| -> Result<ImageFacts> {
+        let mut input = String::new();
+        std::io::stdin().read_to_string(&mut input).context("reading the session plan")?;
+        let plan: SessionPlan = serde_json::from_str(&input).context("parsing the session plan")?;
+        unshare(CloneFlags::CLONE_NEWNS).context("creating a private mount namespace (are we root?)")?;
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+            .context("making mounts private")?;
+        let mut chroot = Chroot::new(&plan.root, &plan.log, plan.echo_output)?;
+        let outcome = run(&plan, &mut chroot);
+        let teardown = chroot.teardown();
+        let facts = outcome?;
+        teardown?;
+        Ok(facts)
+    })();
+    match result {
+        Ok(facts) => {
+            emit(&Event::Finished { facts });
+            0
+        }
+        Err(e) => {
+            let input_error = e.chain().any(|c| c.is::<InputError>());
+            let interrupted = e.chain().any(|c| c.is::<crate::error::Interrupted>());
+            emit(&Event::Failed { error: if interrupted { "interrupted".into() } else { format!("{e:#}") }, input_error });
+            1
+        }
+    }
+}
+
+fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
+    let root_dev = plan
+        .partitions
+        .iter()
+        .find(|p| p.number == plan.root_partition)
+        .context("the plan names a root partition that is not on the disk")?;
+    timed("mount image", || chroot.mount_image(root_dev, &plan.partitions))?;
+    let mut runner = Runner::new(chroot, plan);
+    if let Some(b) = &plan.bootstrap {
+        timed(&format!("debootstrap {}", b.suite), || runner.bootstrap(b))?;
+    }
+    timed("prepare chroot", || runner.chroot.prepare(&plan.disk, &plan.partitions))?;
+    runner.check_packages()?;
+    for step in &plan.steps {
+        signals::check()?;
+        timed(&step.label(), || runner.step(step))?;
+        let strays = runner.chroot.stop_strays();
+        runner.facts.stray_processes.extend(strays.iter().map(|p| p.comm.clone()));
+    }
+    timed("seal", || runner.seal())?;
+    Ok(runner.facts)
+}
+
+fn timed<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    emit(&Event::Start { step: label.to_string() });
+    let t = Instant::now();
+    let r = f().with_context(|| label.to_string())?;
+    emit(&Event::Done { step: label.to_string(), seconds: t.elapsed().as_secs_f64() });
+    Ok(r)
+}

@@ -1,0 +1,294 @@
+//! Carrying out each provisioning step inside the chroot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::chroot::Chroot;
+use super::plan::{Bootstrap, ImageFacts, SessionPlan, Step};
+use super::rpm;
+use crate::input;
+
+/// Which package manager the image has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageManager {
+    Apt,
+    Dnf,
+    Yum,
+    None,
+}
+
+pub struct Runner<'a> {
+    pub chroot: &'a mut Chroot,
+    plan: &'a SessionPlan,
+    apt_updated: bool,
+    pub facts: ImageFacts,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(chroot: &'a mut Chroot, plan: &'a SessionPlan) -> Runner<'a> {
+        Runner { chroot, plan, apt_updated: false, facts: ImageFacts::default() }
+    }
+
+    fn has(&self, inside: &str) -> bool {
+        std::fs::symlink_metadata(self.chroot.path(inside)).is_ok()
+    }
+
+    pub fn package_manager(&self) -> PackageManager {
+        if self.has("/usr/bin/apt-get") {
+            PackageManager::Apt
+        } else if self.has("/usr/bin/dnf") {
+            PackageManager::Dnf
+        } else if self.has("/usr/bin/yum") {
+            PackageManager::Yum
+        } else {
+            PackageManager::None
+        }
+    }
+
+    pub fn bootstrap(&mut self, b: &Bootstrap) -> Result<()> {
+        let mut c = Command::new("debootstrap");
+        c.arg("--variant=minbase")
+            .arg(format!("--arch={}", b.arch))
+            .arg(format!("--components={}", b.components.join(",")))
+            .arg("--merged-usr");
+        if !b.include.is_empty() {
+            c.arg(format!("--include={}", b.include.join(",")));
+        }
+        c.arg(&b.suite).arg(&self.chroot.root).arg(&b.mirror);
+        self.chroot.run_host(c, "debootstrap").map(|_| ())
+    }
+
+    /// The image's architecture, normalized like package architectures.
+    fn image_arch(&self) -> Option<String> {
+        let out = if self.has("/usr/bin/dpkg") {
+            self.chroot.sh("dpkg --print-architecture", &[], None).ok()
+        } else if self.has("/usr/bin/rpm") {
+            self.chroot.sh("rpm --eval %_arch", &[], None).ok()
+        } else {
+            None
+        }?;
+        Some(crate::package::normalize_arch(out.lines().last()?.trim()).to_string())
+    }
+
+    /// Refuse packages built for another architecture before anything is installed.
+    pub fn check_packages(&mut self) -> Result<()> {
+        self.facts.arch = self.image_arch();
+        let Some(arch) = self.facts.arch.clone() else { return Ok(()) };
+        for p in &self.plan.packages {
+            if p.arch != "noarch" && p.arch != arch {
+                return Err(input!(
+                    "{}: built for {}, but the base image is {arch}; build the package for {arch} or use a matching base",
+                    p.file, p.arch
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn apt_update(&mut self) -> Result<()> {
+        if !self.apt_updated {
+            self.chroot
+                .sh("apt-get -q -o Acquire::Retries=3 update", &[], None)
+                .context("apt-get update in the image (are the image's apt sources reachable?)")?;
+            self.apt_updated = true;
+        }
+        Ok(())
+    }
+
+    fn apt_install(&mut self, what: &[String]) -> Result<()> {
+        self.apt_update()?;
+        let mut argv: Vec<&str> = vec![
+            "apt-get",
+            "-q",
+            "-y",
+            "-o",
+            "Acquire::Retries=3",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "install",
+            "--no-install-recommends",
+        ];
+        argv.extend(what.iter().map(String::as_str));
+        self.chroot.run(self.chroot.command(&argv), None, "apt-get install").map(|_| ())
+    }
+
+    fn dnf_install(&mut self, what: &[String], pm: PackageManager) -> Result<()> {
+        let tool = if pm == PackageManager::Dnf { "dnf" } else { "yum" };
+        let mut argv: Vec<&str> = vec![tool, "-y", "install"];
+        argv.extend(what.iter().map(String::as_str));
+        self.chroot.run(self.chroot.command(&argv), None, "dnf install").map(|_| ())
+    }
+
+    /// Copy package files into the image's tmpfs /tmp (gone after the bake), returning their paths inside.
+    fn stage(&self, files: &[PathBuf]) -> Result<Vec<String>> {
+        let dir = self.chroot.path("/tmp/bakery-packages");
+        std::fs::create_dir_all(&dir)?;
+        files
+            .iter()
+            .map(|f| {
+                let name = f.file_name().context("package path has no file name")?.to_string_lossy().into_owned();
+                std::fs::copy(f, dir.join(&name)).with_context(|| format!("copying {} into the image", f.display()))?;
+                Ok(format!("/tmp/bakery-packages/{name}"))
+            })
+            .collect()
+    }
+
+    fn record_versions(&mut self, kind: &str, names: &[String]) {
+        let query = match kind {
+            "deb" => "dpkg-query -W -f='${Package} ${Version}\\n' \"$@\"",
+            _ => "rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\\n' \"$@\"",
+        };
+        let out = if kind == "rpm" && !self.has("/usr/bin/rpm") {
+            let mut c = Command::new("rpm");
+            c.arg("--root").arg(&self.chroot.root).args(["-q", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]).args(names);
+            self.chroot.run_host(c, "rpm -q")
+        } else {
+            let args: Vec<&str> = names.iter().map(String::as_str).collect();
+            self.chroot.sh(query, &args, None)
+        };
+        if let Ok(text) = out {
+            for l in text.lines() {
+                if let Some((n, v)) = l.split_once(' ') {
+                    self.facts.installed.insert(n.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn step(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::Apt { packages, .. } => match self.package_manager() {
+                PackageManager::Apt => self.apt_install(packages),
+                pm @ (PackageManager::Dnf | PackageManager::Yum) => self.dnf_install(packages, pm),
+                PackageManager::None => Err(input!("the image has no apt-get, dnf or yum to install {}", packages.join(" "))),
+            },
+            Step::InstallDebs { files } => {
+                if self.package_manager() != PackageManager::Apt {
+                    return Err(input!("{}: .deb packages need a base image with apt; this one has none", files[0].display()));
+                }
+                let staged = self.stage(files)?;
+                let r = self.apt_install(&staged);
+                let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
+                r?;
+                let names = deb_names(&self.plan.packages, files);
+                self.record_versions("deb", &names);
+                Ok(())
+            }
+            Step::InstallRpms { files } => {
+                let staged = self.stage(files)?;
+                let r = match self.package_manager() {
+                    pm @ (PackageManager::Dnf | PackageManager::Yum) => self.dnf_install(&staged, pm),
+                    _ if self.has("/usr/bin/rpm") => {
+                        let mut argv = vec!["rpm", "-Uvh"];
+                        argv.extend(staged.iter().map(String::as_str));
+                        self.chroot.run(self.chroot.command(&argv), None, "rpm -U").map(|_| ())
+                    }
+                    _ => rpm::install_with_host_rpm(self.chroot, files),
+                };
+                let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
+                r?;
+                let names = rpm::names(files)?;
+                self.record_versions("rpm", &names);
+                Ok(())
+            }
+            Step::Script { layer, path } => {
+                let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                self.chroot
+                    .sh("set -e; f=/run/bakery-step; cat > \"$f\"; chmod 0755 \"$f\"; BAKERY_LAYER=\"$1\" \"$f\"; rm -f \"$f\"", &[layer], Some(body))
+                    .map(|_| ())
+            }
+            Step::Run { command, .. } => self.chroot.sh(command, &[], None).map(|_| ()),
+            Step::Enable { units, .. } => {
+                let mut argv = vec!["systemctl", "enable"];
+                argv.extend(units.iter().map(String::as_str));
+                self.chroot.run(self.chroot.command(&argv), None, "systemctl enable").map(|_| ())
+            }
+            Step::CopyFile { src, dest, mode, .. } => {
+                let body = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+                self.write_file(dest, body, *mode)
+            }
+            Step::WriteFile { dest, content, mode } => self.write_file(dest, content.clone().into_bytes(), *mode),
+            Step::Grub => self.grub(),
+            Step::Generalize => self.generalize(),
+        }
+    }
+
+    /// Write through the chroot's own `install`, so a symlink in the image cannot redirect the write onto the host.
+    fn write_file(&self, dest: &Path, body: Vec<u8>, mode: u32) -> Result<()> {
+        let dest = dest.display().to_string();
+        let mode = format!("{mode:o}");
+        self.chroot.sh("install -D -m \"$1\" /dev/stdin \"$2\"", &[&mode, &dest], Some(body)).map(|_| ())
+    }
+
+    fn grub(&self) -> Result<()> {
+        let disk = format!("/dev/{}", self.plan.disk.file_name().unwrap().to_string_lossy());
+        self.chroot.sh(
+            "set -e
+             grub-install --target=i386-pc --modules='part_gpt ext2' \"$1\"
+             grub-mkconfig -o /boot/grub/grub.cfg
+             grep -q 'root=UUID=' /boot/grub/grub.cfg || { echo 'error: grub.cfg does not boot by UUID' >&2; exit 1; }",
+            &[&disk],
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn generalize(&self) -> Result<()> {
+        self.chroot.sh(
+            "set -e
+             : > /etc/machine-id
+             rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+             if command -v cloud-init >/dev/null; then cloud-init clean --logs >/dev/null 2>&1 || true; fi
+             apt-get clean
+             rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+             find /var/log -type f -exec truncate -s 0 {} +",
+            &[],
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// End of the bake: drop package caches, read the facts the manifest reports.
+    pub fn seal(&mut self) -> Result<()> {
+        if self.package_manager() == PackageManager::Apt {
+            self.chroot.sh("apt-get clean", &[], None)?;
+        }
+        let os = std::fs::read_to_string(self.chroot.path("/etc/os-release")).unwrap_or_default();
+        self.facts.os = os_pretty_name(&os);
+        if self.facts.arch.is_none() {
+            self.facts.arch = self.image_arch();
+        }
+        if let Ok(text) = self.chroot.sh("cat /etc/bakery/base.json 2>/dev/null || true", &[], None) {
+            self.facts.base = serde_json::from_str(&text).ok();
+        }
+        Ok(())
+    }
+}
+
+fn deb_names(pkgs: &[super::plan::PackageCheck], files: &[PathBuf]) -> Vec<String> {
+    let _ = pkgs;
+    files
+        .iter()
+        .filter_map(|f| crate::package::inspect(f).ok().map(|p| p.name))
+        .collect()
+}
+
+pub fn os_pretty_name(os_release: &str) -> Option<String> {
+    let map: BTreeMap<&str, &str> = os_release.lines().filter_map(|l| l.split_once('=')).collect();
+    map.get("PRETTY_NAME").map(|v| v.trim_matches('"').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pretty_name() {
+        let t = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
+        assert_eq!(super::os_pretty_name(t).as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(super::os_pretty_name(""), None);
+    }
+}

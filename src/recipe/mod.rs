@@ -1,0 +1,156 @@
+//! Recipes (what to bake), base definitions (how to build a base) and layers, read strictly:
+//! an unknown or misspelt key is an error naming the file, never a silent default.
+
+pub mod base;
+pub mod layer;
+pub mod size;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::cli::BakeArgs;
+use crate::input;
+pub use size::Size;
+
+/// A bake recipe. Relative paths are relative to the recipe file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recipe {
+    /// Base disk image (raw or qcow2). None: the built-in Debian 12 base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
+    /// Packages (.deb/.rpm), installed in order after the layers.
+    #[serde(default)]
+    pub packages: Vec<PathBuf>,
+    /// Layers (names or directories), applied in order before the packages.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// Output file; the extension picks the format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    /// Extra tags for the image.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Read a YAML file into `T`, mapping every problem to one line that names the file.
+pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => input!("{}: no such file; check the path", path.display()),
+        _ => input!("{}: cannot read: {e}", path.display()),
+    })?;
+    parse_yaml(&text, &path.display().to_string())
+}
+
+pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    if text.trim().is_empty() {
+        return Err(input!("{origin}: the file is empty; see the examples in the README"));
+    }
+    serde_yaml_ng::from_str(text).map_err(|e| {
+        let msg = e.to_string().replace('\n', " ");
+        input!("{origin}: {msg}")
+    })
+}
+
+impl Recipe {
+    /// Load a recipe file and make its relative paths absolute against the file's directory.
+    pub fn load(path: &Path) -> Result<Recipe> {
+        let mut r: Recipe = load_yaml(path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &PathBuf| if p.is_absolute() { p.clone() } else { dir.join(p) };
+        r.base = r.base.as_ref().map(abs);
+        r.output = r.output.as_ref().map(abs);
+        r.packages = r.packages.iter().map(abs).collect();
+        r.layers = r
+            .layers
+            .iter()
+            .map(|l| if layer::is_path_like(l) && !Path::new(l).is_absolute() { dir.join(l).display().to_string() } else { l.clone() })
+            .collect();
+        Ok(r)
+    }
+
+    /// Merge command-line flags over a recipe: scalars replace, lists given on the command line
+    /// replace the recipe's lists (so CI can pass "the package of this build"), tags merge with
+    /// the flag winning per key.
+    pub fn merge_flags(mut self, args: &BakeArgs) -> Result<Recipe> {
+        if let Some(b) = &args.base {
+            self.base = Some(b.clone());
+        }
+        if !args.packages.is_empty() {
+            self.packages = args.packages.clone();
+        }
+        if !args.layers.is_empty() {
+            self.layers = args.layers.clone();
+        }
+        if let Some(o) = &args.output {
+            self.output = Some(o.clone());
+        }
+        for t in &args.tags {
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| input!("--tag `{t}`: write it as KEY=VALUE"))?;
+            self.tags.insert(k.to_string(), v.to_string());
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file_and_key() {
+        let err = parse_yaml::<Recipe>("bse: x.raw\n", "app.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("app.yaml: unknown field `bse`"), "{msg}");
+        assert!(!msg.contains('\n'));
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_INPUT);
+    }
+
+    #[test]
+    fn wrong_type_and_bad_yaml_are_errors() {
+        let msg = parse_yaml::<Recipe>("packages: 3\n", "r.yaml").unwrap_err().to_string();
+        assert!(msg.starts_with("r.yaml: packages: invalid type"), "{msg}");
+        assert!(parse_yaml::<Recipe>("packages: [a\n", "r.yaml").is_err());
+        assert!(parse_yaml::<Recipe>("", "r.yaml").unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse_yaml::<Recipe>(
+            "base: b.raw\npackages: [a.deb]\nlayers: [jvm-tomcat]\ntags: {team: x, env: dev}\n",
+            "r.yaml",
+        )
+        .unwrap();
+        let args = BakeArgs {
+            packages: vec!["c.deb".into(), "d.rpm".into()],
+            output: Some("o.qcow2".into()),
+            tags: vec!["env=prod".into(), "k=v=w".into()],
+            ..Default::default()
+        };
+        let r = file.merge_flags(&args).unwrap();
+        assert_eq!(r.base, Some("b.raw".into()));
+        assert_eq!(r.packages, vec![PathBuf::from("c.deb"), PathBuf::from("d.rpm")]);
+        assert_eq!(r.layers, vec!["jvm-tomcat".to_string()]);
+        assert_eq!(r.tags["env"], "prod");
+        assert_eq!(r.tags["team"], "x");
+        assert_eq!(r.tags["k"], "v=w");
+        assert!(Recipe::default().merge_flags(&BakeArgs { tags: vec!["novalue".into()], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_recipe_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.yaml");
+        std::fs::write(&f, "base: ../b.raw\npackages: [pkgs/a.deb]\nlayers: [jvm-tomcat, ./mylayer]\n").unwrap();
+        let r = Recipe::load(&f).unwrap();
+        assert_eq!(r.base.unwrap(), dir.path().join("../b.raw"));
+        assert_eq!(r.packages[0], dir.path().join("pkgs/a.deb"));
+        assert_eq!(r.layers[0], "jvm-tomcat");
+        assert_eq!(r.layers[1], dir.path().join("./mylayer").display().to_string());
+    }
+}

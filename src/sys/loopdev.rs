@@ -1,0 +1,72 @@
+//! Loop devices as guards: attached with autoclear (so even a SIGKILLed bake cannot leak one once
+//! its mounts are gone), detached on drop with retries while the kernel still holds them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use loopdev::{LoopControl, LoopDevice};
+use tracing::{debug, warn};
+
+use super::lock::HostLock;
+
+#[derive(Debug)]
+pub struct LoopGuard {
+    dev: Option<LoopDevice>,
+    pub path: PathBuf,
+    pub backing: PathBuf,
+}
+
+impl LoopGuard {
+    /// Attach `file` to a free loop device. Finding a free device and attaching to it is not
+    /// atomic in the kernel API, so bakes on one host serialize it under a host lock and retry
+    /// when another tool wins the race.
+    pub fn attach(file: &Path, lock_dir: &Path) -> Result<LoopGuard> {
+        let _lock = HostLock::acquire(lock_dir, "loop-attach")?;
+        let ctl = LoopControl::open().context("opening /dev/loop-control (is the loop module loaded? run `modprobe loop`)")?;
+        let mut last_err = None;
+        for _ in 0..8 {
+            let dev = ctl.next_free().context("asking /dev/loop-control for a free loop device (no free loop devices?)")?;
+            match dev.with().autoclear(true).attach(file) {
+                Ok(()) => {
+                    let path = dev.path().context("loop device has no path")?;
+                    debug!(device = %path.display(), file = %file.display(), "attached loop device");
+                    return Ok(LoopGuard { dev: Some(dev), path, backing: file.to_path_buf() });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last_err = Some(e),
+                Err(e) => return Err(e).with_context(|| format!("attaching {} to a loop device", file.display())),
+            }
+        }
+        Err(last_err.unwrap()).context("every free loop device was taken before bakery could attach it")
+    }
+
+    /// Detach now and report the error (the happy path); Drop does the same silently.
+    pub fn close(mut self) -> Result<()> {
+        self.detach()
+    }
+
+    fn detach(&mut self) -> Result<()> {
+        let Some(dev) = self.dev.take() else { return Ok(()) };
+        let mut last = None;
+        for attempt in 0..10 {
+            match dev.detach() {
+                Ok(()) => return Ok(()),
+                // ENXIO: autoclear already released it.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+                }
+            }
+        }
+        Err(last.unwrap()).with_context(|| format!("detaching {}", self.path.display()))
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            warn!("{e:#}; it will detach itself once nothing holds it (autoclear)");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! SIGINT/SIGTERM/SIGHUP become a flag the bake checks between steps and while it waits, so
+//! every guard still runs its cleanup. A second signal during cleanup is counted and reported.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Install the handlers (idempotent).
+pub fn install() {
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only touches an atomic, which is async-signal-safe.
+        unsafe {
+            let _ = sigaction(sig, &action);
+        }
+    }
+}
+
+/// How many termination signals arrived so far.
+pub fn count() -> usize {
+    SIGNALS.load(Ordering::SeqCst)
+}
+
+pub fn interrupted() -> bool {
+    count() > 0
+}
+
+/// Err(Interrupted) once a signal arrived: call between steps.
+pub fn check() -> anyhow::Result<()> {
+    if interrupted() {
+        return Err(anyhow::Error::new(crate::error::Interrupted));
+    }
+    Ok(())
+}

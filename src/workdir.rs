@@ -1,0 +1,50 @@
+//! The per-bake work directory under `<work-dir>/work/<bake-id>`: scratch files live here and go
+//! away with the bake; logs and cached bases live beside it and stay.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tracing::warn;
+
+#[derive(Debug)]
+pub struct WorkDir {
+    pub top: PathBuf,
+    pub dir: PathBuf,
+    pub bake_id: String,
+}
+
+impl WorkDir {
+    pub fn create(top: &Path, bake_id: &str) -> Result<WorkDir> {
+        let dir = top.join("work").join(bake_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating work directory {} (set --work-dir or BAKERY_WORK_DIR)", dir.display()))?;
+        std::fs::create_dir_all(top.join("logs"))?;
+        Ok(WorkDir { top: top.to_path_buf(), dir, bake_id: bake_id.to_string() })
+    }
+
+    pub fn locks(&self) -> PathBuf {
+        self.top.join("locks")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.top.join("logs").join(format!("{}.log", self.bake_id))
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!("removing {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// `bk-` and 12 hex digits: short enough for tags and file names, unique per host and time.
+pub fn new_bake_id() -> String {
+    format!("bk-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
