@@ -116,7 +116,9 @@ pub fn image_tags(
     tags.insert("base_ami_id".into(), base.image.clone());
     tags.insert("base_ami_name".into(), base.name.clone());
     tags.insert("base_ami_version".into(), base.version.clone());
-    let creator = env.get("SUDO_USER").or_else(|| env.get("USER")).cloned().unwrap_or_else(|| "bakery".into());
+    let creator = env.get("SUDO_USER").or_else(|| env.get("USER")).filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "bakery".into())
+    });
     tags.insert("creator".into(), creator);
     tags.insert("creation_time".into(), creation_time.into());
     tags.extend(naming::ci_tags(env));

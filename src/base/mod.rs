@@ -132,18 +132,23 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
     progress.finish_step("partition disk", t.elapsed().as_secs_f64());
     timings.push(Timing::new("partition disk", t.elapsed().as_secs_f64()));
 
+    // debootstrap makes only the minimal system; everything else is installed with apt inside
+    // the prepared chroot (private /dev with by-uuid links, /proc, /sys, no services), where
+    // kernel, initramfs and GRUB hooks see what they would see on a real machine.
     let mut steps: Vec<Step> = system_files(spec, &root_uuid, &version, &built_at)
         .into_iter()
         .map(|(dest, content, mode)| Step::WriteFile { dest, content, mode })
         .collect();
+    let mut packages = vec![spec.kernel.clone(), "systemd-resolved".to_string()];
+    packages.extend(spec.packages.iter().cloned());
+    steps.push(Step::Apt { layer: "base".into(), packages });
     steps.push(Step::Grub);
     steps.push(Step::Enable { layer: "base".into(), units: BASE_UNITS.iter().map(|s| s.to_string()).collect() });
     for l in layers {
         steps.extend(crate::bake::plan_steps(std::slice::from_ref(l), &[]));
     }
     steps.push(Step::Generalize);
-    let mut include = vec![spec.kernel.clone(), "systemd-resolved".to_string()];
-    include.extend(spec.packages.iter().cloned());
+    let include = vec!["ca-certificates".to_string(), "gpgv".to_string()];
     let bootstrap = Bootstrap { suite: spec.suite.clone(), mirror: spec.mirror.clone(), include, components: spec.components.clone(), arch: spec.arch.clone() };
     let job = disk::DiskJob { disk: &disk, layout: &layout, root_partition: 2, bootstrap: Some(bootstrap), steps, packages: vec![], echo_output: g.verbose >= 2 };
     let outcome = disk::provision(job, &work, &progress).map_err(|e| crate::bake::with_log_hint(e, &work))?;

@@ -140,6 +140,8 @@ impl Chroot {
         for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
             mknod(&dev.join(name), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
                 .with_context(|| format!("creating /dev/{name} in the chroot"))?;
+            // mknod's mode is cut by the umask; unprivileged users (apt's _apt) need 0666.
+            std::fs::set_permissions(dev.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
         }
         for (link, to) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
             std::os::unix::fs::symlink(to, dev.join(link))?;
@@ -288,12 +290,23 @@ impl Chroot {
         if !std::mem::take(&mut self.prepared) {
             return Ok(());
         }
+        // Put back the originals only where the file is still the one bakery wrote: a package
+        // that replaced it during the bake (systemd-resolved links resolv.conf to its stub)
+        // knows better, and its version stays.
+        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
         self.sh(
-            "for f in /etc/resolv.conf /usr/sbin/policy-rc.d; do
-               rm -f \"$f\"
-               if [ -e \"$f.bakery-orig\" ] || [ -L \"$f.bakery-orig\" ]; then mv -f \"$f.bakery-orig\" \"$f\"; fi
-             done",
-            &[],
+            "ours() { [ -f \"$1\" ] && [ ! -L \"$1\" ] && printf '%s' \"$2\" | cmp -s - \"$1\"; }
+             restore() {
+               if ours \"$1\" \"$2\"; then
+                 rm -f \"$1\"
+                 if [ -e \"$1.bakery-orig\" ] || [ -L \"$1.bakery-orig\" ]; then mv -f \"$1.bakery-orig\" \"$1\"; fi
+               else
+                 rm -f \"$1.bakery-orig\"
+               fi
+             }
+             restore /usr/sbin/policy-rc.d \"$1\"
+             restore /etc/resolv.conf \"$2\"",
+            &[POLICY_RC_D, &String::from_utf8_lossy(&resolv)],
             None,
         )
         .map(|_| ())
