@@ -5,6 +5,7 @@
 
 pub mod bake;
 pub mod base;
+pub mod aws;
 pub mod boot;
 pub mod cli;
 pub mod disk;

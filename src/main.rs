@@ -49,8 +49,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 BakeResult::Printed => Ok(0),
                 BakeResult::Baked(m) => {
                     print_json(&m, args.manifest.as_deref())?;
-                    if let Some(url) = &args.boot_check {
-                        let report = bakery::boot::boot_check(&m.output.path, url, std::time::Duration::from_secs(args.boot_timeout))?;
+                    if let (Some(url), Some(out)) = (&args.boot_check, &m.output) {
+                        let report = bakery::boot::boot_check(&out.path, url, std::time::Duration::from_secs(args.boot_timeout))?;
                         print_json(&report, None)?;
                     }
                     Ok(0)

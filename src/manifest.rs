@@ -20,7 +20,15 @@ pub struct Manifest {
     pub packages: Vec<PackageSummary>,
     pub base: BaseSummary,
     pub layers: Vec<String>,
-    pub output: OutputSummary,
+    /// The image file (local bakes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputSummary>,
+    /// One AMI per region (AMI bakes), the registering region first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub amis: Vec<AmiOutput>,
+    /// What direct mode read and uploaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,4 +97,24 @@ impl Timing {
     pub fn new(step: &str, seconds: f64) -> Timing {
         Timing { step: step.to_string(), seconds: (seconds * 1000.0).round() / 1000.0 }
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AmiOutput {
+    pub region: String,
+    pub image_id: String,
+    pub snapshot_id: String,
+    /// An AMI of this name already existed there and was reused.
+    pub reused: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadSummary {
+    pub mode: &'static str,
+    pub base_snapshot_id: String,
+    pub snapshot_id: String,
+    pub bytes_read: u64,
+    pub blocks_total: u64,
+    pub blocks_changed: u64,
+    pub bytes_uploaded: u64,
 }

@@ -15,6 +15,7 @@ use crate::sys::partx::{part_path, PartitionsGuard};
 use crate::workdir::WorkDir;
 
 pub struct DiskJob<'a> {
+    /// An image file (attached to a loop device here) or a block device (an attached volume).
     pub disk: &'a Path,
     pub layout: &'a Layout,
     pub root_partition: u32,
@@ -26,22 +27,30 @@ pub struct DiskJob<'a> {
 
 pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Result<SessionOutcome> {
     let t = Instant::now();
-    progress.start_step("attach loop device");
-    let lo = LoopGuard::attach(job.disk, &work.locks())?;
+    let is_device = std::fs::metadata(job.disk).map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())).unwrap_or(false);
+    let lo = if is_device {
+        None
+    } else {
+        progress.start_step("attach loop device");
+        Some(LoopGuard::attach(job.disk, &work.locks())?)
+    };
+    let dev = lo.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| job.disk.to_path_buf());
     let numbers: Vec<u32> = job.layout.partitions.iter().map(|p| p.number).filter(|&n| n > 0).collect();
-    let parts = PartitionsGuard::add(&lo.path, &numbers)?;
-    progress.finish_step(&format!("attach {}", lo.path.display()), t.elapsed().as_secs_f64());
+    let parts = PartitionsGuard::add(&dev, &numbers)?;
+    if lo.is_some() {
+        progress.finish_step(&format!("attach {}", dev.display()), t.elapsed().as_secs_f64());
+    }
 
     let root = work.join("root");
     std::fs::create_dir_all(&root)?;
     let plan = SessionPlan {
         root,
-        disk: lo.path.clone(),
+        disk: dev.clone(),
         partitions: job
             .layout
             .partitions
             .iter()
-            .map(|p| PartitionDev { number: p.number, device: part_path(&lo.path, p.number), part_uuid: p.part_uuid.clone(), fs: p.fs.clone() })
+            .map(|p| PartitionDev { number: p.number, device: part_path(&dev, p.number), part_uuid: p.part_uuid.clone(), fs: p.fs.clone() })
             .collect(),
         root_partition: job.root_partition,
         bootstrap: job.bootstrap,
@@ -57,8 +66,10 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
     if let Err(e) = parts.close() {
         errors.push(format!("{e:#}"));
     }
-    if let Err(e) = lo.close() {
-        errors.push(format!("{e:#}"));
+    if let Some(lo) = lo {
+        if let Err(e) = lo.close() {
+            errors.push(format!("{e:#}"));
+        }
     }
     let mut outcome = outcome?;
     if !errors.is_empty() {

@@ -1,5 +1,6 @@
 //! `bakery bake`: base image + layers + packages -> a new image file and its manifest.
 
+pub mod ami;
 pub mod disk;
 
 use std::collections::BTreeMap;
@@ -37,12 +38,15 @@ pub struct Globals {
 pub struct BakePlan {
     pub base: String,
     pub output: PathBuf,
-    pub format: Format,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
     pub name: String,
     pub layers: Vec<String>,
     pub steps: Vec<String>,
     pub packages: Vec<PackageInfo>,
     pub tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
 }
 
 pub enum BakeResult {
@@ -126,7 +130,37 @@ pub fn image_tags(
     tags
 }
 
-pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
+/// A bake whose input has been checked: nothing was created yet.
+pub struct Prepared {
+    pub recipe: Recipe,
+    pub packages: Vec<PackageInfo>,
+    pub layers: Vec<Layer>,
+    pub steps: Vec<Step>,
+    pub name: String,
+    pub now: time::OffsetDateTime,
+    pub bake_id: String,
+    pub started: Instant,
+    /// Local base file (None: the built-in base, or an AMI).
+    pub base_path: Option<PathBuf>,
+    _scratch: tempfile::TempDir,
+}
+
+impl Prepared {
+    pub fn app(&self) -> Option<&PackageInfo> {
+        self.packages.first()
+    }
+
+    pub fn package_checks(&self) -> Vec<PackageCheck> {
+        self.packages
+            .iter()
+            .map(|p| PackageCheck { file: p.path.display().to_string(), kind: p.kind, arch: p.normalized_arch().to_string() })
+            .collect()
+    }
+}
+
+/// Check everything a bake needs before anything is created. `None`: a dry run or
+/// --print-config printed what was asked and there is nothing to do.
+pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
     let started = Instant::now();
     let recipe = match &args.recipe {
         Some(p) => Recipe::load(p)?,
@@ -135,13 +169,13 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     .merge_flags(args)?;
     if args.print_config {
         print!("{}", serde_yaml_ng::to_string(&recipe)?);
-        return Ok(BakeResult::Printed);
+        return Ok(None);
     }
 
-    // Everything is checked before anything is created.
-    let output = recipe.output.clone().ok_or_else(|| input!("no output given: pass --output FILE.qcow2 (or .raw), or set `output:` in the recipe"))?;
-    let format = Format::from_output_path(&output)?;
-    if !args.dry_run {
+    let output = recipe.output.clone().ok_or_else(|| input!("no output given: pass --output FILE.qcow2 (or .raw, or `ami`), or set `output:` in the recipe"))?;
+    let ami = recipe.wants_ami();
+    let format = if ami { None } else { Some(Format::from_output_path(&output)?) };
+    if !args.dry_run && !ami {
         PendingOutput::check(&output, args.force, "output")?;
     }
     if recipe.packages.is_empty() && recipe.layers.is_empty() {
@@ -149,8 +183,18 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     }
     let packages = inspect_packages(&recipe.packages)?;
     naming::validate_tags(&recipe.tags).map_err(|e| input!("--tag: {e}"))?;
+    let base_is_ami = recipe.base_name.is_some() || recipe.base.as_ref().is_some_and(|b| crate::recipe::is_ami_id(&b.to_string_lossy()));
+    if base_is_ami && !ami {
+        return Err(input!("a base AMI needs `--output ami`; for a local file output pass --base FILE (raw or qcow2)"));
+    }
+    if ami {
+        crate::bake::ami::check_regions(&recipe)?;
+        if !base_is_ami {
+            return Err(input!("`--output ami` needs a base AMI: pass --base ami-... or --base-name 'PATTERN'"));
+        }
+    }
     let base_path = match &recipe.base {
-        Some(p) => {
+        Some(p) if !base_is_ami => {
             let fmt = image::detect_format(p)?;
             if fmt == Format::Raw {
                 let l = layout::read_layout(p)?;
@@ -163,13 +207,12 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
             }
             Some(std::path::absolute(p)?)
         }
-        None => None,
+        _ => None,
     };
     let bake_id = new_bake_id();
     let now = time::OffsetDateTime::now_utc();
     let stamp = naming::stamp(now);
-    let app = packages.first();
-    let name = match app {
+    let name = match packages.first() {
         Some(p) => naming::image_name(p, &stamp),
         None => naming::sanitize_name_part(&format!("{}-{stamp}", recipe.layers.join("-"))),
     };
@@ -180,8 +223,15 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     let steps = plan_steps(&layers, &packages);
 
     if args.dry_run {
+        let base = if let Some(n) = &recipe.base_name {
+            format!("newest AMI named {n}")
+        } else if base_is_ami {
+            recipe.base.as_ref().unwrap().display().to_string()
+        } else {
+            base_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in debian-bookworm (cached)".into())
+        };
         let plan = BakePlan {
-            base: base_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in debian-bookworm (cached)".into()),
+            base,
             output: output.clone(),
             format,
             name,
@@ -189,17 +239,29 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
             steps: steps.iter().map(Step::label).collect(),
             packages,
             tags: recipe.tags.clone(),
+            regions: if ami { Some(crate::bake::ami::target_regions(&recipe)) } else { None },
         };
         println!("{}", serde_json::to_string_pretty(&plan)?);
-        return Ok(BakeResult::Printed);
+        return Ok(None);
     }
+    Ok(Some(Prepared { recipe, packages, layers, steps, name, now, bake_id, started, base_path, _scratch: scratch }))
+}
 
+pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
+    let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
     signals::install();
+    let m = if p.recipe.wants_ami() { ami::bake(p, args, g)? } else { bake_file(p, g)? };
+    Ok(BakeResult::Baked(Box::new(m)))
+}
+
+fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
+    let output = p.recipe.output.clone().expect("checked in prepare");
+    let format = Format::from_output_path(&output)?;
     let progress = Progress::new(g.quiet);
-    let work = WorkDir::create(&g.work_dir, &bake_id)?;
-    info!(bake_id = %bake_id, log = %work.log().display(), "baking {name}");
-    let base_path = match base_path {
-        Some(p) => p,
+    let work = WorkDir::create(&g.work_dir, &p.bake_id)?;
+    info!(bake_id = %p.bake_id, log = %work.log().display(), "baking {}", p.name);
+    let base_path = match &p.base_path {
+        Some(b) => b.clone(),
         None => crate::base::cached_default(g, &progress)?,
     };
     let base_format = image::detect_format(&base_path)?;
@@ -209,7 +271,7 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     // scratch raw file converted at the end for qcow2.
     let t = Instant::now();
     progress.start_step("copy base");
-    let pending = PendingOutput::new(&output, &bake_id);
+    let pending = PendingOutput::new(&output, &p.bake_id);
     let disk = if format == Format::Raw { pending.tmp.clone() } else { work.join("disk.raw") };
     match base_format {
         Format::Raw => {
@@ -221,17 +283,7 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     progress.finish_step("copy base", t.elapsed().as_secs_f64());
     signals::check()?;
 
-    let layout: Layout = layout::read_layout(&disk)?;
-    let root = layout
-        .root()
-        .ok_or_else(|| input!("base `{}`: no Linux root filesystem found on the disk", base_path.display()))?
-        .number;
-    let checks = packages
-        .iter()
-        .map(|p| PackageCheck { file: p.path.display().to_string(), kind: p.kind, arch: p.normalized_arch().to_string() })
-        .collect();
-    let job = disk::DiskJob { disk: &disk, layout: &layout, root_partition: root, bootstrap: None, steps, packages: checks, echo_output: g.verbose >= 2 };
-    let outcome = disk::provision(job, &work, &progress).map_err(|e| with_log_hint(e, &work))?;
+    let outcome = provision_image(&disk, &base_path.display().to_string(), &p, &work, &progress, g)?;
     timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
     signals::check()?;
 
@@ -254,34 +306,61 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
         version: base_info["version"].as_str().unwrap_or("unknown").to_string(),
         format: Some(base_format.as_str()),
     };
+    let mut m = manifest(&p, base, &facts, timings, &work)?;
+    m.output = Some(OutputSummary {
+        path: std::path::absolute(&output)?,
+        format: format.as_str(),
+        size_bytes,
+        file_bytes: image::allocated_bytes(&output),
+    });
+    Ok(m)
+}
+
+/// Provision a disk (image file or block device) with the bake's steps.
+pub fn provision_image(disk: &Path, base_label: &str, p: &Prepared, work: &WorkDir, progress: &Progress, g: &Globals) -> Result<crate::provision::driver::SessionOutcome> {
+    let layout: Layout = layout::read_layout(disk)?;
+    let root = layout
+        .root()
+        .ok_or_else(|| input!("base `{base_label}`: no Linux root filesystem found on the disk"))?
+        .number;
+    let job = disk::DiskJob {
+        disk,
+        layout: &layout,
+        root_partition: root,
+        bootstrap: None,
+        steps: p.steps.clone(),
+        packages: p.package_checks(),
+        echo_output: g.verbose >= 2,
+    };
+    disk::provision(job, work, progress).map_err(|e| with_log_hint(e, work))
+}
+
+/// The manifest common to every sink; the caller fills `output` or `amis`.
+pub fn manifest(p: &Prepared, base: BaseSummary, facts: &crate::provision::plan::ImageFacts, timings: Vec<Timing>, work: &WorkDir) -> Result<Manifest> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let creation_time = now.format(&time::format_description::well_known::Rfc3339)?;
-    let tags = image_tags(app, &base, &creation_time, &recipe.tags, &env);
+    let creation_time = p.now.format(&time::format_description::well_known::Rfc3339)?;
+    let tags = image_tags(p.app(), &base, &creation_time, &p.recipe.tags, &env);
     naming::validate_tags(&tags).map_err(|e| input!("tags: {e}"))?;
-    let summaries: Vec<PackageSummary> = packages.iter().map(|p| PackageSummary::new(p, &facts.installed)).collect();
-    let manifest = Manifest {
+    let summaries: Vec<PackageSummary> = p.packages.iter().map(|x| PackageSummary::new(x, &facts.installed)).collect();
+    Ok(Manifest {
         bakery_version: env!("CARGO_PKG_VERSION"),
         kind: "bake",
-        bake_id: bake_id.clone(),
-        name,
+        bake_id: p.bake_id.clone(),
+        name: p.name.clone(),
         package: summaries.first().cloned(),
         packages: summaries,
         base,
-        layers: layers.iter().map(|l| l.name.clone()).collect(),
-        output: OutputSummary {
-            path: std::path::absolute(&output)?,
-            format: format.as_str(),
-            size_bytes,
-            file_bytes: image::allocated_bytes(&output),
-        },
-        os: facts.os,
-        arch: facts.arch,
+        layers: p.layers.iter().map(|l| l.name.clone()).collect(),
+        output: None,
+        amis: vec![],
+        upload: None,
+        os: facts.os.clone(),
+        arch: facts.arch.clone(),
         tags,
         timings,
-        total_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        total_seconds: (p.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         log: work.log(),
-    };
-    Ok(BakeResult::Baked(Box::new(manifest)))
+    })
 }
 
 fn file_stem(p: &Path) -> String {

@@ -94,6 +94,44 @@ pub struct BakeArgs {
     /// Extra directories to look up layers in (before the built-in ones).
     #[arg(long = "layer-path", value_name = "DIR", env = "BAKERY_LAYER_PATH", value_delimiter = ':')]
     pub layer_path: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// Where AMIs go (with `--output ami`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AwsArgs {
+    /// Base AMI by name pattern: the newest available image of this name owned by the account (Aminator's -B), e.g. 'bakery-base-bookworm-*'.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "base")]
+    pub base_name: Option<String>,
+
+    /// Region the bake registers in (default: AWS_REGION / the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Copy the AMI to these regions too (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub copy_to: Vec<String>,
+
+    /// Grant launch permission to this AWS account in every region; repeatable.
+    #[arg(long = "share-with", value_name = "ACCOUNT")]
+    pub share_with: Vec<String>,
+
+    /// How to get a block device: `volume` (EBS volume attached to this EC2 bake host) or `direct` (EBS direct APIs and a local loop device). Default: volume on EC2, direct elsewhere.
+    #[arg(long, value_enum)]
+    pub mode: Option<AwsMode>,
+
+    /// On failure, keep the volumes, snapshots and AMIs made so far (for debugging) instead of deleting them.
+    #[arg(long)]
+    pub keep_on_error: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AwsMode {
+    Volume,
+    Direct,
 }
 
 #[derive(Subcommand, Debug)]

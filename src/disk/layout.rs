@@ -90,7 +90,8 @@ impl Layout {
 
 pub fn read_layout(path: &Path) -> Result<Layout> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = f.metadata()?.len();
+    // Seeking to the end gives the size of block devices too (their metadata length is 0).
+    let size = f.seek(SeekFrom::End(0))?;
     read_layout_from(&mut f, size)
 }
 

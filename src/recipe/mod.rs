@@ -34,6 +34,20 @@ pub struct Recipe {
     /// Extra tags for the image.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Base AMI by name pattern (newest owned image that matches), instead of `base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_name: Option<String>,
+    /// Region to register in (with `output: ami`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// More regions to copy the AMI to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_to: Vec<String>,
+    /// Accounts granted launch permission.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub share_with: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::cli::AwsMode>,
 }
 
 /// Read a YAML file into `T`, mapping every problem to one line that names the file.
@@ -55,14 +69,24 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
     })
 }
 
+/// `ami-` followed by hex: a base given as an AMI id rather than a file.
+pub fn is_ami_id(s: &str) -> bool {
+    s.strip_prefix("ami-").is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 impl Recipe {
+    /// Where the bake goes: AMIs (`output: ami`) or a file.
+    pub fn wants_ami(&self) -> bool {
+        self.output.as_ref().is_some_and(|o| o.as_os_str() == "ami")
+    }
+
     /// Load a recipe file and make its relative paths absolute against the file's directory.
     pub fn load(path: &Path) -> Result<Recipe> {
         let mut r: Recipe = load_yaml(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let abs = |p: &PathBuf| if p.is_absolute() { p.clone() } else { dir.join(p) };
-        r.base = r.base.as_ref().map(abs);
-        r.output = r.output.as_ref().map(abs);
+        r.base = r.base.as_ref().map(|b| if is_ami_id(&b.to_string_lossy()) { b.clone() } else { abs(b) });
+        r.output = r.output.as_ref().map(|o| if o.as_os_str() == "ami" { o.clone() } else { abs(o) });
         r.packages = r.packages.iter().map(abs).collect();
         r.layers = r
             .layers
@@ -87,6 +111,26 @@ impl Recipe {
         }
         if let Some(o) = &args.output {
             self.output = Some(o.clone());
+        }
+        let aws = &args.aws;
+        if let Some(b) = &aws.base_name {
+            self.base_name = Some(b.clone());
+            self.base = None;
+        }
+        if args.base.is_some() {
+            self.base_name = None;
+        }
+        if let Some(r) = &aws.region {
+            self.region = Some(r.clone());
+        }
+        if !aws.copy_to.is_empty() {
+            self.copy_to = aws.copy_to.clone();
+        }
+        if !aws.share_with.is_empty() {
+            self.share_with = aws.share_with.clone();
+        }
+        if aws.mode.is_some() {
+            self.mode = aws.mode;
         }
         for t in &args.tags {
             let (k, v) = t

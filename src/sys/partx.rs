@@ -18,8 +18,14 @@ pub struct PartitionsGuard {
 impl PartitionsGuard {
     /// Add partition nodes and wait until `/dev/<disk>pN` exist for `numbers`.
     pub fn add(disk: &Path, numbers: &[u32]) -> Result<PartitionsGuard> {
-        let guard = PartitionsGuard { disk: disk.to_path_buf(), active: true };
+        let mut guard = PartitionsGuard { disk: disk.to_path_buf(), active: true };
         if numbers.is_empty() {
+            return Ok(guard);
+        }
+        // A real disk (an attached EBS volume) is scanned by the kernel itself: those
+        // partitions are not ours to add or remove.
+        if numbers.iter().all(|n| part_path(disk, *n).exists()) {
+            guard.active = false;
             return Ok(guard);
         }
         run(std::process::Command::new("partx").arg("-a").arg(disk), "mapping partitions with partx -a")?;

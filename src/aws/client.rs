@@ -1,0 +1,151 @@
+//! One place that makes AWS clients: the standard credential chain and config (`AWS_PROFILE`,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL` for emulators), one client per region, standard retries with
+//! backoff and jitter for throttling, and a test-only fault hook.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::input;
+
+#[derive(Clone, Debug)]
+pub struct AwsContext {
+    base: SdkConfig,
+}
+
+impl AwsContext {
+    pub async fn load() -> AwsContext {
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(6).with_initial_backoff(Duration::from_millis(200)))
+            .load()
+            .await;
+        AwsContext { base }
+    }
+
+    /// The region from the flag, else the environment/profile; an input error when neither says.
+    pub fn region(&self, flag: Option<&str>) -> Result<String> {
+        if let Some(r) = flag {
+            return Ok(r.to_string());
+        }
+        self.base
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| input!("no AWS region: pass --region or set AWS_REGION (or a region in your AWS profile)"))
+    }
+
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        aws_sdk_ec2::Client::from_conf(crate::aws::client::with_fault_hook(conf))
+    }
+
+    pub fn ebs(&self, region: &str) -> aws_sdk_ebs::Client {
+        let conf = aws_sdk_ebs::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        aws_sdk_ebs::Client::from_conf(with_fault_hook_ebs(conf))
+    }
+
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.base
+    }
+}
+
+/// Test-only fault injection: `BAKERY_FAIL_API=Operation[,Operation...]` makes those API calls
+/// fail before they are sent, as if AWS had returned an error. Compiled in always (it is an
+/// interceptor that does nothing unless the variable is set) so the shipped binary is the one
+/// tested.
+pub mod fault {
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+    use aws_smithy_runtime_api::client::interceptors::Intercept;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::config_bag::ConfigBag;
+
+    #[derive(Debug)]
+    pub struct FaultHook {
+        pub ops: Vec<String>,
+    }
+
+    impl FaultHook {
+        pub fn from_env() -> Option<FaultHook> {
+            let v = std::env::var("BAKERY_FAIL_API").ok()?;
+            let ops: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            (!ops.is_empty()).then_some(FaultHook { ops })
+        }
+    }
+
+    impl Intercept for FaultHook {
+        fn name(&self) -> &'static str {
+            "BakeryFaultHook"
+        }
+
+        fn read_before_execution(&self, _ctx: &BeforeSerializationInterceptorContextRef<'_>, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+            let op = cfg
+                .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+                .map(|m| m.name().to_string())
+                .unwrap_or_default();
+            if self.ops.iter().any(|o| o == &op) {
+                return Err(format!("injected failure of {op} (BAKERY_FAIL_API)").into());
+            }
+            Ok(())
+        }
+
+        fn read_before_serialization(
+            &self,
+            _ctx: &BeforeSerializationInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn with_fault_hook(conf: aws_sdk_ec2::config::Builder) -> aws_sdk_ec2::Config {
+    match fault::FaultHook::from_env() {
+        Some(h) => conf.interceptor(h).build(),
+        None => conf.build(),
+    }
+}
+
+fn with_fault_hook_ebs(conf: aws_sdk_ebs::config::Builder) -> aws_sdk_ebs::Config {
+    match fault::FaultHook::from_env() {
+        Some(h) => conf.interceptor(h).build(),
+        None => conf.build(),
+    }
+}
+
+/// One line for an SDK error: the service's code and message when there is one.
+pub fn describe_sdk_error<E, R>(e: &aws_sdk_ec2::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_ec2::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            match (err.code(), err.message()) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c.to_string(),
+                _ => format!("{err}"),
+            }
+        }
+        SdkError::DispatchFailure(d) => format!("cannot reach the AWS endpoint ({})", if d.is_io() { "connection failed" } else if d.is_timeout() { "timed out" } else { "dispatch failure" }),
+        SdkError::TimeoutError(_) => "the AWS call timed out".into(),
+        SdkError::ConstructionFailure(_) => {
+            let src = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+            if src.contains("credentials") { format!("no AWS credentials: {src}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") } else { format!("request could not be built: {src}") }
+        }
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(x) = src {
+                s.push_str(": ");
+                s.push_str(&x.to_string());
+                src = x.source();
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! EBS direct APIs (placeholder while writing).

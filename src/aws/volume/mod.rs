@@ -1,0 +1,1 @@
+//! Placeholder until the AWS EC2 helper writes this module.
