@@ -71,12 +71,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Err(e) => Err(e),
             }
         }
+        Command::Base(BaseCommand::List(args)) => {
+            let v = bakery::base::publish::list(&args)?;
+            print_json(&v, None)?;
+            Ok(0)
+        }
         Command::Boot(args) => {
             let report = bakery::boot::run(&args)?;
             print_json(&report, None)?;
             Ok(0)
         }
         Command::Doctor(args) => bakery::doctor::run(&args, &g),
+        Command::Gc(args) => {
+            bakery::doctor::require_root("gc")?;
+            let report = bakery::gc::run(args.dry_run, &g)?;
+            print_json(&report, None)?;
+            Ok(if report.failed.is_empty() { 0 } else { 1 })
+        }
     }
 }
 

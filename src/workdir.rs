@@ -6,19 +6,41 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tracing::warn;
 
+use crate::sys::lock::HostLock;
+
 #[derive(Debug)]
 pub struct WorkDir {
     pub top: PathBuf,
     pub dir: PathBuf,
     pub bake_id: String,
+    /// Held for the life of the bake: `bakery gc` knows a bake is running by this lock, and the
+    /// kernel drops it if the process dies, however it dies.
+    _alive: HostLock,
 }
+
+/// The lock name that marks bake `id` as running.
+pub fn alive_lock_name(id: &str) -> String {
+    format!("bake-{id}")
+}
+
+/// File in a bake's work dir naming the temporary output it is writing (for `bakery gc`).
+pub const PARTIAL_OUTPUT_NOTE: &str = "partial-output";
 
 impl WorkDir {
     pub fn create(top: &Path, bake_id: &str) -> Result<WorkDir> {
+        let alive = HostLock::acquire(&top.join("locks"), &alive_lock_name(bake_id))?;
         let dir = top.join("work").join(bake_id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating work directory {} (set --work-dir or BAKERY_WORK_DIR)", dir.display()))?;
         std::fs::create_dir_all(top.join("logs"))?;
-        Ok(WorkDir { top: top.to_path_buf(), dir, bake_id: bake_id.to_string() })
+        std::fs::write(dir.join("pid"), format!("{}\n", std::process::id()))?;
+        Ok(WorkDir { top: top.to_path_buf(), dir, bake_id: bake_id.to_string(), _alive: alive })
+    }
+
+    /// Remember the temporary output file, so `bakery gc` can remove it after a crash.
+    pub fn note_partial_output(&self, tmp: &Path) -> Result<()> {
+        let abs = std::path::absolute(tmp)?;
+        std::fs::write(self.dir.join(PARTIAL_OUTPUT_NOTE), abs.as_os_str().as_encoded_bytes())?;
+        Ok(())
     }
 
     pub fn locks(&self) -> PathBuf {

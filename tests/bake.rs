@@ -348,3 +348,93 @@ fn doctor_reports_a_ready_host() {
         assert!(names.contains(&n), "doctor does not check {n}");
     }
 }
+
+#[test]
+fn kill_9_mid_bake_then_gc_removes_everything() {
+    let t = TestDir::new("kill9");
+    let base = base_image();
+    let app = build_deb(t.dir.path(), &Deb { name: "sleepy", postinst: Some("sleep 300"), ..Default::default() });
+    let out = t.path("killed.raw");
+    let mut child = t
+        .bakery()
+        .args(["bake", "--base"])
+        .arg(&base)
+        .arg("--package")
+        .arg(&app)
+        .arg("--output")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log_dir = t.work().join("logs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let installing = std::fs::read_dir(&log_dir)
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(|e| e.ok())
+            .is_some_and(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("Setting up sleepy"));
+        if installing {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code of bakery runs
+    child.wait().unwrap();
+
+    let dry = run(t.bakery().args(["gc", "--dry-run"]));
+    dry.assert_ok();
+    let found = dry.json()["found"].as_array().unwrap().clone();
+    assert!(found.iter().any(|l| l["kind"] == "work-dir"), "gc --dry-run lists nothing: {found:?}");
+    assert!(found.iter().any(|l| l["kind"] == "partial-output"), "the half-written output is not listed: {found:?}");
+    assert!(t.work().join("work").read_dir().unwrap().next().is_some(), "--dry-run removed something");
+
+    let r = run(t.bakery().arg("gc"));
+    r.assert_ok();
+    assert_no_leaks(t.dir.path());
+    assert_no_output(t.dir.path(), &[]);
+    let strays = Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    assert!(strays.stdout.is_empty(), "the postinst's sleep survived gc");
+    let again = run(t.bakery().args(["gc", "--dry-run"]));
+    assert_eq!(again.json()["found"].as_array().unwrap().len(), 0, "{}", again.stdout);
+}
+
+#[test]
+fn four_concurrent_bakes_use_distinct_devices() {
+    let t = TestDir::new("concurrent");
+    let base = base_image();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let name = format!("para{i}");
+            let files = [("/opt/para/id", name.as_str())];
+            let deb = build_deb(t.dir.path(), &Deb { name: &name, files: &files, ..Default::default() });
+            t.bakery()
+                .args(["bake", "--base"])
+                .arg(&base)
+                .arg("--package")
+                .arg(&deb)
+                .arg("--output")
+                .arg(t.path(&format!("{name}.raw")))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut devices = std::collections::BTreeSet::new();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "bake {i} failed: {}", String::from_utf8_lossy(&o.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(m["package"]["name"], format!("para{i}"));
+        let attach = m["timings"].as_array().unwrap().iter().find_map(|s| s["step"].as_str().filter(|s| s.starts_with("attach /dev/loop")).map(str::to_string));
+        devices.insert(attach.expect("no attach step in the manifest"));
+    }
+    assert_eq!(devices.len(), 4, "bakes shared a loop device: {devices:?}");
+    for i in 0..4 {
+        let img = Mounted::open(&t.path(&format!("para{i}.raw")));
+        assert_eq!(img.read("/opt/para/id"), format!("para{i}"), "bake {i} got another bake's files");
+    }
+    assert_no_leaks(t.dir.path());
+}

@@ -107,9 +107,9 @@ async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
             }
             Ok(())
         }
-        Resource::Attachment { region, volume_id, .. } => {
+        Resource::Attachment { region, volume_id, instance_id } => {
             let ec2 = ctx.ec2(region);
-            match ec2.detach_volume().volume_id(volume_id).force(true).send().await {
+            match ec2.detach_volume().volume_id(volume_id).instance_id(instance_id).force(true).send().await {
                 Ok(_) => {}
                 Err(e) => {
                     let msg = super::client::describe_sdk_error(&e);

@@ -2,13 +2,24 @@
 //! target region. Direct mode reads the base snapshot with the EBS direct APIs and uploads only
 //! the changed blocks; volume mode bakes on an EBS volume attached to this EC2 host.
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
 
-use super::{Globals, Prepared};
-use crate::cli::BakeArgs;
+use anyhow::Result;
+use tracing::{info, warn};
+
+use super::{manifest, provision_image, Globals, Prepared};
+use crate::aws::ami::{self, BaseRef};
+use crate::aws::client::AwsContext;
+use crate::aws::ledger::Ledger;
+use crate::aws::{ebs, imds, volume, BAKE_ID_TAG};
+use crate::cli::{AwsMode, BakeArgs};
+use crate::disk::image;
 use crate::input;
-use crate::manifest::Manifest;
+use crate::manifest::{AmiOutput, BaseSummary, Manifest, Timing, UploadSummary};
+use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::sys::signals;
+use crate::workdir::WorkDir;
 
 /// Regions look like `us-east-1`, `eu-west-3`, `us-gov-west-1`, `ap-southeast-4`.
 pub fn is_region_name(r: &str) -> bool {
@@ -45,8 +56,212 @@ pub fn check_regions(recipe: &Recipe) -> Result<()> {
     Ok(())
 }
 
-pub fn bake(_p: Prepared, _args: &BakeArgs, _g: &Globals) -> Result<Manifest> {
-    Err(input!("--output ami is not wired yet in this build"))
+pub fn bake(p: Prepared, args: &BakeArgs, g: &Globals) -> Result<Manifest> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+    let progress = Progress::new(g.quiet);
+    let work = WorkDir::create(&g.work_dir, &p.bake_id)?;
+    let ctx = rt.block_on(AwsContext::load());
+    let region = ctx.region(p.recipe.region.as_deref())?;
+    let copies: Vec<String> = p.recipe.copy_to.iter().filter(|r| **r != region).cloned().collect();
+    let base_ref = match (&p.recipe.base_name, &p.recipe.base) {
+        (Some(n), _) => BaseRef::NamePattern(n.clone()),
+        (None, Some(b)) => BaseRef::Id(b.display().to_string()),
+        _ => unreachable!("checked in prepare"),
+    };
+    let base = rt.block_on(ami::resolve_base(&ctx, &region, &base_ref))?;
+    info!(bake_id = %p.bake_id, "baking {} from {} ({}) in {region}", p.name, base.id, base.name);
+    let ledger = Ledger::new(&p.bake_id);
+    let result = bake_with_ledger(&rt, &ctx, &region, &copies, &base, &p, &ledger, &work, &progress, g);
+    match result {
+        Ok(m) => {
+            ledger.commit();
+            Ok(m)
+        }
+        Err(e) => {
+            let left = ledger.entries();
+            if args.aws.keep_on_error {
+                if !left.is_empty() {
+                    warn!("--keep-on-error: keeping {}", left.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", "));
+                }
+                return Err(e);
+            }
+            if !left.is_empty() {
+                progress.println(&format!("cleaning up {} AWS resource(s) this bake made", left.len()));
+            }
+            let failures = rt.block_on(ledger.rollback(&ctx));
+            if failures.is_empty() {
+                Err(e)
+            } else {
+                Err(e.context(format!(
+                    "and cleanup failed for: {} (remove them by hand or with `bakery gc`; they are tagged {BAKE_ID_TAG}={})",
+                    failures.join("; "),
+                    p.bake_id
+                )))
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bake_with_ledger(
+    rt: &tokio::runtime::Runtime,
+    ctx: &AwsContext,
+    region: &str,
+    copies: &[String],
+    base: &ami::BaseAmi,
+    p: &Prepared,
+    ledger: &Ledger,
+    work: &WorkDir,
+    progress: &Progress,
+    g: &Globals,
+) -> Result<Manifest> {
+    let mut timings = Vec::new();
+    let ec2 = ctx.ec2(region);
+    let base_summary = BaseSummary {
+        image: base.id.clone(),
+        name: base.name.clone(),
+        version: base.version.clone().unwrap_or_else(|| "unknown".into()),
+        format: None,
+    };
+    let mut tags_manifest = manifest(p, base_summary.clone(), &Default::default(), vec![], work)?;
+    let mut tags = tags_manifest.tags.clone();
+    tags.insert(BAKE_ID_TAG.to_string(), p.bake_id.clone());
+    let description = format!("{} baked by bakery from {} ({})", p.name, base.name, base.id);
+
+    // Idempotent reruns: an AMI of this name already in the source region is reused, not rebaked.
+    let existing = rt.block_on(ami::find_image_by_name(&ec2, &p.name))?;
+    let mut upload = None;
+    let mut facts = crate::provision::plan::ImageFacts::default();
+    let registered = if let Some(found) = existing {
+        progress.println(&format!("{} already exists in {region} as {}: reusing it", p.name, found.0));
+        ami::Registered { image_id: found.0, snapshot_id: found.1.first().cloned().unwrap_or_default(), reused: true }
+    } else {
+        let mode = match p.recipe.mode {
+            Some(m) => m,
+            None => {
+                if rt.block_on(imds::detect()).is_some() {
+                    AwsMode::Volume
+                } else {
+                    AwsMode::Direct
+                }
+            }
+        };
+        let snapshot_id = match mode {
+            AwsMode::Direct => {
+                let ebs_client = ctx.ebs(region);
+                let t = Instant::now();
+                progress.start_step(&format!("download {}", base.root_snapshot_id));
+                let cache = g.work_dir.join("snapshots");
+                std::fs::create_dir_all(&cache)?;
+                let (cached, hashes, dstats) = rt.block_on(ebs::cached_download(&ebs_client, &base.root_snapshot_id, &cache, 32))?;
+                timings.push(Timing::new("download base snapshot", t.elapsed().as_secs_f64()));
+                progress.finish_step("download base snapshot", t.elapsed().as_secs_f64());
+                signals::check()?;
+                let t = Instant::now();
+                let disk = work.join("disk.raw");
+                image::copy_sparse(&cached, &disk)?;
+                timings.push(Timing::new("copy base", t.elapsed().as_secs_f64()));
+                let outcome = provision_image(&disk, &base.id, p, work, progress, g)?;
+                timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
+                facts = outcome.facts;
+                signals::check()?;
+                let t = Instant::now();
+                progress.start_step("upload changed blocks");
+                let up = rt.block_on(ebs::upload_snapshot(
+                    &ebs_client,
+                    &disk,
+                    Some((&base.root_snapshot_id, &hashes)),
+                    &description,
+                    &tags,
+                    ledger,
+                    region,
+                    64,
+                ))?;
+                timings.push(Timing::new("upload snapshot", t.elapsed().as_secs_f64()));
+                progress.finish_step(&format!("upload {} changed blocks", up.blocks_changed), t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                rt.block_on(ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, Duration::from_secs(3600)))?;
+                timings.push(Timing::new("wait snapshot", t.elapsed().as_secs_f64()));
+                upload = Some(UploadSummary {
+                    mode: "direct",
+                    base_snapshot_id: base.root_snapshot_id.clone(),
+                    snapshot_id: up.snapshot_id.clone(),
+                    bytes_read: dstats.bytes_read,
+                    blocks_total: up.blocks_total,
+                    blocks_changed: up.blocks_changed,
+                    bytes_uploaded: up.bytes_uploaded,
+                });
+                up.snapshot_id
+            }
+            AwsMode::Volume => {
+                let host = rt
+                    .block_on(imds::detect())
+                    .ok_or_else(|| input!("--mode volume needs an EC2 bake host (IMDSv2 did not answer); use --mode direct elsewhere"))?;
+                let t = Instant::now();
+                let attached = rt.block_on(volume::create_and_attach(ctx, &host, &base.root_snapshot_id, base.root_volume_size_gib, ledger, &work.locks()))?;
+                timings.push(Timing::new("create and attach volume", t.elapsed().as_secs_f64()));
+                let outcome = provision_image(&attached.device, &base.id, p, work, progress, g)?;
+                timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
+                facts = outcome.facts;
+                let t = Instant::now();
+                let volume_id = attached.volume_id.clone();
+                rt.block_on(volume::detach(ctx, &host, &attached, ledger))?;
+                let snap = rt.block_on(volume::snapshot_volume(ctx, region, &volume_id, &description, &tags, ledger))?;
+                rt.block_on(volume::delete(ctx, region, &volume_id, ledger))?;
+                timings.push(Timing::new("snapshot volume", t.elapsed().as_secs_f64()));
+                snap
+            }
+        };
+        signals::check()?;
+        let t = Instant::now();
+        progress.start_step("register image");
+        let spec = ami::RegisterSpec {
+            name: p.name.clone(),
+            description: description.clone(),
+            root_snapshot_id: snapshot_id,
+            volume_size_gib: base.root_volume_size_gib,
+            base: base.clone(),
+            tags: tags.clone(),
+        };
+        let r = rt.block_on(ami::register(ctx, region, &spec, ledger))?;
+        timings.push(Timing::new("register image", t.elapsed().as_secs_f64()));
+        progress.finish_step(&format!("registered {}", r.image_id), t.elapsed().as_secs_f64());
+        r
+    };
+    if !p.recipe.share_with.is_empty() {
+        rt.block_on(ami::share(&ec2, &registered.image_id, &p.recipe.share_with))?;
+    }
+    signals::check()?;
+    let mut amis = vec![AmiOutput {
+        region: region.to_string(),
+        image_id: registered.image_id.clone(),
+        snapshot_id: registered.snapshot_id.clone(),
+        reused: registered.reused,
+    }];
+    if !copies.is_empty() {
+        let t = Instant::now();
+        progress.start_step(&format!("copy to {}", copies.join(", ")));
+        let copied = rt.block_on(ami::copy_to_regions(ctx, region, &registered, &p.name, &description, copies, &tags, &p.recipe.share_with, ledger, 4))?;
+        timings.push(Timing::new("copy to regions", t.elapsed().as_secs_f64()));
+        progress.finish_step(&format!("copied to {} regions", copied.len()), t.elapsed().as_secs_f64());
+        amis.extend(copied.into_iter().map(|c| AmiOutput { region: c.region, image_id: c.image_id, snapshot_id: c.snapshot_id, reused: c.reused }));
+    }
+    let facts_base = facts.base.clone();
+    tags_manifest.os = facts.os.clone();
+    tags_manifest.arch = facts.arch.clone();
+    tags_manifest.packages.iter_mut().for_each(|s| s.installed_version = facts.installed.get(&s.name).cloned());
+    tags_manifest.package = tags_manifest.packages.first().cloned();
+    if base.version.is_none() {
+        if let Some(v) = facts_base.as_ref().and_then(|b| b["version"].as_str()) {
+            tags_manifest.base.version = v.to_string();
+            tags_manifest.tags.insert("base_ami_version".into(), v.to_string());
+        }
+    }
+    tags_manifest.amis = amis;
+    tags_manifest.upload = upload;
+    tags_manifest.timings = timings;
+    tags_manifest.total_seconds = (p.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    Ok(tags_manifest)
 }
 
 #[cfg(test)]

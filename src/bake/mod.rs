@@ -272,6 +272,7 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
     let t = Instant::now();
     progress.start_step("copy base");
     let pending = PendingOutput::new(&output, &p.bake_id);
+    work.note_partial_output(&pending.tmp)?;
     let disk = if format == Format::Raw { pending.tmp.clone() } else { work.join("disk.raw") };
     match base_format {
         Format::Raw => {

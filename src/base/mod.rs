@@ -26,6 +26,8 @@ use crate::sys::lock::HostLock;
 use crate::sys::signals;
 use crate::workdir::{new_bake_id, WorkDir};
 
+pub mod publish;
+
 /// The files that make the system boot and network, written after debootstrap. Pure, so the
 /// exact content is unit-tested.
 pub fn system_files(spec: &BaseSpec, root_uuid: &str, version: &str, built_at: &str) -> Vec<(PathBuf, String, u32)> {
@@ -75,15 +77,33 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<Manifest> {
         Some(p) => (BaseSpec::load(p)?, p.display().to_string()),
         None => (BaseSpec::builtin(), "built-in debian-bookworm.yaml".to_string()),
     };
-    let format = Format::from_output_path(&args.output)?;
-    PendingOutput::check(&args.output, args.force, "output")?;
+    let to_ami = args.output.as_os_str() == "ami";
+    let format = if to_ami { Format::Raw } else { Format::from_output_path(&args.output)? };
+    if to_ami {
+        publish::check(&args.publish)?;
+    } else {
+        PendingOutput::check(&args.output, args.force, "output")?;
+    }
     let scratch = tempfile::Builder::new().prefix("bakery-layers-").tempdir()?;
     let layers = resolve_layers(&spec.layers, &args.layer_path, scratch.path())?;
     if args.dry_run {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"spec": origin, "base": spec, "output": args.output, "format": format}))?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"spec": origin, "base": spec, "output": args.output, "format": if to_ami { "ami" } else { format.as_str() }}))?);
         return Err(anyhow::Error::new(DryRun));
     }
-    build_spec(&spec, &layers, &args.output, format, g)
+    if !to_ami {
+        return build_spec(&spec, &layers, &args.output, format, g);
+    }
+    // Build the disk into a scratch file, then publish it: a full upload (zero blocks omitted)
+    // registered as `NAME-VERSION` and copied to the other regions.
+    let dir = tempfile::Builder::new().prefix("publish-").tempdir_in(ensure_dir(&g.work_dir)?)?;
+    let raw = dir.path().join("base.raw");
+    let built = build_spec(&spec, &layers, &raw, Format::Raw, g)?;
+    publish::publish(&raw, built, &args.publish, g)
+}
+
+fn ensure_dir(p: &Path) -> Result<&Path> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(p)
 }
 
 /// Marker: a dry run printed its plan and nothing else happens.
@@ -112,6 +132,7 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
     let t = Instant::now();
     progress.start_step("partition disk");
     let pending = PendingOutput::new(output, &bake_id);
+    work.note_partial_output(&pending.tmp)?;
     let disk = if format == Format::Raw { pending.tmp.clone() } else { work.join("disk.raw") };
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(spec.size.bytes()))

@@ -37,6 +37,8 @@ pub enum Command {
     Boot(boot::BootArgs),
     /// Check that this host can bake, with a fix for each missing piece.
     Doctor(DoctorArgs),
+    /// Remove what crashed or killed bakes left on this host (loop devices, work files, partial outputs).
+    Gc(GcArgs),
     /// Internal: the chroot session child process (driven over stdin/stdout by bake and base build).
     #[command(name = "__session", hide = true)]
     Session,
@@ -136,8 +138,37 @@ pub enum AwsMode {
 
 #[derive(Subcommand, Debug)]
 pub enum BaseCommand {
-    /// Build a bootable base disk from scratch (debootstrap, kernel, GRUB) from a base YAML.
+    /// Build a bootable base disk from scratch (debootstrap, kernel, GRUB) from a base YAML; `--output ami` publishes it as an AMI.
     Build(BaseBuildArgs),
+    /// List the published versions of a base (AMIs) per region, newest first.
+    List(BaseListArgs),
+}
+
+/// Where a base AMI is published (with `--output ami`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PublishArgs {
+    /// Region to publish in (default: AWS_REGION / the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Copy the AMI to these regions too (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub copy_to: Vec<String>,
+    /// Grant launch permission to this AWS account in every region; repeatable.
+    #[arg(long = "share-with", value_name = "ACCOUNT")]
+    pub share_with: Vec<String>,
+    /// On failure, keep the snapshots and AMIs made so far instead of deleting them.
+    #[arg(long)]
+    pub keep_on_error: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BaseListArgs {
+    /// Image name pattern (`*` wildcards).
+    #[arg(long, default_value = "bakery-base-*")]
+    pub name: String,
+    /// Regions to list (comma-separated; default: AWS_REGION).
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub region: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,7 +176,7 @@ pub struct BaseBuildArgs {
     /// Base definition (YAML), e.g. base-images/debian-bookworm.yaml. Defaults to the built-in Debian 12 base.
     pub spec: Option<PathBuf>,
 
-    /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2.
+    /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2, or `ami` to publish an AMI.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
 
@@ -161,9 +192,19 @@ pub struct BaseBuildArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    #[command(flatten)]
+    pub publish: PublishArgs,
+
     /// Extra directories to look up layers in (before the built-in ones).
     #[arg(long = "layer-path", value_name = "DIR", env = "BAKERY_LAYER_PATH", value_delimiter = ':')]
     pub layer_path: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GcArgs {
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -3,6 +3,8 @@
 //! Every test runs as root against real loop devices, mounts and chroots.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -45,7 +45,9 @@ impl BlockDevice {
             device_name: m.device_name().unwrap_or_default().to_string(),
             snapshot_id: ebs.and_then(|e| e.snapshot_id()).map(str::to_string),
             volume_size_gib: ebs.and_then(|e| e.volume_size()),
-            volume_type: ebs.and_then(|e| e.volume_type()).map(|t| t.as_str().to_string()),
+            volume_type: ebs
+                .and_then(|e| e.volume_type())
+                .map(|t| t.as_str().to_string()),
             delete_on_termination: ebs.and_then(|e| e.delete_on_termination()),
             encrypted: ebs.and_then(|e| e.encrypted()),
             iops: ebs.and_then(|e| e.iops()),
@@ -123,11 +125,22 @@ fn filter(name: &str, value: &str) -> Filter {
 
 /// Newest first: by creation date, then by name (descending) for images made in the same instant.
 fn newest_first(a: &Image, b: &Image) -> std::cmp::Ordering {
-    b.creation_date().unwrap_or_default().cmp(a.creation_date().unwrap_or_default()).then_with(|| b.name().unwrap_or_default().cmp(a.name().unwrap_or_default()))
+    b.creation_date()
+        .unwrap_or_default()
+        .cmp(a.creation_date().unwrap_or_default())
+        .then_with(|| {
+            b.name()
+                .unwrap_or_default()
+                .cmp(a.name().unwrap_or_default())
+        })
 }
 
 /// DescribeImages owned by this account, all pages.
-async fn describe_own_images(ec2: &aws_sdk_ec2::Client, region: &str, filters: Vec<Filter>) -> Result<Vec<Image>> {
+async fn describe_own_images(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    filters: Vec<Filter>,
+) -> Result<Vec<Image>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -156,26 +169,33 @@ pub async fn resolve_base(ctx: &AwsContext, region: &str, base: &BaseRef) -> Res
         BaseRef::Id(id) => {
             let resp = ec2.describe_images().image_ids(id).send().await;
             match resp {
-                Ok(out) => out
-                    .images()
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| input!("base AMI {id} not found in {region}; check the id and region"))?,
+                Ok(out) => out.images().first().cloned().ok_or_else(|| {
+                    input!("base AMI {id} not found in {region}; check the id and region")
+                })?,
                 Err(e) => {
                     let msg = describe_sdk_error(&e);
                     if msg.contains("InvalidAMIID") {
-                        return Err(input!("base AMI {id} not found in {region}; check the id and region ({msg})"));
+                        return Err(input!(
+                            "base AMI {id} not found in {region}; check the id and region ({msg})"
+                        ));
                     }
                     return Err(anyhow!("looking up base AMI {id} in {region}: {msg}"));
                 }
             }
         }
         BaseRef::NamePattern(pattern) => {
-            let mut images: Vec<Image> = describe_own_images(&ec2, region, vec![filter("name", pattern), filter("state", "available")])
-                .await?
-                .into_iter()
-                .filter(|i| glob_match(pattern, i.name().unwrap_or_default()) && i.state().map(|s| s.as_str()) == Some("available"))
-                .collect();
+            let mut images: Vec<Image> = describe_own_images(
+                &ec2,
+                region,
+                vec![filter("name", pattern), filter("state", "available")],
+            )
+            .await?
+            .into_iter()
+            .filter(|i| {
+                glob_match(pattern, i.name().unwrap_or_default())
+                    && i.state().map(|s| s.as_str()) == Some("available")
+            })
+            .collect();
             images.sort_by(newest_first);
             images.into_iter().next().ok_or_else(|| {
                 input!("no available AMI owned by this account matches `{pattern}` in {region}; check --base-name (wildcards: *) and the region, or list them with `bakery base list`")
@@ -198,7 +218,11 @@ fn base_from_image(image: &Image, region: &str) -> Result<BaseAmi> {
         .root_device_name()
         .ok_or_else(|| input!("base AMI {id} ({name}) in {region} has no root device name"))?
         .to_string();
-    let mappings: Vec<BlockDevice> = image.block_device_mappings().iter().map(BlockDevice::from_sdk).collect();
+    let mappings: Vec<BlockDevice> = image
+        .block_device_mappings()
+        .iter()
+        .map(BlockDevice::from_sdk)
+        .collect();
     let root = mappings
         .iter()
         .find(|m| same_device(&m.device_name, &root_device_name) && m.snapshot_id.is_some())
@@ -206,7 +230,9 @@ fn base_from_image(image: &Image, region: &str) -> Result<BaseAmi> {
     let tags = tag_map(image.tags());
     let state = image.state().map(|s| s.as_str()).unwrap_or("unknown");
     if state != "available" {
-        return Err(input!("base AMI {id} ({name}) in {region} is {state}, not available"));
+        return Err(input!(
+            "base AMI {id} ({name}) in {region} is {state}, not available"
+        ));
     }
     Ok(BaseAmi {
         id: id.clone(),
@@ -217,10 +243,16 @@ fn base_from_image(image: &Image, region: &str) -> Result<BaseAmi> {
         // AWS always reports the root size; 8 GiB is the EC2 default should it not.
         root_volume_size_gib: root.volume_size_gib.unwrap_or(8),
         block_device_mappings: mappings.clone(),
-        architecture: image.architecture().map(|a| a.as_str().to_string()).unwrap_or_else(|| "x86_64".into()),
+        architecture: image
+            .architecture()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| "x86_64".into()),
         boot_mode: image.boot_mode().map(|b| b.as_str().to_string()),
         ena_support: image.ena_support().unwrap_or(true),
-        virtualization_type: image.virtualization_type().map(|v| v.as_str().to_string()).unwrap_or_else(|| "hvm".into()),
+        virtualization_type: image
+            .virtualization_type()
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_else(|| "hvm".into()),
         version: tags.get("base_ami_version").cloned(),
         tags,
     })
@@ -239,7 +271,10 @@ pub(crate) fn snapshot_ids(image: &Image) -> Vec<String> {
         .iter()
         .filter_map(|m| {
             let sid = m.ebs()?.snapshot_id()?;
-            Some((!same_device(m.device_name().unwrap_or_default(), root), sid.to_string()))
+            Some((
+                !same_device(m.device_name().unwrap_or_default(), root),
+                sid.to_string(),
+            ))
         })
         .collect();
     ids.sort_by_key(|(not_root, _)| *not_root);
@@ -248,23 +283,52 @@ pub(crate) fn snapshot_ids(image: &Image) -> Vec<String> {
 
 /// The image of ours with exactly this name, if any: `(image_id, snapshot_ids (root first), state)`.
 /// Deregistered images are ignored. If several exist (a race), the newest wins.
-pub async fn find_image_by_name(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<Option<(String, Vec<String>, String)>> {
-    let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_else(|| "?".into());
+pub async fn find_image_by_name(
+    ec2: &aws_sdk_ec2::Client,
+    name: &str,
+) -> Result<Option<(String, Vec<String>, String)>> {
+    let region = ec2
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "?".into());
     let mut images: Vec<Image> = describe_own_images(ec2, &region, vec![filter("name", name)])
         .await
         .map_err(|e| e.context(format!("looking for an image named {name}")))?
         .into_iter()
-        .filter(|i| i.name() == Some(name) && !matches!(i.state().map(|s| s.as_str()), Some("deregistered") | Some("invalid") | Some("failed")))
+        .filter(|i| {
+            i.name() == Some(name)
+                && !matches!(
+                    i.state().map(|s| s.as_str()),
+                    Some("deregistered") | Some("invalid") | Some("failed")
+                )
+        })
         .collect();
     images.sort_by(newest_first);
-    Ok(images.first().map(|i| (i.image_id().unwrap_or_default().to_string(), snapshot_ids(i), i.state().map(|s| s.as_str().to_string()).unwrap_or_default())))
+    Ok(images.first().map(|i| {
+        (
+            i.image_id().unwrap_or_default().to_string(),
+            snapshot_ids(i),
+            i.state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        )
+    }))
 }
 
 /// Our images whose name matches `name_pattern` (wildcards `*`), any state, newest first.
-pub async fn list_images(ctx: &AwsContext, region: &str, name_pattern: &str) -> Result<Vec<ImageSummary>> {
+pub async fn list_images(
+    ctx: &AwsContext,
+    region: &str,
+    name_pattern: &str,
+) -> Result<Vec<ImageSummary>> {
     let ec2 = ctx.ec2(region);
     let mut images: Vec<Image> =
-        describe_own_images(&ec2, region, vec![filter("name", name_pattern)]).await?.into_iter().filter(|i| glob_match(name_pattern, i.name().unwrap_or_default())).collect();
+        describe_own_images(&ec2, region, vec![filter("name", name_pattern)])
+            .await?
+            .into_iter()
+            .filter(|i| glob_match(name_pattern, i.name().unwrap_or_default()))
+            .collect();
     images.sort_by(newest_first);
     Ok(images
         .iter()
@@ -273,7 +337,10 @@ pub async fn list_images(ctx: &AwsContext, region: &str, name_pattern: &str) -> 
             name: i.name().unwrap_or_default().to_string(),
             creation_date: i.creation_date().unwrap_or_default().to_string(),
             tags: tag_map(i.tags()),
-            state: i.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            state: i
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
         })
         .collect())
 }
@@ -285,7 +352,10 @@ mod tests {
 
     #[test]
     fn globs_match_like_ec2_filters() {
-        assert!(glob_match("bakery-base-bookworm-*", "bakery-base-bookworm-20240101"));
+        assert!(glob_match(
+            "bakery-base-bookworm-*",
+            "bakery-base-bookworm-20240101"
+        ));
         assert!(glob_match("*", ""));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(glob_match("a?c", "abc"));
@@ -296,15 +366,28 @@ mod tests {
     }
 
     fn image(root_type: DeviceType, with_snapshot: bool) -> Image {
-        let ebs = EbsBlockDevice::builder().set_snapshot_id(with_snapshot.then(|| "snap-1".to_string())).volume_size(10).build();
+        let ebs = EbsBlockDevice::builder()
+            .set_snapshot_id(with_snapshot.then(|| "snap-1".to_string()))
+            .volume_size(10)
+            .build();
         Image::builder()
             .image_id("ami-1")
             .name("base-1")
             .state(ImageState::Available)
             .root_device_type(root_type)
             .root_device_name("/dev/xvda")
-            .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/xvda").ebs(ebs).build())
-            .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/sdb").virtual_name("ephemeral0").build())
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(ebs)
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/sdb")
+                    .virtual_name("ephemeral0")
+                    .build(),
+            )
             .tags(Tag::builder().key("base_ami_version").value("3").build())
             .build()
     }

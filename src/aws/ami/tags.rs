@@ -11,12 +11,19 @@ use crate::aws::client::describe_sdk_error;
 use crate::aws::BAKE_ID_TAG;
 
 pub fn ec2_tags(map: &BTreeMap<String, String>) -> Vec<Tag> {
-    map.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    map.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 pub fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -27,12 +34,21 @@ pub fn with_bake_id(tags: &BTreeMap<String, String>, bake_id: &str) -> BTreeMap<
     out
 }
 
-pub(crate) fn tag_spec(kind: ResourceType, map: &BTreeMap<String, String>) -> TagSpecification {
-    TagSpecification::builder().resource_type(kind).set_tags(Some(ec2_tags(map))).build()
+/// A TagSpecification of `kind` with these tags, for create calls that tag at creation.
+pub fn tag_spec_for(kind: ResourceType, map: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(ec2_tags(map)))
+        .build()
 }
 
 /// CreateTags on all `ids` (AMIs, snapshots, volumes) in one call.
-pub async fn tag_resources(ec2: &aws_sdk_ec2::Client, region: &str, ids: &[String], tags: &BTreeMap<String, String>) -> Result<()> {
+pub async fn tag_resources(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    ids: &[String],
+    tags: &BTreeMap<String, String>,
+) -> Result<()> {
     if ids.is_empty() || tags.is_empty() {
         return Ok(());
     }
@@ -41,7 +57,13 @@ pub async fn tag_resources(ec2: &aws_sdk_ec2::Client, region: &str, ids: &[Strin
         .set_tags(Some(ec2_tags(tags)))
         .send()
         .await
-        .map_err(|e| anyhow!("tagging {} in {region}: {}", ids.join(", "), describe_sdk_error(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "tagging {} in {region}: {}",
+                ids.join(", "),
+                describe_sdk_error(&e)
+            )
+        })?;
     Ok(())
 }
 

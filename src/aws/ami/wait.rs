@@ -34,7 +34,10 @@ impl WaitConfig {
     /// The default, with the timeout from `BAKERY_AMI_WAIT_TIMEOUT` (seconds) when set.
     pub fn from_env() -> WaitConfig {
         let mut c = WaitConfig::default();
-        if let Some(secs) = std::env::var("BAKERY_AMI_WAIT_TIMEOUT").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        if let Some(secs) = std::env::var("BAKERY_AMI_WAIT_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
             c.timeout = Duration::from_secs(secs);
         }
         c
@@ -44,7 +47,12 @@ impl WaitConfig {
 /// Poll DescribeImages until the image is `available`. A `failed`/`invalid`/`error`/`deregistered`
 /// state is an error with AWS's reason; a brief NotFound right after creation (eventual
 /// consistency) counts as pending.
-pub async fn wait_image_available(ec2: &aws_sdk_ec2::Client, region: &str, image_id: &str, cfg: &WaitConfig) -> Result<aws_sdk_ec2::types::Image> {
+pub async fn wait_image_available(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    image_id: &str,
+    cfg: &WaitConfig,
+) -> Result<aws_sdk_ec2::types::Image> {
     let start = Instant::now();
     let mut poll = cfg.poll;
     let mut last_log = Instant::now();
@@ -52,11 +60,17 @@ pub async fn wait_image_available(ec2: &aws_sdk_ec2::Client, region: &str, image
         let state = match ec2.describe_images().image_ids(image_id).send().await {
             Ok(out) => match out.images().first() {
                 Some(img) => {
-                    let state = img.state().map(|s| s.as_str().to_string()).unwrap_or_default();
+                    let state = img
+                        .state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default();
                     match state.as_str() {
                         "available" => return Ok(img.clone()),
                         "failed" | "invalid" | "error" | "deregistered" | "disabled" => {
-                            let reason = img.state_reason().and_then(|r| r.message()).unwrap_or("no reason given");
+                            let reason = img
+                                .state_reason()
+                                .and_then(|r| r.message())
+                                .unwrap_or("no reason given");
                             bail!("image {image_id} in {region} is {state}: {reason}");
                         }
                         _ => state,
@@ -80,10 +94,20 @@ pub async fn wait_image_available(ec2: &aws_sdk_ec2::Client, region: &str, image
             );
         }
         if last_log.elapsed() >= cfg.log_every {
-            info!("waiting for image {image_id} in {region}: {state} ({}s)", start.elapsed().as_secs());
+            info!(
+                "waiting for image {image_id} in {region}: {state} ({}s)",
+                start.elapsed().as_secs()
+            );
             last_log = Instant::now();
         }
-        tokio::time::sleep(poll.min(cfg.timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(10)))).await;
+        tokio::time::sleep(
+            poll.min(
+                cfg.timeout
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_millis(10)),
+            ),
+        )
+        .await;
         poll = (poll * 2).min(cfg.max_poll);
     }
 }

@@ -65,7 +65,11 @@ pub fn is_zero(buf: &[u8]) -> bool {
         // SAFETY: any bit pattern is a valid u64; align_to only reinterprets the aligned middle.
         buf.align_to::<u64>()
     };
-    head.iter().all(|&b| b == 0) && tail.iter().all(|&b| b == 0) && words.chunks(8).all(|c| c.iter().fold(0, |a, &w| a | w) == 0)
+    head.iter().all(|&b| b == 0)
+        && tail.iter().all(|&b| b == 0)
+        && words
+            .chunks(8)
+            .all(|c| c.iter().fold(0, |a, &w| a | w) == 0)
 }
 
 /// The hash of one block's bytes (`None` when all zeros). `data` shorter than a block is the
@@ -87,7 +91,8 @@ pub fn read_block(file: &File, len: u64, index: u64, buf: &mut [u8]) -> Result<(
     debug_assert_eq!(buf.len() as u64, BLOCK_SIZE);
     let off = index * BLOCK_SIZE;
     let n = BLOCK_SIZE.min(len.saturating_sub(off)) as usize;
-    file.read_exact_at(&mut buf[..n], off).with_context(|| format!("reading block {index} at offset {off}"))?;
+    file.read_exact_at(&mut buf[..n], off)
+        .with_context(|| format!("reading block {index} at offset {off}"))?;
     buf[n..].fill(0);
     Ok(())
 }
@@ -113,9 +118,13 @@ fn data_block_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
         if hole < 0 {
-            return Err(std::io::Error::last_os_error()).context("seeking to the next hole (SEEK_HOLE)");
+            return Err(std::io::Error::last_os_error())
+                .context("seeking to the next hole (SEEK_HOLE)");
         }
-        let (start, end) = (data as u64 / BLOCK_SIZE, (hole as u64).min(len).div_ceil(BLOCK_SIZE));
+        let (start, end) = (
+            data as u64 / BLOCK_SIZE,
+            (hole as u64).min(len).div_ceil(BLOCK_SIZE),
+        );
         match ranges.last_mut() {
             Some(last) if last.1 >= start => last.1 = last.1.max(end),
             _ => ranges.push((start, end)),
@@ -128,18 +137,31 @@ fn data_block_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64)>> {
 /// SHA-256 of every 512 KiB block of `path`, `None` for all-zero blocks. Streams the file (a few
 /// blocks in memory per thread), skips holes without reading them, hashes on a few threads.
 pub fn hash_file_blocks(path: &Path) -> Result<Vec<Option<BlockHash>>> {
-    let file = File::open(path).with_context(|| format!("opening {} to hash its blocks", path.display()))?;
-    let len = file.metadata().with_context(|| format!("reading the size of {}", path.display()))?.len();
+    let file = File::open(path)
+        .with_context(|| format!("opening {} to hash its blocks", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("reading the size of {}", path.display()))?
+        .len();
     let mut hashes: Vec<Option<BlockHash>> = vec![None; block_count(len) as usize];
-    let ranges = data_block_ranges(&file, len).with_context(|| format!("finding the data extents of {}", path.display()))?;
+    let ranges = data_block_ranges(&file, len)
+        .with_context(|| format!("finding the data extents of {}", path.display()))?;
     let chunks: Vec<(u64, u64)> = ranges
         .iter()
-        .flat_map(|&(s, e)| (s..e).step_by(CHUNK_BLOCKS as usize).map(move |c| (c, (c + CHUNK_BLOCKS).min(e))))
+        .flat_map(|&(s, e)| {
+            (s..e)
+                .step_by(CHUNK_BLOCKS as usize)
+                .map(move |c| (c, (c + CHUNK_BLOCKS).min(e)))
+        })
         .collect();
     if chunks.is_empty() {
         return Ok(hashes);
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, MAX_THREADS).min(chunks.len());
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, MAX_THREADS)
+        .min(chunks.len());
     let next = AtomicUsize::new(0);
     let results: Vec<Result<Vec<(u64, BlockHash)>>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -149,9 +171,12 @@ pub fn hash_file_blocks(path: &Path) -> Result<Vec<Option<BlockHash>>> {
                     let mut found = Vec::new();
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(start, end)) = chunks.get(k) else { return Ok(found) };
+                        let Some(&(start, end)) = chunks.get(k) else {
+                            return Ok(found);
+                        };
                         for i in start..end {
-                            read_block(&file, len, i, &mut buf).with_context(|| format!("hashing {}", path.display()))?;
+                            read_block(&file, len, i, &mut buf)
+                                .with_context(|| format!("hashing {}", path.display()))?;
                             if !is_zero(&buf) {
                                 found.push((i, Sha256::digest(&buf).into()));
                             }
@@ -160,7 +185,13 @@ pub fn hash_file_blocks(path: &Path) -> Result<Vec<Option<BlockHash>>> {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| bail!("a hashing thread panicked"))).collect()
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| bail!("a hashing thread panicked"))
+            })
+            .collect()
     });
     for r in results {
         for (i, h) in r? {
@@ -178,11 +209,21 @@ pub fn hash_file_blocks(path: &Path) -> Result<Vec<Option<BlockHash>>> {
 /// every block is uploaded, zeros included, since nothing is known about what it holds. Without
 /// a parent only the non-zero blocks are uploaded (unwritten blocks of a new, unencrypted
 /// snapshot read as zeros).
-pub fn changed_blocks(base: Option<&[Option<BlockHash>]>, new: &[Option<BlockHash>], parent_exists: bool) -> Vec<u64> {
+pub fn changed_blocks(
+    base: Option<&[Option<BlockHash>]>,
+    new: &[Option<BlockHash>],
+    parent_exists: bool,
+) -> Vec<u64> {
     match (parent_exists, base) {
-        (true, Some(base)) => (0..new.len()).filter(|&i| base.get(i).copied().flatten() != new[i]).map(|i| i as u64).collect(),
+        (true, Some(base)) => (0..new.len())
+            .filter(|&i| base.get(i).copied().flatten() != new[i])
+            .map(|i| i as u64)
+            .collect(),
         (true, None) => (0..new.len() as u64).collect(),
-        (false, _) => (0..new.len()).filter(|&i| new[i].is_some()).map(|i| i as u64).collect(),
+        (false, _) => (0..new.len())
+            .filter(|&i| new[i].is_some())
+            .map(|i| i as u64)
+            .collect(),
     }
 }
 
@@ -231,18 +272,29 @@ pub fn encode_hashes(snapshot_id: &str, hashes: &[Option<BlockHash>]) -> Vec<u8>
 }
 
 pub fn decode_hashes(bytes: &[u8]) -> Result<SavedHashes> {
-    ensure!(bytes.len() >= MAGIC.len() + 18 + 32, "too short ({} bytes)", bytes.len());
+    ensure!(
+        bytes.len() >= MAGIC.len() + 18 + 32,
+        "too short ({} bytes)",
+        bytes.len()
+    );
     let (body, sum) = bytes.split_at(bytes.len() - 32);
-    ensure!(Sha256::digest(body).as_slice() == sum, "checksum mismatch (truncated or corrupt)");
+    ensure!(
+        Sha256::digest(body).as_slice() == sum,
+        "checksum mismatch (truncated or corrupt)"
+    );
     ensure!(&body[..8] == MAGIC, "not a bakery hashes file (bad magic)");
     let u64_at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().unwrap());
     let block_size = u64_at(8);
-    ensure!(block_size == BLOCK_SIZE, "block size {block_size}, expected {BLOCK_SIZE}");
+    ensure!(
+        block_size == BLOCK_SIZE,
+        "block size {block_size}, expected {BLOCK_SIZE}"
+    );
     let count = u64_at(16) as usize;
     let id_len = u16::from_le_bytes(body[24..26].try_into().unwrap()) as usize;
     let mut p = 26 + id_len;
     ensure!(body.len() >= p, "truncated header");
-    let snapshot_id = String::from_utf8(body[26..p].to_vec()).context("snapshot id is not UTF-8")?;
+    let snapshot_id =
+        String::from_utf8(body[26..p].to_vec()).context("snapshot id is not UTF-8")?;
     let mut hashes = Vec::with_capacity(count);
     for i in 0..count {
         match body.get(p) {
@@ -258,7 +310,10 @@ pub fn decode_hashes(bytes: &[u8]) -> Result<SavedHashes> {
         }
     }
     ensure!(p == body.len(), "{} trailing bytes", body.len() - p);
-    Ok(SavedHashes { snapshot_id, hashes })
+    Ok(SavedHashes {
+        snapshot_id,
+        hashes,
+    })
 }
 
 /// Save `hashes` of `file` (from snapshot `snapshot_id`) to `<file>.hashes`, atomically.
@@ -286,14 +341,17 @@ pub fn load_hashes(file: &Path, snapshot_id: &str) -> Result<Vec<Option<BlockHas
     File::open(&path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .with_context(|| format!("reading block hashes {}", path.display()))?;
-    let saved = decode_hashes(&bytes).with_context(|| format!("block hashes {}", path.display()))?;
+    let saved =
+        decode_hashes(&bytes).with_context(|| format!("block hashes {}", path.display()))?;
     ensure!(
         saved.snapshot_id == snapshot_id,
         "block hashes {} are of {}, not {snapshot_id}",
         path.display(),
         saved.snapshot_id
     );
-    let len = std::fs::metadata(file).with_context(|| format!("reading the size of {}", file.display()))?.len();
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("reading the size of {}", file.display()))?
+        .len();
     ensure!(
         saved.hashes.len() as u64 == block_count(len),
         "block hashes {} cover {} blocks but {} has {}",
@@ -334,11 +392,20 @@ mod tests {
             let mut v = vec![0u8; B];
             v[pos] = 1;
             assert!(!is_zero(&v), "byte {pos} set");
-            assert!(!is_zero(&v[1..]) || pos == 0, "unaligned view, byte {pos} set");
+            assert!(
+                !is_zero(&v[1..]) || pos == 0,
+                "unaligned view, byte {pos} set"
+            );
         }
         assert_eq!(hash_block(&vec![0u8; B]), None);
-        assert_eq!(hash_block(&[1u8; 3]), Some(Sha256::digest([&[1u8; 3][..], &vec![0u8; B - 3]].concat()).into()));
-        assert_eq!(zero_block_hash(), <[u8; 32]>::from(Sha256::digest(vec![0u8; B])));
+        assert_eq!(
+            hash_block(&[1u8; 3]),
+            Some(Sha256::digest([&[1u8; 3][..], &vec![0u8; B - 3]].concat()).into())
+        );
+        assert_eq!(
+            zero_block_hash(),
+            <[u8; 32]>::from(Sha256::digest(vec![0u8; B]))
+        );
     }
 
     #[test]
@@ -350,7 +417,10 @@ mod tests {
         assert_eq!(hashes.len(), 8);
         let want3: BlockHash = Sha256::digest(vec![0xabu8; B]).into();
         let want4: BlockHash = Sha256::digest(vec![0x01u8; B]).into();
-        assert_eq!(hashes, vec![None, None, None, Some(want3), Some(want4), None, None, None]);
+        assert_eq!(
+            hashes,
+            vec![None, None, None, Some(want3), Some(want4), None, None, None]
+        );
     }
 
     #[test]
@@ -361,19 +431,31 @@ mod tests {
         let hashes = hash_file_blocks(&p).unwrap();
         assert_eq!(hashes.len(), 2);
         assert_eq!(hashes[1], hash_block(&[7u8; 100]));
-        assert_eq!(hash_file_blocks(&d.path().join("missing")).unwrap_err().to_string().contains("opening"), true);
+        assert!(hash_file_blocks(&d.path().join("missing"))
+            .unwrap_err()
+            .to_string()
+            .contains("opening"));
         std::fs::write(d.path().join("empty"), b"").unwrap();
-        assert!(hash_file_blocks(&d.path().join("empty")).unwrap().is_empty());
+        assert!(hash_file_blocks(&d.path().join("empty"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn hashing_a_sparse_2gib_file_skips_its_holes() {
         let d = tempfile::tempdir().unwrap();
         let blocks = (2u64 << 30) / BLOCK_SIZE;
-        let p = sparse_file(d.path(), "big", blocks, &[(0, 1), (blocks / 2, 2), (blocks - 1, 3)]);
+        let p = sparse_file(
+            d.path(),
+            "big",
+            blocks,
+            &[(0, 1), (blocks / 2, 2), (blocks - 1, 3)],
+        );
         let hashes = hash_file_blocks(&p).unwrap();
         assert_eq!(hashes.len() as u64, blocks);
-        let set: Vec<u64> = (0..blocks).filter(|&i| hashes[i as usize].is_some()).collect();
+        let set: Vec<u64> = (0..blocks)
+            .filter(|&i| hashes[i as usize].is_some())
+            .collect();
         assert_eq!(set, vec![0, blocks / 2, blocks - 1]);
     }
 
@@ -397,7 +479,10 @@ mod tests {
 
     #[test]
     fn with_parent_of_unknown_content_every_block_is_uploaded() {
-        assert_eq!(changed_blocks(None, &[None, h(1), None], true), vec![0, 1, 2]);
+        assert_eq!(
+            changed_blocks(None, &[None, h(1), None], true),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
@@ -421,10 +506,21 @@ mod tests {
         assert_eq!(hashes_path(&p), d.path().join("base.raw.hashes"));
         assert_eq!(load_hashes(&p, "snap-0123").unwrap(), hashes);
         // another snapshot's hashes are refused
-        assert!(load_hashes(&p, "snap-9999").unwrap_err().to_string().contains("not snap-9999"));
+        assert!(load_hashes(&p, "snap-9999")
+            .unwrap_err()
+            .to_string()
+            .contains("not snap-9999"));
         // a file whose size changed is refused
-        File::options().write(true).open(&p).unwrap().set_len(6 * BLOCK_SIZE).unwrap();
-        assert!(load_hashes(&p, "snap-0123").unwrap_err().to_string().contains("cover 5 blocks"));
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(6 * BLOCK_SIZE)
+            .unwrap();
+        assert!(load_hashes(&p, "snap-0123")
+            .unwrap_err()
+            .to_string()
+            .contains("cover 5 blocks"));
         // corruption is detected
         let mut bytes = encode_hashes("snap-0123", &hashes);
         bytes[40] ^= 1;
@@ -432,6 +528,12 @@ mod tests {
         assert!(decode_hashes(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode_hashes(b"short").is_err());
         let empty = encode_hashes("", &[]);
-        assert_eq!(decode_hashes(&empty).unwrap(), SavedHashes { snapshot_id: String::new(), hashes: vec![] });
+        assert_eq!(
+            decode_hashes(&empty).unwrap(),
+            SavedHashes {
+                snapshot_id: String::new(),
+                hashes: vec![]
+            }
+        );
     }
 }

@@ -31,11 +31,18 @@ where
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or_default();
             let status = se.raw().status().as_u16();
-            matches!(code, "RequestThrottledException" | "InternalServerException" | "ThrottlingException" | "ServiceUnavailable")
-                || status >= 500
+            matches!(
+                code,
+                "RequestThrottledException"
+                    | "InternalServerException"
+                    | "ThrottlingException"
+                    | "ServiceUnavailable"
+            ) || status >= 500
                 || status == 429
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
         _ => false,
     };
     let err = anyhow::anyhow!("{what}: {msg}");
@@ -46,15 +53,21 @@ where
     }
 }
 
-/// Backoff before attempt `n` (1-based retry count): full jitter over 200 ms * 2^n, capped at 10 s.
-pub fn backoff(n: u32, seed: u64) -> Duration {
-    let cap = (200u64 << n.min(6)).min(10_000);
+/// First backoff step.
+const BASE_MS: u64 = 200;
+
+/// Backoff before retry `n` (1-based): full jitter over `base_ms` * 2^n, capped at 10 s.
+pub fn backoff(n: u32, seed: u64, base_ms: u64) -> Duration {
+    let cap = (base_ms << n.min(6)).min(10_000);
     Duration::from_millis(jitter(seed ^ u64::from(n)) % (cap + 1))
 }
 
 /// A cheap pseudo-random number (splitmix64 of the seed and the clock): enough to spread retries.
 fn jitter(seed: u64) -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
     let mut z = seed.wrapping_add(nanos).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -62,7 +75,15 @@ fn jitter(seed: u64) -> u64 {
 }
 
 /// Run `op` until it succeeds, fails fatally, or `ATTEMPTS` transient failures happened.
-pub async fn with_retries<T, F, Fut>(what: &str, seed: u64, mut op: F) -> anyhow::Result<T>
+pub async fn with_retries<T, F, Fut>(what: &str, seed: u64, op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    retry_loop(what, seed, BASE_MS, op).await
+}
+
+async fn retry_loop<T, F, Fut>(what: &str, seed: u64, base_ms: u64, mut op: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -77,7 +98,7 @@ where
                 if n >= ATTEMPTS {
                     return Err(e.context(format!("{what}: giving up after {ATTEMPTS} attempts")));
                 }
-                let wait = backoff(n, seed);
+                let wait = backoff(n, seed, base_ms);
                 debug!("{what}: {e:#}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
@@ -94,14 +115,14 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         for n in 1..20 {
             let cap = (200u64 << n.min(6)).min(10_000);
-            assert!(backoff(n, 42).as_millis() as u64 <= cap);
+            assert!(backoff(n, 42, 200).as_millis() as u64 <= cap);
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn transient_failures_are_retried_fatal_ones_are_not() {
         let calls = AtomicU32::new(0);
-        let v = with_retries("op", 1, || async {
+        let v = retry_loop("op", 1, 1, || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(Failure::Transient(anyhow::anyhow!("throttled")))
             } else {
@@ -113,7 +134,7 @@ mod tests {
         assert_eq!((v, calls.load(Ordering::SeqCst)), (7, 3));
 
         let calls = AtomicU32::new(0);
-        let e = with_retries("op", 1, || async {
+        let e = retry_loop("op", 1, 1, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(Failure::Fatal(anyhow::anyhow!("validation")))
         })
@@ -123,7 +144,7 @@ mod tests {
         assert_eq!(e.to_string(), "validation");
 
         let calls = AtomicU32::new(0);
-        let e = with_retries("put block 3", 1, || async {
+        let e = retry_loop("put block 3", 1, 1, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(Failure::Transient(anyhow::anyhow!("500")))
         })

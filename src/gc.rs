@@ -1,0 +1,185 @@
+//! `bakery gc`: remove what crashed or killed bakes left on this host — loop devices backed by a
+//! bake's files, their partition mappings, work directories and half-written outputs — but never
+//! anything of a bake that is still running (it holds its `bake-<id>` lock).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::bake::Globals;
+use crate::sys::lock::HostLock;
+use crate::workdir::{alive_lock_name, PARTIAL_OUTPUT_NOTE};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Leftover {
+    /// A process still running inside a dead bake's chroot (a daemon or a scriptlet's child):
+    /// it keeps the bake's private mounts, and so its loop device, alive.
+    Process { pid: i32, comm: String, bake_id: String },
+    LoopDevice { device: String, backing_file: String, bake_id: String },
+    PartialOutput { path: String, bake_id: String },
+    WorkDir { path: String, bake_id: String },
+}
+
+impl Leftover {
+    pub fn describe(&self) -> String {
+        match self {
+            Leftover::Process { pid, comm, bake_id } => format!("process {comm} (pid {pid}) inside bake {bake_id}'s image"),
+            Leftover::LoopDevice { device, backing_file, bake_id } => format!("loop device {device} on {backing_file} (bake {bake_id})"),
+            Leftover::PartialOutput { path, bake_id } => format!("partial output {path} (bake {bake_id})"),
+            Leftover::WorkDir { path, bake_id } => format!("work directory {path} (bake {bake_id})"),
+        }
+    }
+}
+
+/// The bake id a file belongs to: `<work>/work/<id>/...` or an output temp `.NAME.bakery-<id>.partial`.
+pub fn bake_id_of(path: &str, work_top: &Path) -> Option<String> {
+    let work = work_top.join("work");
+    if let Ok(rest) = Path::new(path).strip_prefix(&work) {
+        return rest.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    }
+    let name = Path::new(path).file_name()?.to_string_lossy().into_owned();
+    let after = name.split(".bakery-").nth(1)?;
+    let id = after.strip_suffix(".partial")?;
+    id.starts_with("bk-").then(|| id.to_string())
+}
+
+fn running(work_top: &Path, id: &str) -> bool {
+    // A free lock means no live process holds it; taking it for a moment is harmless.
+    !matches!(HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)), Ok(Some(_)))
+}
+
+fn loop_devices() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Ok(back) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+                out.push((format!("/dev/{name}"), back.trim().trim_end_matches(" (deleted)").to_string()));
+            }
+        }
+    }
+    out
+}
+
+pub fn find(work_top: &Path) -> Vec<Leftover> {
+    let mut found = Vec::new();
+    for p in crate::sys::procs::rooted_in(&work_top.join("work")) {
+        let root = std::fs::read_link(format!("/proc/{}/root", p.pid)).unwrap_or_default();
+        if let Some(id) = bake_id_of(&root.display().to_string(), work_top) {
+            if !running(work_top, &id) {
+                found.push(Leftover::Process { pid: p.pid, comm: p.comm, bake_id: id });
+            }
+        }
+    }
+    for (device, backing_file) in loop_devices() {
+        if let Some(id) = bake_id_of(&backing_file, work_top) {
+            if !running(work_top, &id) {
+                found.push(Leftover::LoopDevice { device, backing_file, bake_id: id });
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(work_top.join("work")) {
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if running(work_top, &id) {
+                continue;
+            }
+            if let Ok(p) = std::fs::read_to_string(e.path().join(PARTIAL_OUTPUT_NOTE)) {
+                if Path::new(&p).exists() {
+                    found.push(Leftover::PartialOutput { path: p, bake_id: id.clone() });
+                }
+            }
+            found.push(Leftover::WorkDir { path: e.path().display().to_string(), bake_id: id });
+        }
+    }
+    found
+}
+
+fn remove(l: &Leftover) -> Result<()> {
+    match l {
+        Leftover::Process { pid, comm, .. } => {
+            crate::sys::procs::stop(&[crate::sys::procs::Proc { pid: *pid, comm: comm.clone() }], std::time::Duration::from_secs(3));
+            // Its mount namespace goes with it; give the kernel a moment to release the mounts.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        Leftover::LoopDevice { device, .. } => {
+            let _ = std::process::Command::new("partx").args(["-d", device]).output();
+            match loopdev::LoopDevice::open(device)?.detach() {
+                // ENXIO: autoclear released it once its mounts were gone.
+                Err(e) if e.raw_os_error() != Some(libc::ENXIO) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Leftover::PartialOutput { path, .. } => std::fs::remove_file(path)?,
+        Leftover::WorkDir { path, .. } => std::fs::remove_dir_all(path)?,
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub found: Vec<Leftover>,
+    pub removed: usize,
+    pub failed: Vec<String>,
+}
+
+pub fn run(dry_run: bool, g: &Globals) -> Result<GcReport> {
+    let found = find(&g.work_dir);
+    let mut removed = 0;
+    let mut failed = Vec::new();
+    if !dry_run {
+        // Loop devices first: the files behind them go next.
+        for l in &found {
+            match remove(l) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    warn!("gc: {}: {e:#}", l.describe());
+                    failed.push(format!("{}: {e:#}", l.describe()));
+                }
+            }
+        }
+    }
+    for l in &found {
+        eprintln!("{} {}", if dry_run { "would remove" } else { "removed" }, l.describe());
+    }
+    Ok(GcReport { dry_run, found, removed, failed })
+}
+
+pub fn leftover_paths(r: &GcReport) -> Vec<PathBuf> {
+    r.found
+        .iter()
+        .filter_map(|l| match l {
+            Leftover::PartialOutput { path, .. } | Leftover::WorkDir { path, .. } => Some(PathBuf::from(path)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bake_ids_from_paths() {
+        let top = Path::new("/var/lib/bakery");
+        assert_eq!(bake_id_of("/var/lib/bakery/work/bk-0123456789ab/disk.raw", top).as_deref(), Some("bk-0123456789ab"));
+        assert_eq!(bake_id_of("/srv/out/.app.raw.bakery-bk-0123456789ab.partial", top).as_deref(), Some("bk-0123456789ab"));
+        assert_eq!(bake_id_of("/srv/out/app.raw", top), None);
+        assert_eq!(bake_id_of("/srv/out/.app.raw.bakery-1234.partial", top), None, "manifest temp files are not bakes");
+    }
+
+    #[test]
+    fn a_running_bake_is_never_collected() {
+        let top = tempfile::tempdir().unwrap();
+        let alive = crate::workdir::WorkDir::create(top.path(), "bk-aaaaaaaaaaaa").unwrap();
+        std::fs::create_dir_all(top.path().join("work/bk-bbbbbbbbbbbb")).unwrap();
+        let found = find(top.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(matches!(&found[0], Leftover::WorkDir { bake_id, .. } if bake_id == "bk-bbbbbbbbbbbb"));
+        drop(alive);
+    }
+}

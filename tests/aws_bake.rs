@@ -1,0 +1,197 @@
+//! End to end against the local AWS emulator: publish a base AMI built from scratch, bake an app
+//! on it in direct mode into three regions, and check every AMI through the API — including
+//! reading the new snapshot back with the EBS direct APIs and mounting it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use support::emulator::Emulator;
+use support::*;
+
+fn with_env(e: &Emulator, c: &mut Command) {
+    e.apply(c);
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+}
+
+/// Every image and snapshot still tagged with `bake_id`, in these regions.
+async fn tagged(ctx: &bakery::aws::client::AwsContext, regions: &[&str], bake_id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for r in regions {
+        let ec2 = ctx.ec2(r);
+        let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_ID_TAG)).values(bake_id).build();
+        let imgs = ec2.describe_images().owners("self").filters(f.clone()).send().await.unwrap();
+        left.extend(imgs.images().iter().map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())));
+        let snaps = ec2.describe_snapshots().owner_ids("self").filters(f).send().await.unwrap();
+        left.extend(snaps.snapshots().iter().map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())));
+    }
+    left
+}
+
+fn bake_id_from(stderr: &str) -> String {
+    let i = stderr.find("bake_id=bk-").expect("no bake id in the log") + "bake_id=".len();
+    stderr[i..i + 15].to_string()
+}
+
+fn differing_blocks(a: &Path, b: &Path) -> u64 {
+    let ha = bakery::aws::ebs::hash_file_blocks(a).unwrap();
+    let hb = bakery::aws::ebs::hash_file_blocks(b).unwrap();
+    (0..ha.len().max(hb.len())).filter(|&i| ha.get(i).copied().flatten() != hb.get(i).copied().flatten()).count() as u64
+}
+
+#[test]
+fn base_ami_then_direct_bake_into_three_regions() {
+    let emu = Emulator::start();
+    for (k, v) in emu.env() {
+        // SAFETY (edition 2021: not unsafe): set before any thread of this test reads them.
+        std::env::set_var(k, v);
+    }
+    let t = TestDir::new("aws");
+    let rt = rt();
+    let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
+
+    // 1. Ops publish a base from scratch.
+    let mut c = t.bakery();
+    with_env(&emu, c.args(["base", "build", "base-images/debian-bookworm.yaml", "--output", "ami", "--region", "us-east-1"]));
+    let base = run(&mut c);
+    base.assert_ok();
+    let bm = base.json();
+    let base_ami = bm["amis"][0]["image_id"].as_str().unwrap().to_string();
+    let base_snap = bm["amis"][0]["snapshot_id"].as_str().unwrap().to_string();
+    assert!(bm["name"].as_str().unwrap().starts_with("bakery-base-bookworm-"));
+    assert!(bm["upload"]["blocks_changed"].as_u64().unwrap() < bm["upload"]["blocks_total"].as_u64().unwrap(), "zero blocks were uploaded");
+
+    // 2. CI bakes the app on the newest base, direct mode, three regions.
+    let app = build_deb(
+        t.dir.path(),
+        &Deb { name: "cloud-app", version: "2.5-4", files: &[("/opt/cloud-app/VERSION", "2.5-4")], postinst: Some("echo configured > /opt/cloud-app/postinst-ran"), ..Default::default() },
+    );
+    let mut c = t.bakery();
+    with_env(
+        &emu,
+        c.args(["bake", "--base-name", "bakery-base-bookworm-*", "--package"])
+            .arg(&app)
+            .args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2,eu-west-1", "--mode", "direct", "--tag", "team=cloud", "--share-with", "123456789012"]),
+    );
+    let r = run(&mut c);
+    r.assert_ok();
+    let m = r.json();
+    let name = m["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("cloud-app-2.5-4-all-"), "{name}");
+    let amis = m["amis"].as_array().unwrap();
+    let regions: Vec<&str> = amis.iter().map(|a| a["region"].as_str().unwrap()).collect();
+    assert_eq!(regions, ["us-east-1", "us-west-2", "eu-west-1"]);
+    let ids: std::collections::BTreeSet<&str> = amis.iter().map(|a| a["image_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(m["base"]["image"], base_ami.as_str());
+    assert_eq!(m["tags"]["base_ami_id"], base_ami.as_str());
+    assert_eq!(m["tags"]["appversion"], "cloud-app-2.5-4");
+    let up = &m["upload"];
+    assert_eq!(up["base_snapshot_id"], base_snap.as_str());
+    let new_snap = up["snapshot_id"].as_str().unwrap().to_string();
+
+    // 3. Each region's AMI, as the API sees it: name, tags, snapshot tags, launch permission.
+    for a in amis {
+        let region = a["region"].as_str().unwrap();
+        let ec2 = ctx.ec2(region);
+        let img = rt.block_on(ec2.describe_images().image_ids(a["image_id"].as_str().unwrap()).send()).unwrap();
+        let img = &img.images()[0];
+        assert_eq!(img.name(), Some(name.as_str()), "{region}");
+        let tags = tags_of(img.tags());
+        assert_eq!(tags.get("appversion").map(String::as_str), Some("cloud-app-2.5-4"), "{region}: {tags:?}");
+        assert_eq!(tags.get("team").map(String::as_str), Some("cloud"), "{region}");
+        assert_eq!(tags.get("base_ami_id").map(String::as_str), Some(base_ami.as_str()), "{region}");
+        let root_snap = img.block_device_mappings().iter().find_map(|b| b.ebs().and_then(|e| e.snapshot_id())).unwrap();
+        assert_eq!(root_snap, a["snapshot_id"].as_str().unwrap(), "{region}");
+        let snap = rt.block_on(ec2.describe_snapshots().snapshot_ids(root_snap).send()).unwrap();
+        let stags = tags_of(snap.snapshots()[0].tags());
+        assert_eq!(stags.get("appversion").map(String::as_str), Some("cloud-app-2.5-4"), "{region}: snapshot tags {stags:?}");
+        let perms = rt.block_on(ec2.describe_image_attribute().image_id(a["image_id"].as_str().unwrap()).attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission).send()).unwrap();
+        assert!(perms.launch_permissions().iter().any(|p| p.user_id() == Some("123456789012")), "{region}: not shared");
+    }
+    assert_eq!(amis[0]["snapshot_id"], new_snap.as_str());
+
+    // 4. Read the new snapshot back (EBS direct; the parent's blocks are inherited) and mount it.
+    let back = t.path("readback.raw");
+    rt.block_on(bakery::aws::ebs::download_snapshot(&ctx.ebs("us-east-1"), &new_snap, &back, 16)).unwrap();
+    {
+        let img = Mounted::open(&back);
+        assert_eq!(img.read("/opt/cloud-app/VERSION"), "2.5-4");
+        assert_eq!(img.read("/opt/cloud-app/postinst-ran").trim(), "configured");
+        assert_eq!(img.dpkg_version("cloud-app").as_deref(), Some("2.5-4"));
+        assert!(!img.path("/usr/sbin/policy-rc.d").exists());
+    }
+    // The copy in another region carries the same disk.
+    let copy = t.path("copy.raw");
+    rt.block_on(bakery::aws::ebs::download_snapshot(&ctx.ebs("eu-west-1"), amis[2]["snapshot_id"].as_str().unwrap(), &copy, 16)).unwrap();
+    assert_eq!(differing_blocks(&back, &copy), 0, "the eu-west-1 copy differs from the source");
+
+    // 5. Only what changed went up: uploaded bytes within 1.2x of the blocks that really differ.
+    let base_file = t.path("base.raw");
+    rt.block_on(bakery::aws::ebs::download_snapshot(&ctx.ebs("us-east-1"), &base_snap, &base_file, 16)).unwrap();
+    let really = differing_blocks(&base_file, &back) * bakery::aws::ebs::BLOCK_SIZE;
+    let uploaded = up["bytes_uploaded"].as_u64().unwrap();
+    eprintln!("uploaded {uploaded} bytes for {really} changed bytes ({} blocks of {})", up["blocks_changed"], up["blocks_total"]);
+    assert!(really > 0);
+    assert!(uploaded as f64 <= 1.2 * really as f64, "uploaded {uploaded} bytes for {really} changed");
+    assert!(up["blocks_changed"].as_u64().unwrap() * 10 < up["blocks_total"].as_u64().unwrap(), "a small app changed most of the disk?");
+    for f in [&back, &copy, &base_file] {
+        std::fs::remove_file(f).unwrap();
+    }
+
+    // 6. A failure after registration (CopyImage refused) removes everything the bake made.
+    let mut c = t.bakery();
+    with_env(
+        &emu,
+        c.env("BAKERY_FAIL_API", "CopyImage")
+            .args(["bake", "--base-name", "bakery-base-bookworm-*", "--package"])
+            .arg(&app)
+            .args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2", "--mode", "direct", "--tag", "attempt=failing"]),
+    );
+    let r = run(&mut c);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.error_line().contains("CopyImage"), "{}", r.error_line());
+    let id = bake_id_from(&r.stderr);
+    let left = rt.block_on(tagged(&ctx, &["us-east-1", "us-west-2"], &id));
+    assert!(left.is_empty(), "the failed bake left {left:?}");
+    assert_no_leaks(t.dir.path());
+}
+
+#[test]
+fn bad_aws_input_is_refused_before_anything_is_made() {
+    let emu = Emulator::start();
+    let t = TestDir::new("awsbad");
+    let app = build_deb(t.dir.path(), &Deb::default());
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("unknown region", vec!["--base", "ami-0123456789abcdef0", "--region", "mars-1"], "mars-1"),
+        ("bad copy region", vec!["--base", "ami-0123456789abcdef0", "--region", "us-east-1", "--copy-to", "nowhere"], "nowhere"),
+        ("base AMI not found", vec!["--base", "ami-0123456789abcdef0", "--region", "us-east-1"], "ami-0123456789abcdef0"),
+        ("base name matches nothing", vec!["--base-name", "no-such-base-*", "--region", "us-east-1"], "no-such-base-*"),
+        ("no base AMI", vec!["--region", "us-east-1"], "--base ami-"),
+        ("bad account", vec!["--base", "ami-0123456789abcdef0", "--region", "us-east-1", "--share-with", "12"], "12 digits"),
+    ];
+    for (case, extra, needle) in cases {
+        let mut c = t.bakery();
+        emu.apply(c.args(["bake", "--package"]).arg(&app).args(["--output", "ami"]).args(&extra));
+        let r = run(&mut c);
+        assert_eq!(r.code, 2, "{case}: {}", r.stderr);
+        assert!(r.error_line().contains(needle), "{case}: {}", r.error_line());
+    }
+    // Unreachable endpoint: a clear line, not a hang.
+    let mut c = t.bakery();
+    emu.apply(&mut c);
+    c.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").args(["bake", "--package"]).arg(&app).args(["--output", "ami", "--base", "ami-0123456789abcdef0", "--region", "us-east-1"]);
+    let r = run(&mut c);
+    assert_ne!(r.code, 0);
+    assert!(r.error_line().contains("reach"), "{}", r.error_line());
+    assert_no_leaks(t.dir.path());
+}
