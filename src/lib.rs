@@ -15,6 +15,7 @@ pub mod gc;
 pub mod manifest;
 pub mod naming;
 pub mod package;
+pub mod plugin;
 pub mod progress;
 pub mod provision;
 pub mod recipe;

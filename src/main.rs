@@ -71,6 +71,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Err(e) => Err(e),
             }
         }
+        Command::Base(BaseCommand::Refresh(args)) => {
+            bakery::doctor::require_root("base refresh")?;
+            let m = bakery::base::refresh::refresh(&args, &g)?;
+            print_json(&m, args.manifest.as_deref())?;
+            Ok(0)
+        }
         Command::Base(BaseCommand::List(args)) => {
             let v = bakery::base::publish::list(&args)?;
             print_json(&v, None)?;

@@ -438,3 +438,39 @@ fn four_concurrent_bakes_use_distinct_devices() {
     }
     assert_no_leaks(t.dir.path());
 }
+
+#[test]
+fn plugins_run_at_hook_points_and_add_tags() {
+    let t = TestDir::new("plugins");
+    let base = base_image();
+    let app = build_deb(t.dir.path(), &Deb { name: "plugged", files: &[("/opt/plugged/ok", "ok")], ..Default::default() });
+    let bin = t.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = t.path("seen");
+    std::fs::create_dir_all(&seen).unwrap();
+    let plugin = bin.join("bakery-plugin-scan");
+    write(
+        &plugin,
+        &format!(
+            "#!/bin/sh\ncat > {seen}/$1.json\ncase \"$1\" in\n  post-provision)\n    root=$(sed -n 's/.*\"root\": *\"\\([^\"]*\\)\".*/\\1/p' {seen}/$1.json)\n    test -f \"$root/opt/plugged/ok\" || {{ echo \"package not in $root\" >&2; exit 3; }}\n    echo '{{\"tags\": {{\"scanned\": \"clean\"}}}}' ;;\nesac\n",
+            seen = seen.display()
+        ),
+    );
+    chmod(&plugin, 0o755);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = t.path("plugged.raw");
+    let r = run(t.bakery().env("PATH", &path).args(["bake", "--plugin", "scan", "--base"]).arg(&base).arg("--package").arg(&app).arg("--output").arg(&out));
+    r.assert_ok();
+    assert_eq!(r.json()["tags"]["scanned"], "clean", "post-provision tags missing from the manifest");
+    for hook in ["pre-provision", "post-provision", "post-bake"] {
+        assert!(seen.join(format!("{hook}.json")).exists(), "{hook} was not called");
+    }
+    let post: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(seen.join("post-bake.json")).unwrap()).unwrap();
+    assert_eq!(post["status"], "succeeded");
+    assert_eq!(post["manifest"]["package"]["name"], "plugged");
+    // A plugin that is not there is an input error before anything is made.
+    let r = run(t.bakery().args(["bake", "--plugin", "no-such-plugin", "--base"]).arg(&base).arg("--package").arg(&app).arg("--output").arg(t.path("x.raw")));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.error_line().contains("no-such-plugin"));
+    assert_no_leaks(t.dir.path());
+}

@@ -12,7 +12,7 @@ use crate::aws::ami::{self, BaseRef};
 use crate::aws::client::AwsContext;
 use crate::aws::ledger::Ledger;
 use crate::aws::{ebs, imds, volume, BAKE_ID_TAG};
-use crate::cli::{AwsMode, BakeArgs};
+use crate::cli::AwsMode;
 use crate::disk::image;
 use crate::input;
 use crate::manifest::{AmiOutput, BaseSummary, Manifest, Timing, UploadSummary};
@@ -56,7 +56,7 @@ pub fn check_regions(recipe: &Recipe) -> Result<()> {
     Ok(())
 }
 
-pub fn bake(p: Prepared, args: &BakeArgs, g: &Globals) -> Result<Manifest> {
+pub fn bake(p: Prepared, keep_on_error: bool, g: &Globals) -> Result<Manifest> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     let progress = Progress::new(g.quiet);
     let work = WorkDir::create(&g.work_dir, &p.bake_id)?;
@@ -79,7 +79,7 @@ pub fn bake(p: Prepared, args: &BakeArgs, g: &Globals) -> Result<Manifest> {
         }
         Err(e) => {
             let left = ledger.entries();
-            if args.aws.keep_on_error {
+            if keep_on_error {
                 if !left.is_empty() {
                     warn!("--keep-on-error: keeping {}", left.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", "));
                 }
@@ -213,6 +213,9 @@ fn bake_with_ledger(
             }
         };
         signals::check()?;
+        // Tags the pre/post-provision plugins returned go on the AMI too.
+        tags.extend(facts.plugin_tags.clone());
+        crate::naming::validate_tags(&tags).map_err(|e| input!("tags with plugin tags: {e}"))?;
         let t = Instant::now();
         progress.start_step("register image");
         let spec = ami::RegisterSpec {
@@ -228,6 +231,16 @@ fn bake_with_ledger(
         progress.finish_step(&format!("registered {}", r.image_id), t.elapsed().as_secs_f64());
         r
     };
+    if !p.plugins.is_empty() && !registered.reused {
+        let ev = crate::plugin::Event::new(crate::plugin::Hook::PostRegister, &p.bake_id)
+            .with("region", region)
+            .with("image_id", registered.image_id.as_str());
+        let extra = crate::plugin::run_hook(&p.plugins, crate::plugin::Hook::PostRegister, &ev)?;
+        if !extra.is_empty() {
+            rt.block_on(ami::tag_resources(&ec2, region, &[registered.image_id.clone(), registered.snapshot_id.clone()], &extra))?;
+            tags.extend(extra);
+        }
+    }
     if !p.recipe.share_with.is_empty() {
         rt.block_on(ami::share(&ec2, &registered.image_id, &p.recipe.share_with))?;
     }
@@ -257,6 +270,7 @@ fn bake_with_ledger(
             tags_manifest.tags.insert("base_ami_version".into(), v.to_string());
         }
     }
+    tags_manifest.tags = tags.into_iter().filter(|(k, _)| k != BAKE_ID_TAG).collect();
     tags_manifest.amis = amis;
     tags_manifest.upload = upload;
     tags_manifest.timings = timings;

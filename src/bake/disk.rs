@@ -23,6 +23,7 @@ pub struct DiskJob<'a> {
     pub steps: Vec<Step>,
     pub packages: Vec<PackageCheck>,
     pub echo_output: bool,
+    pub plugins: Vec<(crate::plugin::PluginSpec, std::path::PathBuf)>,
 }
 
 pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Result<SessionOutcome> {
@@ -37,8 +38,9 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
     let dev = lo.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| job.disk.to_path_buf());
     let numbers: Vec<u32> = job.layout.partitions.iter().map(|p| p.number).filter(|&n| n > 0).collect();
     let parts = PartitionsGuard::add(&dev, &numbers)?;
+    let attach = (format!("attach {}", dev.display()), t.elapsed().as_secs_f64());
     if lo.is_some() {
-        progress.finish_step(&format!("attach {}", dev.display()), t.elapsed().as_secs_f64());
+        progress.finish_step(&attach.0, attach.1);
     }
 
     let root = work.join("root");
@@ -58,6 +60,8 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
         log: work.log(),
         echo_output: job.echo_output,
         packages: job.packages,
+        plugins: job.plugins,
+        bake_id: work.bake_id.clone(),
     };
     let outcome = run_session(&plan, progress);
 
@@ -75,6 +79,7 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
     if !errors.is_empty() {
         return Err(anyhow!("releasing the disk: {}", errors.join("; ")));
     }
+    outcome.timings.insert(0, attach);
     outcome.timings.push(("detach loop device".into(), t.elapsed().as_secs_f64()));
     Ok(outcome)
 }

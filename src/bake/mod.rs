@@ -142,10 +142,29 @@ pub struct Prepared {
     pub started: Instant,
     /// Local base file (None: the built-in base, or an AMI).
     pub base_path: Option<PathBuf>,
+    /// Plugins found and checked up front.
+    pub plugins: Vec<(crate::plugin::PluginSpec, PathBuf)>,
     _scratch: tempfile::TempDir,
 }
 
 impl Prepared {
+    /// A bake with steps of its own (e.g. a base refresh) rather than layers and packages.
+    pub fn custom(recipe: Recipe, steps: Vec<Step>, name: String, bake_id: String) -> Result<Prepared> {
+        Ok(Prepared {
+            recipe,
+            packages: vec![],
+            layers: vec![],
+            steps,
+            name,
+            now: time::OffsetDateTime::now_utc(),
+            bake_id,
+            started: Instant::now(),
+            base_path: None,
+            plugins: vec![],
+            _scratch: tempfile::Builder::new().prefix("bakery-layers-").tempdir()?,
+        })
+    }
+
     pub fn app(&self) -> Option<&PackageInfo> {
         self.packages.first()
     }
@@ -221,6 +240,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
     let scratch = tempfile::Builder::new().prefix("bakery-layers-").tempdir()?;
     let layers = resolve_layers(&recipe.layers, &args.layer_path, scratch.path())?;
     let steps = plan_steps(&layers, &packages);
+    let plugins = crate::plugin::resolve(&recipe.plugins, &[])?;
 
     if args.dry_run {
         let base = if let Some(n) = &recipe.base_name {
@@ -244,14 +264,33 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(None);
     }
-    Ok(Some(Prepared { recipe, packages, layers, steps, name, now, bake_id, started, base_path, _scratch: scratch }))
+    Ok(Some(Prepared { recipe, packages, layers, steps, name, now, bake_id, started, base_path, plugins, _scratch: scratch }))
 }
 
 pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
     signals::install();
-    let m = if p.recipe.wants_ami() { ami::bake(p, args, g)? } else { bake_file(p, g)? };
-    Ok(BakeResult::Baked(Box::new(m)))
+    let plugins = p.plugins.clone();
+    let bake_id = p.bake_id.clone();
+    let result = if p.recipe.wants_ami() { ami::bake(p, args.aws.keep_on_error, g) } else { bake_file(p, g) };
+    if !plugins.is_empty() {
+        // post-bake is told how it went; it never changes the result.
+        let mut ev = crate::plugin::Event::new(crate::plugin::Hook::PostBake, &bake_id);
+        match &result {
+            Ok(m) => {
+                ev.status = Some("succeeded".into());
+                ev.manifest = serde_json::to_value(m).ok();
+            }
+            Err(e) => {
+                ev.status = Some("failed".into());
+                ev.error = Some(format!("{e:#}").lines().next().unwrap_or_default().to_string());
+            }
+        }
+        if let Err(e) = crate::plugin::run_hook(&plugins, crate::plugin::Hook::PostBake, &ev) {
+            tracing::warn!("post-bake plugins: {e:#}");
+        }
+    }
+    Ok(BakeResult::Baked(Box::new(result?)))
 }
 
 fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
@@ -332,6 +371,7 @@ pub fn provision_image(disk: &Path, base_label: &str, p: &Prepared, work: &WorkD
         steps: p.steps.clone(),
         packages: p.package_checks(),
         echo_output: g.verbose >= 2,
+        plugins: p.plugins.clone(),
     };
     disk::provision(job, work, progress).map_err(|e| with_log_hint(e, work))
 }
@@ -340,7 +380,8 @@ pub fn provision_image(disk: &Path, base_label: &str, p: &Prepared, work: &WorkD
 pub fn manifest(p: &Prepared, base: BaseSummary, facts: &crate::provision::plan::ImageFacts, timings: Vec<Timing>, work: &WorkDir) -> Result<Manifest> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let creation_time = p.now.format(&time::format_description::well_known::Rfc3339)?;
-    let tags = image_tags(p.app(), &base, &creation_time, &p.recipe.tags, &env);
+    let mut tags = image_tags(p.app(), &base, &creation_time, &p.recipe.tags, &env);
+    tags.extend(facts.plugin_tags.clone());
     naming::validate_tags(&tags).map_err(|e| input!("tags: {e}"))?;
     let summaries: Vec<PackageSummary> = p.packages.iter().map(|x| PackageSummary::new(x, &facts.installed)).collect();
     Ok(Manifest {

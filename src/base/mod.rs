@@ -27,6 +27,7 @@ use crate::sys::signals;
 use crate::workdir::{new_bake_id, WorkDir};
 
 pub mod publish;
+pub mod refresh;
 
 /// The files that make the system boot and network, written after debootstrap. Pure, so the
 /// exact content is unit-tested.
@@ -171,7 +172,7 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
     steps.push(Step::Generalize);
     let include = vec!["ca-certificates".to_string(), "gpgv".to_string()];
     let bootstrap = Bootstrap { suite: spec.suite.clone(), mirror: spec.mirror.clone(), include, components: spec.components.clone(), arch: spec.arch.clone() };
-    let job = disk::DiskJob { disk: &disk, layout: &layout, root_partition: 2, bootstrap: Some(bootstrap), steps, packages: vec![], echo_output: g.verbose >= 2 };
+    let job = disk::DiskJob { disk: &disk, layout: &layout, root_partition: 2, bootstrap: Some(bootstrap), steps, packages: vec![], echo_output: g.verbose >= 2, plugins: vec![] };
     let outcome = disk::provision(job, &work, &progress).map_err(|e| crate::bake::with_log_hint(e, &work))?;
     timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
     signals::check()?;

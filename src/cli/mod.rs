@@ -69,6 +69,10 @@ pub struct BakeArgs {
     #[arg(long = "tag", short = 't', value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
 
+    /// Run this plugin at the bake's hook points (plugins/NAME or bakery-plugin-NAME on PATH); repeatable.
+    #[arg(long = "plugin", value_name = "NAME")]
+    pub plugins: Vec<String>,
+
     /// Also write the manifest JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
@@ -142,6 +146,26 @@ pub enum BaseCommand {
     Build(BaseBuildArgs),
     /// List the published versions of a base (AMIs) per region, newest first.
     List(BaseListArgs),
+    /// Take the newest base AMI, apply OS updates in a chroot and publish the next version incrementally.
+    Refresh(BaseRefreshArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BaseRefreshArgs {
+    /// The base to refresh: the newest available AMI of this name pattern owned by the account.
+    #[arg(long, value_name = "PATTERN")]
+    pub base_name: String,
+    /// Name of the base family (default: the refreshed image's base_ami_name tag).
+    #[arg(long)]
+    pub family: Option<String>,
+    /// `volume` on an EC2 bake host, `direct` elsewhere (default: detected).
+    #[arg(long, value_enum)]
+    pub mode: Option<AwsMode>,
+    /// Also write the manifest JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 /// Where a base AMI is published (with `--output ami`).

@@ -28,6 +28,12 @@ pub struct SessionPlan {
     /// The architecture packages must match, checked against the image before anything runs.
     #[serde(default)]
     pub packages: Vec<PackageCheck>,
+    /// Plugins for the pre-provision and post-provision hooks (run inside the session, where
+    /// the image is mounted).
+    #[serde(default)]
+    pub plugins: Vec<(crate::plugin::PluginSpec, PathBuf)>,
+    #[serde(default)]
+    pub bake_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +114,9 @@ pub struct ImageFacts {
     pub installed: BTreeMap<String, String>,
     /// Processes that started inside the chroot despite policy-rc.d and were stopped.
     pub stray_processes: Vec<String>,
+    /// Tags returned by pre/post-provision plugins.
+    #[serde(default)]
+    pub plugin_tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

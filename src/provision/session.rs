@@ -68,14 +68,33 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
     }
     timed("prepare chroot", || runner.chroot.prepare(&plan.disk, &plan.partitions))?;
     runner.check_packages()?;
+    let hook = |h: crate::plugin::Hook| -> Result<std::collections::BTreeMap<String, String>> {
+        if plan.plugins.is_empty() {
+            return Ok(Default::default());
+        }
+        let ev = crate::plugin::Event { root: Some(plan.root.clone()), ..crate::plugin::Event::new(h, &plan.bake_id) };
+        crate::plugin::run_hook(&plan.plugins, h, &ev)
+    };
+    let pre = timed_if(!plan.plugins.is_empty(), "plugins: pre-provision", || hook(crate::plugin::Hook::PreProvision))?;
+    runner.facts.plugin_tags.extend(pre);
     for step in &plan.steps {
         signals::check()?;
         timed(&step.label(), || runner.step(step))?;
         let strays = runner.chroot.stop_strays();
         runner.facts.stray_processes.extend(strays.iter().map(|p| p.comm.clone()));
     }
+    let post = timed_if(!plan.plugins.is_empty(), "plugins: post-provision", || hook(crate::plugin::Hook::PostProvision))?;
+    runner.facts.plugin_tags.extend(post);
     timed("seal", || runner.seal())?;
     Ok(runner.facts)
+}
+
+fn timed_if<T: Default>(cond: bool, label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if cond {
+        timed(label, f)
+    } else {
+        Ok(T::default())
+    }
 }
 
 fn timed<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {

@@ -24,12 +24,15 @@ pub struct Runner<'a> {
     pub chroot: &'a mut Chroot,
     plan: &'a SessionPlan,
     apt_updated: bool,
+    /// The base shipped without apt lists (generalized): the bake removes the ones it fetched,
+    /// which keeps images small and incremental uploads to the blocks that really changed.
+    apt_lists_were_empty: Option<bool>,
     pub facts: ImageFacts,
 }
 
 impl<'a> Runner<'a> {
     pub fn new(chroot: &'a mut Chroot, plan: &'a SessionPlan) -> Runner<'a> {
-        Runner { chroot, plan, apt_updated: false, facts: ImageFacts::default() }
+        Runner { chroot, plan, apt_updated: false, apt_lists_were_empty: None, facts: ImageFacts::default() }
     }
 
     fn has(&self, inside: &str) -> bool {
@@ -90,6 +93,12 @@ impl<'a> Runner<'a> {
 
     fn apt_update(&mut self) -> Result<()> {
         if !self.apt_updated {
+            if self.apt_lists_were_empty.is_none() {
+                let lists = std::fs::read_dir(self.chroot.path("/var/lib/apt/lists"))
+                    .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with("Packages") || e.file_name().to_string_lossy().ends_with("Packages.lz4")))
+                    .unwrap_or(false);
+                self.apt_lists_were_empty = Some(!lists);
+            }
             self.chroot
                 .sh("apt-get -q -o Acquire::Retries=3 update", &[], None)
                 .context("apt-get update in the image (are the image's apt sources reachable?)")?;
@@ -257,6 +266,9 @@ impl<'a> Runner<'a> {
     pub fn seal(&mut self) -> Result<()> {
         if self.package_manager() == PackageManager::Apt {
             self.chroot.sh("apt-get clean", &[], None)?;
+            if self.apt_lists_were_empty == Some(true) {
+                self.chroot.sh("find /var/lib/apt/lists -mindepth 1 -maxdepth 1 -type f ! -name lock -delete", &[], None)?;
+            }
         }
         let os = std::fs::read_to_string(self.chroot.path("/etc/os-release")).unwrap_or_default();
         self.facts.os = os_pretty_name(&os);

@@ -48,6 +48,9 @@ pub struct Recipe {
     pub share_with: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::cli::AwsMode>,
+    /// Plugins run at the bake's hook points (see plugins/README.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<crate::plugin::PluginSpec>,
 }
 
 /// Read a YAML file into `T`, mapping every problem to one line that names the file.
@@ -131,6 +134,11 @@ impl Recipe {
         }
         if aws.mode.is_some() {
             self.mode = aws.mode;
+        }
+        for name in &args.plugins {
+            if !self.plugins.iter().any(|p| &p.name == name) {
+                self.plugins.push(crate::plugin::PluginSpec::named(name));
+            }
         }
         for t in &args.tags {
             let (k, v) = t

@@ -74,7 +74,7 @@ impl Drop for Emulator {
     }
 }
 
-fn nix_kill(pid: u32) -> std::io::Result<()> {
-    // The launcher runs moto as a child: signal the whole process group.
-    Command::new("kill").args(["-TERM", &format!("-{pid}")]).status().map(|_| ())
+fn nix_kill(pid: u32) -> nix::Result<()> {
+    // The emulator was started in its own process group: stop all of it.
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
 }
