@@ -9,6 +9,9 @@ cargo install --quiet --locked --path . --root /usr/local --force
 install -d /usr/local/share/bakery
 rm -rf /usr/local/share/bakery/provisioners
 cp -r provisioners /usr/local/share/bakery/provisioners
+rm -rf /usr/local/share/bakery/plugins
+install -d /usr/local/share/bakery/plugins
+install -m 0755 plugins/notify-webhook plugins/judge-metrics-file /usr/local/share/bakery/plugins/
 examples/hello-tomcat/build.sh >/dev/null
 echo "bakery installed: $(command -v bakery) ($(bakery --version))" >&2
 bakery doctor >&2 || true

@@ -164,13 +164,34 @@ fn base_ami_then_direct_bake_into_three_regions() {
     assert!(up["blocks_changed"].as_u64().unwrap() * 4 < up["blocks_total"].as_u64().unwrap(), "a small app changed most of the disk?");
     std::fs::remove_file(&back).unwrap();
 
-    // 6. A failure after registration (CopyImage refused) removes everything the bake made.
+    // 6. Ops refresh the base: OS updates on the newest base, published incrementally.
+    let mut c = t.bakery();
+    with_env(&emu, c.args(["base", "refresh", "--base-name", "bakery-base-bookworm-*", "--region", "us-east-1", "--mode", "direct"]));
+    let rf = run(&mut c);
+    rf.assert_ok();
+    let rm = rf.json();
+    assert_eq!(rm["kind"], "base");
+    assert!(rm["name"].as_str().unwrap().starts_with("bakery-base-bookworm-"));
+    assert_ne!(rm["amis"][0]["image_id"], base_ami.as_str());
+    assert_eq!(rm["upload"]["base_snapshot_id"], base_snap.as_str(), "the refresh is not incremental on the old base");
+    assert_eq!(rm["tags"]["refreshed_from"], base_ami.as_str());
+    let mut c = t.bakery();
+    with_env(&emu, c.args(["base", "list", "--name", "bakery-base-bookworm-*", "--region", "us-east-1"]));
+    let list = run(&mut c);
+    list.assert_ok();
+    let versions = list.json()["us-east-1"].as_array().unwrap().clone();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[0]["image_id"], rm["amis"][0]["image_id"], "the refreshed base is not listed first");
+
+    // 7. A failure after registration (CopyImage refused) removes everything the bake made. (A
+    // new version: the same name would be reused, and nothing would be copied.)
+    let app2 = build_deb(t.dir.path(), &Deb { name: "cloud-app", version: "2.5-5", files: &[("/opt/cloud-app/VERSION", "2.5-5")], ..Default::default() });
     let mut c = t.bakery();
     with_env(
         &emu,
         c.env("BAKERY_FAIL_API", "CopyImage")
             .args(["bake", "--base-name", "bakery-base-bookworm-*", "--package"])
-            .arg(&app)
+            .arg(&app2)
             .args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2", "--mode", "direct", "--tag", "attempt=failing"]),
     );
     let r = run(&mut c);

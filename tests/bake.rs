@@ -9,6 +9,24 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// Wait (up to 2 minutes) until the bake's log shows `needle`: the bake is at that point.
+fn wait_for_log(t: &TestDir, needle: &str) {
+    let log_dir = t.work().join("logs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let seen = std::fs::read_dir(&log_dir)
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(|e| e.ok())
+            .is_some_and(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains(needle));
+        if seen {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the bake never logged `{needle}`");
+}
+
 fn base_mtime(p: &Path) -> std::time::SystemTime {
     std::fs::metadata(p).unwrap().modified().unwrap()
 }
@@ -305,20 +323,7 @@ fn ctrl_c_mid_bake_releases_everything() {
         .spawn()
         .unwrap();
     // Wait until the package install (the sleeping postinst) is under way, then interrupt.
-    let log_dir = t.work().join("logs");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let installing = std::fs::read_dir(&log_dir)
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(|e| e.ok())
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("Setting up slow"))
-            .unwrap_or(false);
-        if installing || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_log(&t, "Setting up slow");
     let pid = child.id().to_string();
     let started = Instant::now();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
@@ -367,19 +372,7 @@ fn kill_9_mid_bake_then_gc_removes_everything() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let log_dir = t.work().join("logs");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let installing = std::fs::read_dir(&log_dir)
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(|e| e.ok())
-            .is_some_and(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("Setting up sleepy"));
-        if installing {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_log(&t, "Setting up sleepy");
     child.kill().unwrap(); // SIGKILL: no cleanup code of bakery runs
     child.wait().unwrap();
 

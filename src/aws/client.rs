@@ -79,7 +79,12 @@ pub mod fault {
             "BakeryFaultHook"
         }
 
-        fn read_before_execution(&self, _ctx: &BeforeSerializationInterceptorContextRef<'_>, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+        fn read_before_serialization(
+            &self,
+            _ctx: &BeforeSerializationInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
             let op = cfg
                 .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
                 .map(|m| m.name().to_string())
@@ -87,15 +92,6 @@ pub mod fault {
             if self.ops.iter().any(|o| o == &op) {
                 return Err(format!("injected failure of {op} (BAKERY_FAIL_API)").into());
             }
-            Ok(())
-        }
-
-        fn read_before_serialization(
-            &self,
-            _ctx: &BeforeSerializationInterceptorContextRef<'_>,
-            _rc: &RuntimeComponents,
-            _cfg: &mut ConfigBag,
-        ) -> Result<(), BoxError> {
             Ok(())
         }
     }
@@ -147,5 +143,29 @@ where
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_fault_hook_fails_the_named_operation_before_it_is_sent() {
+        // Nothing listens on port 9: a call that got past the hook would fail differently.
+        let base = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:9")
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test")))
+            .build();
+        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()] }).build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(conf);
+        let e = ec2.copy_image().name("x").source_image_id("ami-1").source_region("us-east-1").send().await.unwrap_err();
+        let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+        assert!(msg.contains("injected failure of CopyImage"), "{msg}");
+        let e = ec2.describe_images().send().await.unwrap_err();
+        let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+        assert!(!msg.contains("injected"), "{msg}");
     }
 }
