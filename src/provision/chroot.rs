@@ -332,6 +332,13 @@ impl Chroot {
         }
         self.stop_strays();
         if !self.mounts.is_empty() {
+            // Blocks freed in the running journal transaction are not free yet for FITRIM:
+            // commit first, or what the bake deleted (apt lists, caches) stays as data in the
+            // image file and in every incremental upload.
+            if let Ok(dir) = std::fs::File::open(&self.root) {
+                // SAFETY: syncfs on a descriptor we own for the duration of the call.
+                unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+            }
             let _ = Command::new("fstrim").arg(&self.root).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
         while let Some(m) = self.mounts.pop() {
