@@ -76,7 +76,10 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
     }
     for (device, backing_file) in loop_devices() {
         if let Some(id) = bake_id_of(&backing_file, work_top) {
-            if !running(work_top, &id) {
+            // Only bakes of this work dir: a killed bake leaves its work dir behind, and a bake
+            // with another --work-dir keeps its liveness lock elsewhere, so it is not ours to judge.
+            let ours = work_top.join("work").join(&id).is_dir();
+            if ours && !running(work_top, &id) {
                 found.push(Leftover::LoopDevice { device, backing_file, bake_id: id });
             }
         }
@@ -170,6 +173,20 @@ mod tests {
         assert_eq!(bake_id_of("/srv/out/.app.raw.bakery-bk-0123456789ab.partial", top).as_deref(), Some("bk-0123456789ab"));
         assert_eq!(bake_id_of("/srv/out/app.raw", top), None);
         assert_eq!(bake_id_of("/srv/out/.app.raw.bakery-1234.partial", top), None, "manifest temp files are not bakes");
+    }
+
+    #[test]
+    fn loop_devices_of_another_work_dir_are_not_ours() {
+        let top = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let partial = out.path().join(".app.raw.bakery-bk-dddddddddddd.partial");
+        std::fs::File::create(&partial).unwrap().set_len(1 << 20).unwrap();
+        let lo = crate::sys::loopdev::LoopGuard::attach(&partial, &top.path().join("locks")).unwrap();
+        let listed = |top: &Path| find(top).iter().any(|l| matches!(l, Leftover::LoopDevice { device, .. } if Path::new(device) == lo.path));
+        assert!(!listed(top.path()), "a loop device of a bake with another work dir was collected");
+        std::fs::create_dir_all(top.path().join("work/bk-dddddddddddd")).unwrap();
+        assert!(listed(top.path()), "a dead bake's loop device of this work dir was not found");
+        lo.close().unwrap();
     }
 
     #[test]
