@@ -161,7 +161,9 @@ fn base_ami_then_direct_bake_into_three_regions() {
     eprintln!("uploaded {uploaded} bytes for {really} changed bytes ({} blocks of {})", up["blocks_changed"], up["blocks_total"]);
     assert!(really > 0);
     assert!(uploaded as f64 <= 1.2 * really as f64, "uploaded {uploaded} bytes for {really} changed");
-    assert!(up["blocks_changed"].as_u64().unwrap() * 4 < up["blocks_total"].as_u64().unwrap(), "a small app changed most of the disk?");
+    // A tiny app changes ~30 blocks of 4096 (journal, dpkg database, its files); free space the
+    // bake used and released must be trimmed, not uploaded.
+    assert!(up["blocks_changed"].as_u64().unwrap() * 20 < up["blocks_total"].as_u64().unwrap(), "a small app changed {} of {} blocks", up["blocks_changed"], up["blocks_total"]);
     std::fs::remove_file(&back).unwrap();
 
     // 6. Ops refresh the base: OS updates on the newest base, published incrementally.
