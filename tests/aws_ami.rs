@@ -4,10 +4,7 @@
 //! config files are all overridden before any client is built.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{
@@ -28,115 +25,13 @@ const COPY_DELAY_MS: u64 = 1500;
 
 // --- the emulator -------------------------------------------------------------------------
 
-/// The emulator process; killed when the last test using it drops its handle.
-struct Emulator {
-    child: Mutex<Child>,
-}
+mod support;
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
+use support::emulator::Emulator;
 
-/// One port per test binary, chosen once; the SDK environment points at it before any client
-/// is built (set once, so no thread reads the environment while it changes).
-fn port() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for (k, v) in [
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", REGION.into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("AWS_CONFIG_FILE", "/dev/null".into()),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
-        ] {
-            std::env::set_var(k, v);
-        }
-        for k in [
-            "AWS_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "BAKERY_FAIL_API",
-            "BAKERY_IMDS_ENDPOINT",
-            "BAKERY_AMI_WAIT_TIMEOUT",
-        ] {
-            std::env::remove_var(k);
-        }
-        port
-    })
-}
-
-/// The shared emulator, started on first use (or again if every earlier user is done).
+/// The emulator of this test process (see `support::emulator::shared`).
 fn emulator() -> Arc<Emulator> {
-    static SLOT: Mutex<Weak<Emulator>> = Mutex::new(Weak::new());
-    let mut slot = SLOT.lock().unwrap();
-    if let Some(e) = slot.upgrade() {
-        return e;
-    }
-    let port = port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/aws-emulator");
-    let mut child = Command::new(&script)
-        // Every CopyImage takes 1.5 s, so a sequential copy to 3 regions would take >= 4.5 s.
-        .args([
-            "--port",
-            &port.to_string(),
-            "--delay-ms-for",
-            &format!("CopyImage={COPY_DELAY_MS}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tests/support/aws-emulator");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let want = format!("ready on http://127.0.0.1:{port}");
-    std::thread::spawn(move || {
-        // Keep draining stderr after "ready" so the emulator never blocks on a full pipe.
-        let mut log = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(&want) {
-                let _ = tx.send(Ok(()));
-            } else if log.len() < 50 {
-                log.push(line);
-            }
-        }
-        let _ = tx.send(Err(log.join("\n")));
-    });
-    // The first run builds the emulator's venv (~40 s).
-    match rx.recv_timeout(Duration::from_secs(300)) {
-        Ok(Ok(())) => {}
-        Ok(Err(log)) => panic!("the AWS emulator exited before it was ready:\n{log}"),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("the AWS emulator was not ready within 300 s");
-        }
-    }
-    let e = Arc::new(Emulator {
-        child: Mutex::new(child),
-    });
-    *slot = Arc::downgrade(&e);
-    e
+    support::emulator::shared(&["--delay-ms-for", &format!("CopyImage={COPY_DELAY_MS}")])
 }
 
 /// Runs a test body in its own tokio runtime with the emulator up.

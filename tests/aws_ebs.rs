@@ -8,9 +8,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bakery::aws::client::AwsContext;
@@ -23,103 +22,13 @@ const B: usize = BLOCK_SIZE as usize;
 
 // --- the emulator -------------------------------------------------------------------------
 
-/// The emulator process; killed when the last test using it drops its handle.
-struct Emulator {
-    child: Mutex<Child>,
-}
+mod support;
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
+use support::emulator::Emulator;
 
-/// One port per test binary, chosen once; the SDK environment points at it before any client
-/// is built (set once, so no thread reads the environment while it changes).
-fn port() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for (k, v) in [
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", REGION.into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("AWS_CONFIG_FILE", "/dev/null".into()),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
-        ] {
-            std::env::set_var(k, v);
-        }
-        std::env::remove_var("AWS_PROFILE");
-        std::env::remove_var("AWS_SESSION_TOKEN");
-        std::env::remove_var("BAKERY_FAIL_API");
-        port
-    })
-}
-
-/// The shared emulator, started on first use (or again if every earlier user is done).
+/// The emulator of this test process (see `support::emulator::shared`).
 fn emulator() -> Arc<Emulator> {
-    static SLOT: Mutex<Weak<Emulator>> = Mutex::new(Weak::new());
-    let mut slot = SLOT.lock().unwrap();
-    if let Some(e) = slot.upgrade() {
-        return e;
-    }
-    let port = port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/aws-emulator");
-    let mut child = Command::new(&script)
-        .args(["--port", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tests/support/aws-emulator");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let want = format!("ready on http://127.0.0.1:{port}");
-    std::thread::spawn(move || {
-        // Keep draining stderr after "ready" so the emulator never blocks on a full pipe.
-        let mut log = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(&want) {
-                let _ = tx.send(Ok(()));
-            } else if log.len() < 50 {
-                log.push(line);
-            }
-        }
-        let _ = tx.send(Err(log.join("\n")));
-    });
-    // The first run builds the emulator's venv (~40 s).
-    match rx.recv_timeout(Duration::from_secs(300)) {
-        Ok(Ok(())) => {}
-        Ok(Err(log)) => panic!("the AWS emulator exited before it was ready:\n{log}"),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("the AWS emulator was not ready within 300 s");
-        }
-    }
-    let e = Arc::new(Emulator {
-        child: Mutex::new(child),
-    });
-    *slot = Arc::downgrade(&e);
-    e
+    support::emulator::shared(&[])
 }
 
 struct Env {
