@@ -272,7 +272,7 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     signals::install();
     let plugins = p.plugins.clone();
     let bake_id = p.bake_id.clone();
-    let result = if p.recipe.wants_ami() { ami::bake(p, args.aws.keep_on_error, g) } else { bake_file(p, g) };
+    let result = if p.recipe.wants_ami() { ami::bake(p, args.aws.publish.keep_on_error, g) } else { bake_file(p, g) };
     if !plugins.is_empty() {
         // post-bake is told how it went; it never changes the result.
         let mut ev = crate::plugin::Event::new(crate::plugin::Hook::PostBake, &bake_id);

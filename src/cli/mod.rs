@@ -112,25 +112,13 @@ pub struct AwsArgs {
     #[arg(long, value_name = "PATTERN", conflicts_with = "base")]
     pub base_name: Option<String>,
 
-    /// Region the bake registers in (default: AWS_REGION / the profile's region).
-    #[arg(long)]
-    pub region: Option<String>,
-
-    /// Copy the AMI to these regions too (comma-separated or repeated).
-    #[arg(long, value_delimiter = ',', value_name = "REGION")]
-    pub copy_to: Vec<String>,
-
-    /// Grant launch permission to this AWS account in every region; repeatable.
-    #[arg(long = "share-with", value_name = "ACCOUNT")]
-    pub share_with: Vec<String>,
+    /// Regions, sharing and cleanup, as for a base publish.
+    #[command(flatten)]
+    pub publish: PublishArgs,
 
     /// How to get a block device: `volume` (EBS volume attached to this EC2 bake host) or `direct` (EBS direct APIs and a local loop device). Default: volume on EC2, direct elsewhere.
     #[arg(long, value_enum)]
     pub mode: Option<AwsMode>,
-
-    /// On failure, keep the volumes, snapshots and AMIs made so far (for debugging) instead of deleting them.
-    #[arg(long)]
-    pub keep_on_error: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -168,10 +156,10 @@ pub struct BaseRefreshArgs {
     pub publish: PublishArgs,
 }
 
-/// Where a base AMI is published (with `--output ami`).
+/// Where AMIs go: the region they are registered in, copies, sharing, and cleanup on failure.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PublishArgs {
-    /// Region to publish in (default: AWS_REGION / the profile's region).
+    /// Region to register in (default: AWS_REGION / the profile's region).
     #[arg(long)]
     pub region: Option<String>,
     /// Copy the AMI to these regions too (comma-separated or repeated).
@@ -180,7 +168,7 @@ pub struct PublishArgs {
     /// Grant launch permission to this AWS account in every region; repeatable.
     #[arg(long = "share-with", value_name = "ACCOUNT")]
     pub share_with: Vec<String>,
-    /// On failure, keep the snapshots and AMIs made so far instead of deleting them.
+    /// On failure, keep the volumes, snapshots and AMIs made so far (for debugging) instead of deleting them.
     #[arg(long)]
     pub keep_on_error: bool,
 }

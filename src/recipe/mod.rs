@@ -123,14 +123,14 @@ impl Recipe {
         if args.base.is_some() {
             self.base_name = None;
         }
-        if let Some(r) = &aws.region {
+        if let Some(r) = &aws.publish.region {
             self.region = Some(r.clone());
         }
-        if !aws.copy_to.is_empty() {
-            self.copy_to = aws.copy_to.clone();
+        if !aws.publish.copy_to.is_empty() {
+            self.copy_to = aws.publish.copy_to.clone();
         }
-        if !aws.share_with.is_empty() {
-            self.share_with = aws.share_with.clone();
+        if !aws.publish.share_with.is_empty() {
+            self.share_with = aws.publish.share_with.clone();
         }
         if aws.mode.is_some() {
             self.mode = aws.mode;
