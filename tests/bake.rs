@@ -461,6 +461,9 @@ fn plugins_run_at_hook_points_and_add_tags() {
     let post: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(seen.join("post-bake.json")).unwrap()).unwrap();
     assert_eq!(post["status"], "succeeded");
     assert_eq!(post["manifest"]["package"]["name"], "plugged");
+    // Its package needs nothing from the image's sources: no `apt-get update` round trip.
+    let log = std::fs::read_dir(t.work().join("logs")).unwrap().flatten().next().unwrap().path();
+    assert!(!std::fs::read_to_string(log).unwrap().contains("InRelease"), "apt-get update ran for a self-contained .deb");
     // A plugin that is not there is an input error before anything is made.
     let r = run(t.bakery().args(["bake", "--plugin", "no-such-plugin", "--base"]).arg(&base).arg("--package").arg(&app).arg("--output").arg(t.path("x.raw")));
     assert_eq!(r.code, 2, "{}", r.stderr);

@@ -107,8 +107,29 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn apt_install(&mut self, what: &[String]) -> Result<()> {
-        self.apt_update()?;
+    /// Whether apt can install `what` from what the image already has: every package the
+    /// simulation would unpack is one of `local` (the .deb files of this step), so nothing is
+    /// downloaded and `apt-get update` — a network round trip per source, most of a small
+    /// bake's time — can be skipped.
+    fn resolvable_offline(&self, what: &[String], local: &[String]) -> bool {
+        if local.is_empty() {
+            return false;
+        }
+        let mut argv: Vec<&str> = vec!["apt-get", "-s", "-q", "install", "--no-install-recommends"];
+        argv.extend(what.iter().map(String::as_str));
+        let Ok(out) = self.chroot.run(self.chroot.command(&argv), None, "apt-get -s install") else { return false };
+        // `run` keeps the last 40 lines: a longer plan may hide Inst lines, so play safe.
+        if out.lines().count() >= 40 {
+            return false;
+        }
+        let inst: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("Inst ")).filter_map(|r| r.split_whitespace().next()).collect();
+        !inst.is_empty() && inst.iter().all(|n| local.iter().any(|l| l == n))
+    }
+
+    fn apt_install(&mut self, what: &[String], local: &[String]) -> Result<()> {
+        if self.apt_updated || !self.resolvable_offline(what, local) {
+            self.apt_update()?;
+        }
         let mut argv: Vec<&str> = vec![
             "apt-get",
             "-q",
@@ -172,7 +193,7 @@ impl<'a> Runner<'a> {
     pub fn step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Apt { packages, .. } => match self.package_manager() {
-                PackageManager::Apt => self.apt_install(packages),
+                PackageManager::Apt => self.apt_install(packages, &[]),
                 pm @ (PackageManager::Dnf | PackageManager::Yum) => self.dnf_install(packages, pm),
                 PackageManager::None => Err(input!("the image has no apt-get, dnf or yum to install {}", packages.join(" "))),
             },
@@ -181,10 +202,10 @@ impl<'a> Runner<'a> {
                     return Err(input!("{}: .deb packages need a base image with apt; this one has none", files[0].display()));
                 }
                 let staged = self.stage(files)?;
-                let r = self.apt_install(&staged);
+                let names = deb_names(&self.plan.packages, files);
+                let r = self.apt_install(&staged, &names);
                 let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
                 r?;
-                let names = deb_names(&self.plan.packages, files);
                 self.record_versions("deb", &names);
                 Ok(())
             }
