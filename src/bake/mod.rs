@@ -105,6 +105,13 @@ pub fn inspect_packages(paths: &[PathBuf]) -> Result<Vec<PackageInfo>> {
         .collect()
 }
 
+/// Who baked: the user behind sudo, else the login user, else the effective user's name.
+pub fn creator(env: &BTreeMap<String, String>) -> String {
+    env.get("SUDO_USER").or_else(|| env.get("USER")).filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "bakery".into())
+    })
+}
+
 /// Tags an image of this bake gets (Aminator's set), plus CI and user tags.
 pub fn image_tags(
     app: Option<&PackageInfo>,
@@ -120,10 +127,7 @@ pub fn image_tags(
     tags.insert("base_ami_id".into(), base.image.clone());
     tags.insert("base_ami_name".into(), base.name.clone());
     tags.insert("base_ami_version".into(), base.version.clone());
-    let creator = env.get("SUDO_USER").or_else(|| env.get("USER")).filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "bakery".into())
-    });
-    tags.insert("creator".into(), creator);
+    tags.insert("creator".into(), creator(env));
     tags.insert("creation_time".into(), creation_time.into());
     tags.extend(naming::ci_tags(env));
     tags.extend(user_tags.clone());

@@ -69,8 +69,9 @@ pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -
     let name = built.name.clone();
     naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
     let mut tags = built.tags.clone();
-    tags.insert("creator".into(), std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "bakery".into()));
-    tags.extend(naming::ci_tags(&std::env::vars().collect()));
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    tags.insert("creator".into(), crate::bake::creator(&env));
+    tags.extend(naming::ci_tags(&env));
     tags.insert(BAKE_ID_TAG.into(), built.bake_id.clone());
     naming::validate_tags(&tags).map_err(|e| input!("tags: {e}"))?;
     let description = format!("{name}: bakery base ({})", built.os.clone().unwrap_or_default());
