@@ -29,6 +29,10 @@ PATCHES = [
     "k_lt_delete_versions",
     "l_ebs_start_snapshot_volume",
     "m_ebs_put_block_checks",
+    "n_terminated_targets",
+    "o_asg_registers_at_launch",
+    "p_asg_unknown_action",
+    "q_target_health_control",
 ]
 
 
