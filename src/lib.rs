@@ -8,6 +8,7 @@ pub mod base;
 pub mod aws;
 pub mod boot;
 pub mod cli;
+pub mod deploy;
 pub mod disk;
 pub mod doctor;
 pub mod error;

@@ -88,6 +88,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Doctor(args) => bakery::doctor::run(&args, &g),
+        Command::Deploy(args) => bakery::deploy::run_deploy(&args),
+        Command::Rollback(args) => bakery::deploy::run_rollback(&args),
+        Command::Status(args) => bakery::deploy::run_status(&args),
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
             let report = bakery::gc::run(args.dry_run, &g)?;

@@ -18,6 +18,10 @@ pub enum Resource {
     Attachment { region: String, volume_id: String, instance_id: String },
     Snapshot { region: String, id: String },
     Image { region: String, id: String },
+    /// A launch template version a deploy made (deleted with DeleteLaunchTemplateVersions).
+    LaunchTemplateVersion { region: String, template_id: String, version: i64 },
+    /// An Auto Scaling group a deploy made (force-deleted: its instances go with it).
+    AutoScalingGroup { region: String, name: String },
 }
 
 impl Resource {
@@ -27,6 +31,8 @@ impl Resource {
             Resource::Attachment { region, volume_id, instance_id } => format!("attachment of {volume_id} to {instance_id} ({region})"),
             Resource::Snapshot { region, id } => format!("snapshot {id} ({region})"),
             Resource::Image { region, id } => format!("image {id} ({region})"),
+            Resource::LaunchTemplateVersion { region, template_id, version } => format!("launch template {template_id} version {version} ({region})"),
+            Resource::AutoScalingGroup { region, name } => format!("Auto Scaling group {name} ({region})"),
         }
     }
 }
@@ -128,6 +134,12 @@ async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(format!("{volume_id} did not detach within 2 minutes"))
+        }
+        Resource::LaunchTemplateVersion { region, template_id, version } => {
+            crate::deploy::lt::delete_version(&ctx.ec2(region), template_id, *version).await.map_err(|e| format!("{e:#}"))
+        }
+        Resource::AutoScalingGroup { region, name } => {
+            crate::deploy::asg::delete_group(&ctx.autoscaling(region), name).await.map_err(|e| format!("{e:#}"))
         }
         Resource::Volume { region, id } => {
             let ec2 = ctx.ec2(region);

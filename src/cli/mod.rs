@@ -1,6 +1,7 @@
 //! Command-line definitions only (clap derive); no logic lives here.
 
 pub mod boot;
+pub mod deploy;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,12 @@ pub enum Command {
     Boot(boot::BootArgs),
     /// Check that this host can bake, with a fix for each missing piece.
     Doctor(DoctorArgs),
+    /// Roll an Auto Scaling group or cluster onto an image (swap, rolling, red-black with a canary).
+    Deploy(deploy::DeployArgs),
+    /// Undo the last deploy of an ASG or cluster (no manifest needed).
+    Rollback(deploy::RollbackArgs),
+    /// Generations, images, health and any deploy in progress of an ASG or cluster.
+    Status(deploy::StatusArgs),
     /// Remove what crashed or killed bakes left on this host (loop devices, work files, partial outputs).
     Gc(GcArgs),
     /// Internal: the chroot session child process (driven over stdin/stdout by bake and base build).

@@ -25,15 +25,27 @@ pub enum Hook {
     PostBake,
     /// A deploy's canary window ended; the reply carries a score.
     Judge,
+    /// A deploy is about to change anything (a failure stops it).
+    PreDeploy,
+    /// A deploy finished (every region succeeded).
+    PostDeploy,
+    /// A deploy failed (after its automatic rollback).
+    DeployFailed,
+    /// `bakery rollback` finished.
+    Rollback,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 5] = [
+    pub const ALL: [Hook; 9] = [
         Hook::PreProvision,
         Hook::PostProvision,
         Hook::PostRegister,
         Hook::PostBake,
         Hook::Judge,
+        Hook::PreDeploy,
+        Hook::PostDeploy,
+        Hook::DeployFailed,
+        Hook::Rollback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,13 +55,18 @@ impl Hook {
             Hook::PostRegister => "post-register",
             Hook::PostBake => "post-bake",
             Hook::Judge => "judge",
+            Hook::PreDeploy => "pre-deploy",
+            Hook::PostDeploy => "post-deploy",
+            Hook::DeployFailed => "deploy-failed",
+            Hook::Rollback => "rollback",
         }
     }
 
-    /// Whether a failing plugin stops the hook (and so the bake). `post-bake` runs every plugin
-    /// and only reports: it happens after the result is decided.
+    /// Whether a failing plugin stops the hook (and so the bake or deploy). `post-bake` and the
+    /// deploy's `post-deploy`, `deploy-failed` and `rollback` run every plugin and only report:
+    /// they happen after the result is decided.
     pub fn aborts(self) -> bool {
-        self != Hook::PostBake
+        !matches!(self, Hook::PostBake | Hook::PostDeploy | Hook::DeployFailed | Hook::Rollback)
     }
 }
 

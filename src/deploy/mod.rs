@@ -1,0 +1,394 @@
+//! Deploy: move an Auto Scaling group or an Asgard-style cluster onto an image, in every region
+//! of a bake manifest, and undo it.
+//!
+//! - `plan`: pure decisions (next generation, retention, waves, batches, what rollback restores)
+//! - `state`: what a deploy records as tags on the groups (rollback/status need nothing else)
+//! - `lt`, `asg`, `targets`: launch template versions, groups, target health
+//! - `swap`, `rolling`, `redblack` (+ `canary`): the strategies and their rollbacks
+//! - `status`: what a cluster or group runs now
+//! - `hooks`: the plugin hook points (pre-deploy, post-deploy, deploy-failed, rollback)
+
+pub mod asg;
+pub mod canary;
+pub mod hooks;
+pub mod lt;
+pub mod plan;
+pub mod redblack;
+pub mod rolling;
+pub mod state;
+pub mod status;
+pub mod swap;
+pub mod targets;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tracing::{error, info};
+
+use crate::aws::client::AwsContext;
+use crate::aws::ledger::Ledger;
+use crate::cli::deploy::{DeployArgs, RollbackArgs, StatusArgs, Strategy, TargetArgs, WaitArgs};
+use crate::input;
+use crate::plugin::Hook;
+
+/// One line for an SDK error of any service.
+pub(crate) fn sdk<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    anyhow!(crate::aws::client::describe_sdk_error(&e))
+}
+
+/// How long and how often to wait for instances.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+impl Wait {
+    pub fn of(a: &WaitArgs) -> Wait {
+        Wait { timeout: Duration::from_secs(a.wait_timeout), poll: Duration::from_millis(a.poll_ms.max(10)) }
+    }
+}
+
+/// The part of a bake manifest a deploy reads.
+#[derive(Debug, Clone, Deserialize)]
+struct ManifestIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    amis: Vec<AmiIn>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct AmiIn {
+    region: String,
+    image_id: String,
+}
+
+/// What the user pointed at.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Asg(String),
+    Cluster(String),
+}
+
+impl Target {
+    pub fn of(t: &TargetArgs) -> Result<Target> {
+        match (&t.asg, &t.cluster) {
+            (Some(a), None) => Ok(Target::Asg(a.clone())),
+            (None, Some(c)) => Ok(Target::Cluster(c.clone())),
+            _ => Err(input!("give one of --asg NAME or --cluster NAME")),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Asg(n) | Target::Cluster(n) => n,
+        }
+    }
+}
+
+/// Regions and the image for each, from the manifest (narrowed by --region) or --image.
+fn images(args: &DeployArgs, ctx: &AwsContext) -> Result<(Vec<(String, String)>, Option<Value>)> {
+    if let Some(img) = &args.image {
+        if !img.starts_with("ami-") {
+            return Err(input!("--image {img}: not an AMI id (ami-...)"));
+        }
+        if args.target.region.len() > 1 {
+            return Err(input!("--image names one AMI of one region; give one --region, or deploy a manifest to several regions"));
+        }
+        let region = ctx.region(args.target.region.first().map(String::as_str))?;
+        return Ok((vec![(region, img.clone())], None));
+    }
+    let path = args.manifest.as_deref().expect("clap requires --manifest or --image");
+    let text = std::fs::read_to_string(path).map_err(|e| input!("reading the manifest {}: {e}", path.display()))?;
+    let raw: Value = serde_json::from_str(&text).map_err(|e| input!("{}: not a bake manifest (JSON): {e}", path.display()))?;
+    let m: ManifestIn = serde_json::from_value(raw.clone()).map_err(|e| input!("{}: not a bake manifest: {e}", path.display()))?;
+    if m.amis.is_empty() {
+        return Err(input!("{}: the manifest lists no AMIs (`amis`): was it baked with --output ami?", path.display()));
+    }
+    let have: Vec<&str> = m.amis.iter().map(|a| a.region.as_str()).collect();
+    let mut out = Vec::new();
+    if args.target.region.is_empty() {
+        out.extend(m.amis.iter().map(|a| (a.region.clone(), a.image_id.clone())));
+    } else {
+        for r in &args.target.region {
+            let a = m.amis.iter().find(|a| &a.region == r).ok_or_else(|| {
+                input!("the manifest {} has no AMI for region {r} (it has {}{})", path.display(), have.join(", "), m.name.as_deref().map(|n| format!(" of {n}")).unwrap_or_default())
+            })?;
+            out.push((r.clone(), a.image_id.clone()));
+        }
+    }
+    Ok((out, Some(raw)))
+}
+
+/// Options every region's deploy shares.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub deploy_id: String,
+    pub strategy: Strategy,
+    pub keep: usize,
+    pub wait: Wait,
+    pub rolling: rolling::RollingOptions,
+    pub canary: Option<canary::Canary>,
+}
+
+/// Check one region before anything changes: the image is there, the group or cluster is there
+/// and launches from a launch template.
+async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) -> Result<()> {
+    let ec2 = ctx.ec2(region);
+    let found = match ec2.describe_images().image_ids(image).send().await {
+        Ok(o) => o.images().iter().any(|i| i.image_id() == Some(image)),
+        Err(e) => {
+            let msg = crate::aws::client::describe_sdk_error(&e);
+            if msg.contains("InvalidAMIID") {
+                false
+            } else {
+                return Err(anyhow!(msg).context(format!("looking up image {image} in {region}")));
+            }
+        }
+    };
+    if !found {
+        return Err(input!("image {image} is not in region {region} (AMIs are regional: copy it there, or deploy the manifest of a bake that did)"));
+    }
+    let a = ctx.autoscaling(region);
+    match target {
+        Target::Asg(name) => {
+            let g = asg::describe(&a, name).await?.ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+            asg::source(&g, region)?;
+        }
+        Target::Cluster(c) => {
+            let groups = asg::cluster_groups(&a, c).await?;
+            let serving = redblack::serving(&groups).ok_or_else(|| {
+                if groups.is_empty() {
+                    input!("cluster {c} has no generation in {region} (no Auto Scaling group named {c} or {c}-vNNN)")
+                } else {
+                    input!("cluster {c} has no enabled generation in {region}: nothing serves to copy from")
+                }
+            })?;
+            asg::source(serving, region)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionResult {
+    pub region: String,
+    pub image_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+async fn deploy_region(ctx: &AwsContext, region: &str, image: &str, target: &Target, o: &Options) -> Result<Value> {
+    let ledger = Ledger::new(&o.deploy_id);
+    let r = match (target, o.strategy) {
+        (Target::Asg(name), Strategy::Swap) => swap::swap(ctx, region, name, image, o, &ledger).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
+        (Target::Asg(name), Strategy::Rolling) => rolling::rolling(ctx, region, name, image, o, &ledger).await,
+        (Target::Cluster(c), Strategy::RedBlack) => redblack::deploy(ctx, region, c, image, o, &ledger).await,
+        _ => unreachable!("checked before"),
+    };
+    if r.is_err() {
+        let failures = ledger.rollback(ctx).await;
+        if !failures.is_empty() {
+            error!("{region}: cleanup left {}", failures.join("; "));
+        }
+    }
+    r
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?)
+}
+
+fn print(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
+    let target = Target::of(&args.target)?;
+    let strategy = match (&target, args.strategy) {
+        (Target::Asg(_), None) => Strategy::Swap,
+        (Target::Cluster(_), None) => Strategy::RedBlack,
+        (Target::Asg(_), Some(Strategy::RedBlack)) => return Err(input!("--strategy red-black deploys a cluster: use --cluster NAME (its generations are NAME-vNNN)")),
+        (Target::Cluster(_), Some(s @ (Strategy::Swap | Strategy::Rolling))) => {
+            return Err(input!("--strategy {} changes one group: use --asg NAME (or --strategy red-black for a cluster)", if s == Strategy::Swap { "swap" } else { "rolling" }))
+        }
+        (_, Some(s)) => s,
+    };
+    if args.canary_size.is_some() && strategy != Strategy::RedBlack {
+        return Err(input!("--canary-size needs --strategy red-black (the canary is a generation of the cluster)"));
+    }
+    if args.keep == 0 {
+        return Err(input!("--keep 0 would delete the serving generation; keep at least 1 (2 allows a rollback)"));
+    }
+    let plugins = hooks::resolve(&args.plugins)?;
+    let canary = canary::Canary::from_args(args)?;
+    let rt = runtime()?;
+    let ctx = rt.block_on(AwsContext::load());
+    let (jobs, manifest) = images(args, &ctx)?;
+    let regions: Vec<String> = jobs.iter().map(|(r, _)| r.clone()).collect();
+    let waves = plan::waves(args.waves.as_deref(), &regions)?;
+    let o = Options {
+        deploy_id: format!("dp-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        strategy,
+        keep: args.keep,
+        wait: Wait::of(&args.wait),
+        rolling: rolling::RollingOptions::of(args),
+        canary,
+    };
+
+    // Every region is checked before any is changed: bad input changes nothing.
+    rt.block_on(async {
+        let checks = jobs.iter().map(|(r, img)| validate(&ctx, r, img, &target));
+        for r in futures::future::join_all(checks).await {
+            r?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+
+    let images: BTreeMap<&str, &str> = jobs.iter().map(|(r, i)| (r.as_str(), i.as_str())).collect();
+    let event = hooks::event(Hook::PreDeploy, &o.deploy_id, &target, strategy, &images, manifest.clone());
+    crate::plugin::run_hook(&plugins, Hook::PreDeploy, &event).context("pre-deploy plugins")?;
+
+    info!("deploy {}: {} {} to {}", o.deploy_id, strategy_name(strategy), target.name(), waves.iter().map(|w| w.join("+")).collect::<Vec<_>>().join(" then "));
+    let mut results: Vec<RegionResult> = Vec::new();
+    let mut failed = false;
+    for wave in &waves {
+        if failed {
+            results.extend(wave.iter().map(|r| RegionResult { region: r.clone(), image_id: images[r.as_str()].to_string(), status: "skipped".into(), error: Some("an earlier wave failed".into()), detail: Value::Null }));
+            continue;
+        }
+        let runs = wave.iter().map(|r| {
+            let (ctx, target, o) = (&ctx, &target, &o);
+            let img = images[r.as_str()];
+            async move { (r.clone(), img.to_string(), deploy_region(ctx, r, img, target, o).await) }
+        });
+        for (region, image_id, r) in rt.block_on(futures::future::join_all(runs)) {
+            match r {
+                Ok(detail) => results.push(RegionResult { region, image_id, status: "succeeded".into(), error: None, detail }),
+                Err(e) => {
+                    failed = true;
+                    error!("{region}: {e:#}");
+                    results.push(RegionResult { region, image_id, status: "failed".into(), error: Some(format!("{e:#}")), detail: Value::Null });
+                }
+            }
+        }
+    }
+    let status = if failed { "failed" } else { "succeeded" };
+    let out = json!({
+        "kind": "deploy", "deploy_id": o.deploy_id, "strategy": strategy, "target": target,
+        "status": status, "regions": results,
+    });
+    let hook = if failed { Hook::DeployFailed } else { Hook::PostDeploy };
+    let mut ev = hooks::event(hook, &o.deploy_id, &target, strategy, &images, manifest);
+    ev.status = Some(status.into());
+    ev.extra.insert("regions".into(), serde_json::to_value(&results)?);
+    if failed {
+        ev.error = results.iter().find_map(|r| r.error.clone().map(|e| format!("{}: {e}", r.region)));
+    }
+    if let Err(e) = crate::plugin::run_hook(&plugins, hook, &ev) {
+        error!("{hook} plugins: {e:#}");
+    }
+    print(&out)?;
+    if failed {
+        let first = results.iter().find(|r| r.status == "failed").and_then(|r| r.error.clone().map(|e| format!("{}: {e}", r.region))).unwrap_or_default();
+        return Err(anyhow!("deploy {} failed ({first})", o.deploy_id));
+    }
+    Ok(0)
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Swap => "swap",
+        Strategy::Rolling => "rolling",
+        Strategy::RedBlack => "red-black",
+    }
+}
+
+fn regions_of(t: &TargetArgs, ctx: &AwsContext) -> Result<Vec<String>> {
+    if t.region.is_empty() {
+        Ok(vec![ctx.region(None)?])
+    } else {
+        Ok(t.region.clone())
+    }
+}
+
+pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
+    let target = Target::of(&args.target)?;
+    let plugins = hooks::resolve(&args.plugins)?;
+    let rt = runtime()?;
+    let ctx = rt.block_on(AwsContext::load());
+    let regions = regions_of(&args.target, &ctx)?;
+    let wait = Wait::of(&args.wait);
+    let runs = regions.iter().map(|r| {
+        let (ctx, target, wait) = (&ctx, &target, &wait);
+        async move {
+            let res = match target {
+                Target::Asg(n) => swap::rollback(ctx, r, n).await,
+                Target::Cluster(c) => redblack::rollback(ctx, r, c, wait).await,
+            };
+            (r.clone(), res)
+        }
+    });
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (region, r) in rt.block_on(futures::future::join_all(runs)) {
+        match r {
+            Ok(v) => out.push(json!({"region": region, "status": "rolled-back", "detail": v})),
+            Err(e) => {
+                out.push(json!({"region": region, "status": "failed", "error": format!("{e:#}")}));
+                errors.push((region, e));
+            }
+        }
+    }
+    let status = if errors.is_empty() { "succeeded" } else { "failed" };
+    let mut ev = crate::plugin::Event::new(Hook::Rollback, "rollback").with("target", serde_json::to_value(&target)?).with("regions", Value::Array(out.clone()));
+    ev.status = Some(status.into());
+    if let Err(e) = crate::plugin::run_hook(&plugins, Hook::Rollback, &ev) {
+        error!("rollback plugins: {e:#}");
+    }
+    print(&json!({"kind": "rollback", "target": target, "status": status, "regions": out}))?;
+    if let Some((region, e)) = errors.into_iter().next() {
+        // An input error (nothing to roll back) keeps its exit code.
+        return Err(e.context(format!("rollback of {} in {region}", target.name())));
+    }
+    Ok(0)
+}
+
+pub fn run_status(args: &StatusArgs) -> Result<i32> {
+    let target = Target::of(&args.target)?;
+    let rt = runtime()?;
+    let ctx = rt.block_on(AwsContext::load());
+    let regions = regions_of(&args.target, &ctx)?;
+    let runs = regions.iter().map(|r| status::region(&ctx, r, &target));
+    let mut out = Vec::new();
+    for r in rt.block_on(futures::future::join_all(runs)) {
+        out.push(r?);
+    }
+    let v = json!({"kind": "status", "target": target, "regions": out});
+    if args.json {
+        print(&v)?;
+    } else {
+        print!("{}", status::table(&v));
+    }
+    Ok(0)
+}
+
+/// For tests and callers that hold a path: the manifest's regions.
+pub fn manifest_regions(path: &Path) -> Result<Vec<String>> {
+    let m: ManifestIn = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    Ok(m.amis.into_iter().map(|a| a.region).collect())
+}

@@ -1,0 +1,202 @@
+//! Red/black (Asgard, Spinnaker): the next generation `CLUSTER-vNNN` beside the serving one,
+//! same sizes, subnets, target groups, tags and policies, launching the new image; once all of
+//! it is InService and healthy in every target group the old generation is disabled (its
+//! instances deregistered, Launch/Terminate/AddToLoadBalancer suspended) but kept running for
+//! an instant rollback; generations beyond `--keep` are deleted. Optionally a canary generation
+//! of a few instances is judged first.
+//!
+//! The deploy's progress is a tag on the new generation ([`GenRecord`]): an interrupted deploy
+//! is resumed by running it again, or undone by `bakery rollback`.
+
+use std::collections::HashSet;
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_autoscaling::types::AutoScalingGroup;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::asg::{self, Size, DISABLE_PROCESSES};
+use super::plan::{self, Gen};
+use super::state::{self, GenRecord, GEN_TAG};
+use super::{canary, lt, targets, Options, Wait};
+use crate::aws::client::AwsContext;
+use crate::aws::ledger::{Ledger, Resource};
+use crate::input;
+
+fn record(g: &AutoScalingGroup) -> Option<GenRecord> {
+    state::read(g, GEN_TAG).ok().flatten()
+}
+
+fn in_progress(rec: &GenRecord) -> bool {
+    matches!(rec.phase.as_str(), "canary" | "deploying")
+}
+
+/// The serving generation: the newest enabled one that is not a deploy in progress (else the
+/// newest enabled one).
+pub fn serving(groups: &[AutoScalingGroup]) -> Option<&AutoScalingGroup> {
+    let mut enabled: Vec<&AutoScalingGroup> = groups.iter().filter(|g| !asg::is_disabled(g)).collect();
+    enabled.sort_by_key(|g| std::cmp::Reverse(asg::created_ms(g)));
+    enabled.iter().find(|g| !record(g).is_some_and(|r| in_progress(&r))).or(enabled.first()).copied()
+}
+
+fn gens(cluster: &str, groups: &[AutoScalingGroup]) -> Vec<Gen> {
+    groups
+        .iter()
+        .map(|g| Gen {
+            name: asg::name(g).to_string(),
+            number: plan::generation_of(cluster, asg::name(g)).flatten(),
+            created_ms: asg::created_ms(g),
+        })
+        .collect()
+}
+
+/// Put a generation in service: resume its processes, register its instances.
+pub async fn enable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<()> {
+    asg::resume(&ctx.autoscaling(region), asg::name(g), &DISABLE_PROCESSES).await?;
+    targets::register(&ctx.elbv2(region), g.target_group_arns(), &asg::instance_ids(g), true).await
+}
+
+/// Take a generation out of service but keep it running: suspend, then deregister.
+pub async fn disable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<()> {
+    asg::suspend(&ctx.autoscaling(region), asg::name(g), &DISABLE_PROCESSES).await?;
+    targets::register(&ctx.elbv2(region), g.target_group_arns(), &asg::instance_ids(g), false).await
+}
+
+pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
+    let a = ctx.autoscaling(region);
+    let ec2 = ctx.ec2(region);
+    let groups = asg::cluster_groups(&a, cluster).await?;
+    let serving_g = serving(&groups).ok_or_else(|| input!("cluster {cluster} has no enabled generation in {region}"))?.clone();
+    let src = asg::source(&serving_g, region)?;
+    let pending = groups.iter().filter_map(|g| record(g).filter(in_progress).map(|r| (g.clone(), r))).next();
+
+    let (new_name, mut rec, from_g, resumed) = match pending {
+        Some((g, r)) if r.image == image => {
+            let from = r.from.clone().unwrap_or_default();
+            let from_g = groups.iter().find(|x| asg::name(x) == from).cloned().ok_or_else(|| anyhow!("deploy {} to {} ({region}) came from {from}, which is gone: roll it back", r.id, asg::name(&g)))?;
+            info!("{region}: resuming deploy {} of {image} to {}", r.id, asg::name(&g));
+            // A resumed deploy that fails again is removed like a new one.
+            ledger.record(Resource::LaunchTemplateVersion { region: region.into(), template_id: r.lt.clone(), version: r.v });
+            ledger.record(Resource::AutoScalingGroup { region: region.into(), name: asg::name(&g).into() });
+            (asg::name(&g).to_string(), r, from_g, true)
+        }
+        Some((g, r)) => {
+            return Err(input!(
+                "deploy {} of {} to {} ({region}) is in progress: run that deploy again to resume it, or `bakery rollback --cluster {cluster}`",
+                r.id, r.image, asg::name(&g)
+            ))
+        }
+        None => {
+            let cur = lt::resolve(&ec2, src.lt()).await?;
+            if cur.image_id == image {
+                return Ok(json!({"cluster": cluster, "serving": asg::name(&serving_g), "message": format!("{} already serves {image}: nothing to do", asg::name(&serving_g))}));
+            }
+            let new_name = plan::next_generation(cluster, &gens(cluster, &groups))?;
+            let v = lt::create_version(&ec2, &cur.template_id, cur.number, image, &format!("bakery deploy {} of {image} ({new_name})", o.deploy_id)).await?;
+            ledger.record(Resource::LaunchTemplateVersion { region: region.into(), template_id: cur.template_id.clone(), version: v });
+            let rec = GenRecord {
+                id: o.deploy_id.clone(),
+                phase: if o.canary.is_some() { "canary" } else { "deploying" }.into(),
+                from: Some(asg::name(&serving_g).to_string()),
+                image: image.into(),
+                lt: cur.template_id.clone(),
+                v,
+            };
+            let full = asg::size(&serving_g);
+            let sz = match &o.canary {
+                Some(c) => Size { min: c.size, max: c.size.max(full.max), desired: c.size },
+                None => full,
+            };
+            let tag = state::tag(&new_name, GEN_TAG, &rec)?;
+            ledger.record(Resource::AutoScalingGroup { region: region.into(), name: new_name.clone() });
+            asg::create_generation(&a, &serving_g, &src, &new_name, &cur.template_id, v, sz, vec![tag]).await?;
+            let n = asg::copy_policies(&a, asg::name(&serving_g), &new_name).await?;
+            info!("{region}: created {new_name} ({} instances{}, {n} scaling policies) from {}", sz.desired, if o.canary.is_some() { ", canary" } else { "" }, asg::name(&serving_g));
+            (new_name, rec, serving_g.clone(), false)
+        }
+    };
+    let from_name = asg::name(&from_g).to_string();
+
+    targets::wait_healthy(ctx, region, &new_name, &HashSet::new(), &o.wait).await?;
+
+    let mut score = None;
+    if rec.phase == "canary" {
+        let c = o.canary.as_ref().ok_or_else(|| input!("{new_name} ({region}) is a canary in progress: resume it with the same --canary-size and --judge, or roll it back"))?;
+        info!("{region}: canary {new_name} healthy; judging in {:.0}s", c.window.as_secs_f64());
+        tokio::time::sleep(c.window).await;
+        let ev = canary::event(&o.deploy_id, region, cluster, &new_name, &from_name, image, c.window.as_secs_f64() / 60.0);
+        score = Some(c.judge(ev).await.with_context(|| format!("canary {new_name} ({region}) failed; it is torn down"))?);
+        info!("{region}: canary {new_name} passed with score {}", score.unwrap_or_default());
+        rec.phase = "deploying".into();
+        state::write(&a, &new_name, GEN_TAG, &rec).await?;
+        asg::resize(&a, &new_name, asg::size(&from_g)).await?;
+        targets::wait_healthy(ctx, region, &new_name, &HashSet::new(), &o.wait).await?;
+    }
+
+    // Traffic moves: the old generation out (kept running), then the record says done.
+    let from_now = asg::require(&a, &from_name).await?;
+    if let Err(e) = disable(ctx, region, &from_now).await {
+        let _ = enable(ctx, region, &from_now).await;
+        return Err(e);
+    }
+    rec.phase = "done".into();
+    if let Err(e) = state::write(&a, &new_name, GEN_TAG, &rec).await {
+        let _ = enable(ctx, region, &from_now).await;
+        return Err(e);
+    }
+    ledger.commit();
+    info!("{region}: {new_name} serves {image}; {from_name} disabled (kept for rollback)");
+
+    // Retention: never the new (serving) generation; the old one counts toward --keep.
+    let groups = asg::cluster_groups(&a, cluster).await?;
+    let doomed = plan::to_delete(&gens(cluster, &groups), o.keep, &[new_name.as_str()]);
+    let mut deleted = Vec::new();
+    for d in &doomed {
+        match asg::delete_group(&a, d).await {
+            Ok(()) => deleted.push(d.clone()),
+            Err(e) => warn!("{region}: retention: {e:#}"),
+        }
+    }
+    Ok(json!({
+        "cluster": cluster, "serving": new_name, "disabled": from_name, "launch_template": rec.lt,
+        "launch_template_version": rec.v, "canary_score": score, "resumed": resumed, "deleted": deleted,
+    }))
+}
+
+/// `bakery rollback --cluster`: re-enable the generation the last deploy replaced, wait until it
+/// is healthy, then disable (or, if that deploy never finished, delete) the newer one.
+pub async fn rollback(ctx: &AwsContext, region: &str, cluster: &str, wait: &Wait) -> Result<Value> {
+    let a = ctx.autoscaling(region);
+    let mut groups = asg::cluster_groups(&a, cluster).await?;
+    if groups.is_empty() {
+        return Err(input!("cluster {cluster} has no generation in {region}"));
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(asg::created_ms(g)));
+    let (newer, rec) = groups
+        .iter()
+        .filter(|g| !asg::is_disabled(g) || record(g).is_some_and(|r| in_progress(&r)))
+        .find_map(|g| record(g).filter(|r| r.phase != "rolled-back").map(|r| (g.clone(), r)))
+        .ok_or_else(|| input!("cluster {cluster} ({region}): no deploy to roll back"))?;
+    let prev_name = rec.from.clone().ok_or_else(|| input!("{} ({region}) records no previous generation", asg::name(&newer)))?;
+    let prev = groups
+        .iter()
+        .find(|g| asg::name(g) == prev_name)
+        .cloned()
+        .ok_or_else(|| anyhow!("{prev_name}, the generation before {} ({region}), was deleted: nothing to roll back to", asg::name(&newer)))?;
+    enable(ctx, region, &prev).await?;
+    targets::wait_healthy(ctx, region, &prev_name, &HashSet::new(), wait).await.with_context(|| format!("re-enabling {prev_name}"))?;
+    let newer_name = asg::name(&newer).to_string();
+    let finished = rec.phase == "done";
+    if finished {
+        disable(ctx, region, &newer).await?;
+        let mut r = rec.clone();
+        r.phase = "rolled-back".into();
+        state::write(&a, &newer_name, GEN_TAG, &r).await?;
+    } else {
+        // An interrupted deploy: remove what it half-made.
+        asg::delete_group(&a, &newer_name).await?;
+        lt::delete_version(&ctx.ec2(region), &rec.lt, rec.v).await?;
+    }
+    info!("{region}: {prev_name} serves again; {newer_name} {}", if finished { "disabled" } else { "deleted" });
+    Ok(json!({"cluster": cluster, "serving": prev_name, "rolled_back": newer_name, "deploy_id": rec.id, "newer": if finished { "disabled" } else { "deleted" }}))
+}

@@ -1,0 +1,165 @@
+//! Rolling: swap, then replace every instance: StartInstanceRefresh where the endpoint has it,
+//! else bakery's own batches (terminate without decrementing capacity, wait until the
+//! replacements are InService and healthy in their target groups, next batch). A failure puts
+//! the previous launch template back and replaces what the deploy launched.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_autoscaling::types::RefreshPreferences;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::state::{self, Follows, SWAP_TAG};
+use super::{asg, lt, plan, sdk, swap, targets, Options, Wait};
+use crate::aws::client::AwsContext;
+use crate::aws::ledger::Ledger;
+use crate::cli::deploy::{DeployArgs, ReplaceWith};
+
+#[derive(Debug, Clone)]
+pub struct RollingOptions {
+    pub min_healthy: u8,
+    pub warmup: Option<u64>,
+    pub checkpoints: Vec<u8>,
+    pub checkpoint_delay: u64,
+    pub replace_with: ReplaceWith,
+}
+
+impl RollingOptions {
+    pub fn of(a: &DeployArgs) -> RollingOptions {
+        RollingOptions {
+            min_healthy: a.min_healthy_percentage,
+            warmup: a.instance_warmup,
+            checkpoints: a.checkpoints.clone(),
+            checkpoint_delay: a.checkpoint_delay,
+            replace_with: a.replace_with,
+        }
+    }
+}
+
+pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
+    let a = ctx.autoscaling(region);
+    let before = asg::describe(&a, name).await?.map(|g| asg::instance_ids(&g)).unwrap_or_default();
+    let sw = swap::swap(ctx, region, name, image, o, ledger).await?;
+    let Some(mut rec) = sw.record.clone() else {
+        return Ok(json!({"swap": sw, "replaced": 0}));
+    };
+    rec.phase = "rolling".into();
+    state::write(&a, name, SWAP_TAG, &rec).await?;
+    match replace(ctx, region, name, &before, &o.rolling, &o.wait).await {
+        Ok(how) => {
+            rec.phase = "done".into();
+            state::write(&a, name, SWAP_TAG, &rec).await?;
+            Ok(json!({"swap": sw, "replaced": before.len(), "replaced_with": how}))
+        }
+        Err(e) => {
+            warn!("{name} ({region}): {e:#}; rolling back");
+            let undo = async {
+                swap::undo(ctx, region, name, &rec).await?;
+                let g = asg::require(&a, name).await?;
+                let launched: Vec<String> = asg::instance_ids(&g).into_iter().filter(|i| !before.contains(i)).collect();
+                own_batches(ctx, region, name, &launched, &o.rolling, &o.wait).await?;
+                if rec.follows != Follows::Latest {
+                    // Nothing points at the failed version any more: leave nothing half-made.
+                    lt::delete_version(&ctx.ec2(region), &rec.lt, rec.new).await?;
+                }
+                rec.phase = "failed".into();
+                state::write(&a, name, SWAP_TAG, &rec).await
+            };
+            match undo.await {
+                Ok(()) => Err(e.context(format!("rolling deploy of {name} ({region}) rolled back to launch template version {}", rec.prev))),
+                Err(u) => Err(anyhow!("{e:#}; the rollback failed too: {u:#}")),
+            }
+        }
+    }
+}
+
+/// Replace `old` (the group's instances before the swap). Returns how.
+async fn replace(ctx: &AwsContext, region: &str, name: &str, old: &[String], r: &RollingOptions, wait: &Wait) -> Result<&'static str> {
+    if r.replace_with != ReplaceWith::Batches {
+        match instance_refresh(ctx, region, name, r, wait).await {
+            Ok(()) => return Ok("instance-refresh"),
+            Err(e) if r.replace_with == ReplaceWith::Auto && e.to_string().contains("InvalidAction") => {
+                info!("{name} ({region}): no instance refresh on this endpoint ({e}); replacing in batches");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    own_batches(ctx, region, name, old, r, wait).await?;
+    Ok("batches")
+}
+
+async fn instance_refresh(ctx: &AwsContext, region: &str, name: &str, r: &RollingOptions, wait: &Wait) -> Result<()> {
+    let a = ctx.autoscaling(region);
+    let mut p = RefreshPreferences::builder().min_healthy_percentage(r.min_healthy as i32).skip_matching(true);
+    if let Some(w) = r.warmup {
+        p = p.instance_warmup(w as i32);
+    }
+    if !r.checkpoints.is_empty() {
+        p = p.set_checkpoint_percentages(Some(r.checkpoints.iter().map(|c| *c as i32).collect())).checkpoint_delay(r.checkpoint_delay as i32);
+    }
+    let id = a
+        .start_instance_refresh()
+        .auto_scaling_group_name(name)
+        .preferences(p.build())
+        .send()
+        .await
+        .map_err(sdk)
+        .with_context(|| format!("starting an instance refresh of {name}"))?
+        .instance_refresh_id()
+        .unwrap_or_default()
+        .to_string();
+    info!("{name} ({region}): instance refresh {id} started");
+    let started = Instant::now();
+    loop {
+        let out = a.describe_instance_refreshes().auto_scaling_group_name(name).instance_refresh_ids(&id).send().await.map_err(sdk)?;
+        let status = out.instance_refreshes().first().and_then(|r| r.status()).map(|s| s.as_str().to_string()).unwrap_or_default();
+        match status.as_str() {
+            "Successful" => return Ok(()),
+            "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" | "Baseline" => {
+                let reason = out.instance_refreshes().first().and_then(|r| r.status_reason()).unwrap_or("");
+                anyhow::bail!("instance refresh {id} of {name}: {status} {reason}");
+            }
+            _ => {}
+        }
+        if started.elapsed() >= wait.timeout {
+            let _ = a.cancel_instance_refresh().auto_scaling_group_name(name).send().await;
+            anyhow::bail!("instance refresh {id} of {name} did not finish within {}s (cancelled)", wait.timeout.as_secs());
+        }
+        tokio::time::sleep(wait.poll).await;
+    }
+}
+
+/// Replace `ids` of group `name` in batches that keep `min_healthy` percent in service.
+pub async fn own_batches(ctx: &AwsContext, region: &str, name: &str, ids: &[String], r: &RollingOptions, wait: &Wait) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let a = ctx.autoscaling(region);
+    let desired = asg::require(&a, name).await?.desired_capacity().unwrap_or(0) as usize;
+    let batch = plan::batch_size(desired.max(ids.len()), r.min_healthy);
+    let mut gone: HashSet<String> = HashSet::new();
+    let mut next_checkpoint = r.checkpoints.iter().copied().filter(|c| *c < 100).collect::<Vec<_>>();
+    next_checkpoint.sort();
+    for chunk in ids.chunks(batch) {
+        for id in chunk {
+            asg::replace_instance(&a, id).await?;
+            gone.insert(id.clone());
+        }
+        info!("{name} ({region}): replacing {} ({}/{})", chunk.join(", "), gone.len(), ids.len());
+        targets::wait_healthy(ctx, region, name, &gone, wait).await?;
+        if let Some(w) = r.warmup.filter(|w| *w > 0) {
+            tokio::time::sleep(Duration::from_secs(w)).await;
+        }
+        let done_pct = (gone.len() * 100 / ids.len()) as u8;
+        if next_checkpoint.first().is_some_and(|c| done_pct >= *c) {
+            next_checkpoint.retain(|c| *c > done_pct);
+            if r.checkpoint_delay > 0 {
+                info!("{name} ({region}): checkpoint at {done_pct}%, pausing {}s", r.checkpoint_delay);
+                tokio::time::sleep(Duration::from_secs(r.checkpoint_delay)).await;
+            }
+        }
+    }
+    Ok(())
+}
