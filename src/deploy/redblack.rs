@@ -147,9 +147,9 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
     ledger.commit();
     info!("{region}: {new_name} serves {image}; {from_name} disabled (kept for rollback)");
 
-    // Retention: never the new (serving) generation; the old one counts toward --keep.
+    // Retention: never the new (serving) generation nor the one a rollback would re-enable.
     let groups = asg::cluster_groups(&a, cluster).await?;
-    let doomed = plan::to_delete(&gens(cluster, &groups), o.keep, &[new_name.as_str()]);
+    let doomed = plan::to_delete(&gens(cluster, &groups), o.keep, &[new_name.as_str(), from_name.as_str()]);
     let mut deleted = Vec::new();
     for d in &doomed {
         match asg::delete_group(&a, d).await {

@@ -80,8 +80,8 @@ async fn replace(ctx: &AwsContext, region: &str, name: &str, old: &[String], r: 
     if r.replace_with != ReplaceWith::Batches {
         match instance_refresh(ctx, region, name, r, wait).await {
             Ok(()) => return Ok("instance-refresh"),
-            Err(e) if r.replace_with == ReplaceWith::Auto && e.to_string().contains("InvalidAction") => {
-                info!("{name} ({region}): no instance refresh on this endpoint ({e}); replacing in batches");
+            Err(e) if r.replace_with == ReplaceWith::Auto && format!("{e:#}").contains("InvalidAction") => {
+                info!("{name} ({region}): no instance refresh on this endpoint ({e:#}); replacing in batches");
             }
             Err(e) => return Err(e),
         }
