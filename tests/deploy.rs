@@ -640,3 +640,87 @@ fn bad_input_is_one_line_exit_2_and_changes_nothing() {
     assert_eq!(groups(&rt), n_groups, "no group made");
     assert_eq!(rt.block_on(r.describe(&name)).unwrap().launch_template().unwrap().version(), Some("1"));
 }
+
+// --- an interrupted deploy: status shows it, a rerun resumes it, or rollback removes it ------
+
+#[test]
+fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
+    let _emu = emulator();
+    let rt = rt();
+    let ctx = rt.block_on(AwsContext::load());
+    let r = rt.block_on(Region::new(&ctx, "eu-west-1"));
+    let cluster = unique("pay").replace('-', "") + "-prod";
+    let (v000, v001) = (format!("{cluster}-v000"), format!("{cluster}-v001"));
+    rt.block_on(r.group(&v000, "1", 2));
+    let interrupt = |image: &str| {
+        // The new generation stays unhealthy, so the deploy waits; kill -9 it mid-wait.
+        rt.block_on(r.mark_unhealthy(image));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(["deploy", "--image", image, "--region", "eu-west-1", "--cluster", &cluster])
+            .env("BAKERY_DEPLOY_POLL_MS", "50")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while rt.block_on(r.instance_ids(&v001)).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "v001 never appeared");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        rt.block_on(async {
+            ctx.ec2("eu-west-1").delete_tags().resources(image).tags(aws_sdk_ec2::types::Tag::builder().key(UNHEALTHY).build()).send().await.unwrap();
+        });
+    };
+
+    interrupt(&r.new_ami);
+    let st = bakery(&["status", "--cluster", &cluster, "--region", "eu-west-1", "--json"]);
+    st.assert_ok();
+    let reg = &st.json()["regions"][0];
+    assert_eq!((reg["serving"].as_str(), reg["in_progress"]["generation"].as_str(), reg["in_progress"]["phase"].as_str()), (Some(v000.as_str()), Some(v001.as_str()), Some("deploying")), "{reg}");
+    // Another image while it is in progress: refused, nothing changes.
+    let other = rt.block_on(ami(&ctx, "eu-west-1", "app-9-1"));
+    let out = bakery(&["deploy", "--image", &other, "--region", "eu-west-1", "--cluster", &cluster]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.error_line().contains("is in progress"), "{}", out.error_line());
+    // The same deploy again resumes it: same generation, finished.
+    let out = bakery(&["deploy", "--image", &r.new_ami, "--region", "eu-west-1", "--cluster", &cluster]);
+    out.assert_ok();
+    assert_eq!(out.json()["regions"][0]["detail"]["resumed"], true);
+    rt.block_on(async {
+        assert!(r.describe(&format!("{cluster}-v002")).await.is_none());
+        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
+        assert_eq!(r.suspended(&v000).await.len(), 3);
+    });
+
+    // Interrupt the next one and roll it back instead: the half-made generation goes.
+    let next = rt.block_on(ami(&ctx, "eu-west-1", "app-1.3-1"));
+    let v002 = format!("{cluster}-v002");
+    let versions = rt.block_on(r.versions());
+    let interrupt2 = || {
+        rt.block_on(r.mark_unhealthy(&next));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(["deploy", "--image", &next, "--region", "eu-west-1", "--cluster", &cluster])
+            .env("BAKERY_DEPLOY_POLL_MS", "50")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while rt.block_on(r.instance_ids(&v002)).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "{v002} never appeared");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    interrupt2();
+    bakery(&["rollback", "--cluster", &cluster, "--region", "eu-west-1"]).assert_ok();
+    rt.block_on(async {
+        assert!(r.describe(&v002).await.is_none(), "the interrupted generation is deleted");
+        assert_eq!(r.versions().await, versions, "and its launch template version");
+        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
+        assert!(r.suspended(&v001).await.is_empty());
+    });
+}

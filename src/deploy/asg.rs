@@ -144,6 +144,7 @@ pub fn size(g: &AutoScalingGroup) -> Size {
 /// Create `new_name` as a copy of `from` (subnets, target groups, health checks, termination
 /// policies, tags...) launching from `template_id` version `version`, with `size` and the
 /// extra (non-propagated) tags.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_generation(
     asg: &Client,
     from: &AutoScalingGroup,

@@ -21,7 +21,6 @@ pub mod swap;
 pub mod targets;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -96,8 +95,11 @@ impl Target {
     }
 }
 
+/// (region, image) pairs, and the manifest's JSON when deployed from one.
+type Images = (Vec<(String, String)>, Option<Value>);
+
 /// Regions and the image for each, from the manifest (narrowed by --region) or --image.
-fn images(args: &DeployArgs, ctx: &AwsContext) -> Result<(Vec<(String, String)>, Option<Value>)> {
+fn images(args: &DeployArgs, ctx: &AwsContext) -> Result<Images> {
     if let Some(img) = &args.image {
         if !img.starts_with("ami-") {
             return Err(input!("--image {img}: not an AMI id (ami-...)"));
@@ -175,6 +177,7 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
                 }
             })?;
             asg::source(serving, region)?;
+            redblack::check_pending(&groups, c, region, image)?;
         }
     }
     Ok(())
@@ -385,10 +388,4 @@ pub fn run_status(args: &StatusArgs) -> Result<i32> {
         print!("{}", status::table(&v));
     }
     Ok(0)
-}
-
-/// For tests and callers that hold a path: the manifest's regions.
-pub fn manifest_regions(path: &Path) -> Result<Vec<String>> {
-    let m: ManifestIn = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    Ok(m.amis.into_iter().map(|a| a.region).collect())
 }

@@ -42,7 +42,7 @@ pub struct Gen {
 /// Newest first (creation time, then number).
 pub fn newest_first(gens: &[Gen]) -> Vec<Gen> {
     let mut v = gens.to_vec();
-    v.sort_by(|a, b| (b.created_ms, b.number).cmp(&(a.created_ms, a.number)));
+    v.sort_by_key(|g| std::cmp::Reverse((g.created_ms, g.number)));
     v
 }
 

@@ -31,6 +31,22 @@ fn in_progress(rec: &GenRecord) -> bool {
     matches!(rec.phase.as_str(), "canary" | "deploying")
 }
 
+/// A deploy in progress in the cluster (interrupted, or running elsewhere): its generation and record.
+pub fn pending(groups: &[AutoScalingGroup]) -> Option<(AutoScalingGroup, GenRecord)> {
+    groups.iter().filter_map(|g| record(g).filter(in_progress).map(|r| (g.clone(), r))).next()
+}
+
+/// The input error for a deploy of `image` while another one is in progress.
+pub fn check_pending(groups: &[AutoScalingGroup], cluster: &str, region: &str, image: &str) -> Result<()> {
+    match pending(groups) {
+        Some((g, r)) if r.image != image => Err(input!(
+            "deploy {} of {} to {} ({region}) is in progress: run that deploy again to resume it, or `bakery rollback --cluster {cluster}`",
+            r.id, r.image, asg::name(&g)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The serving generation: the newest enabled one that is not a deploy in progress (else the
 /// newest enabled one).
 pub fn serving(groups: &[AutoScalingGroup]) -> Option<&AutoScalingGroup> {
@@ -68,7 +84,8 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
     let groups = asg::cluster_groups(&a, cluster).await?;
     let serving_g = serving(&groups).ok_or_else(|| input!("cluster {cluster} has no enabled generation in {region}"))?.clone();
     let src = asg::source(&serving_g, region)?;
-    let pending = groups.iter().filter_map(|g| record(g).filter(in_progress).map(|r| (g.clone(), r))).next();
+    check_pending(&groups, cluster, region, image)?;
+    let pending = pending(&groups);
 
     let (new_name, mut rec, from_g, resumed) = match pending {
         Some((g, r)) if r.image == image => {
@@ -80,12 +97,7 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
             ledger.record(Resource::AutoScalingGroup { region: region.into(), name: asg::name(&g).into() });
             (asg::name(&g).to_string(), r, from_g, true)
         }
-        Some((g, r)) => {
-            return Err(input!(
-                "deploy {} of {} to {} ({region}) is in progress: run that deploy again to resume it, or `bakery rollback --cluster {cluster}`",
-                r.id, r.image, asg::name(&g)
-            ))
-        }
+        Some(_) => unreachable!("check_pending refused another image"),
         None => {
             let cur = lt::resolve(&ec2, src.lt()).await?;
             if cur.image_id == image {
