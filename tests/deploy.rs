@@ -368,6 +368,11 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
         assert!(gens[0]["instances"].as_array().unwrap().iter().all(|i| i["targets"].as_object().unwrap().values().all(|s| s == "healthy")));
     }
 
+    let table = bakery(&["status", "--cluster", &cluster, "--region", "eu-west-1"]);
+    table.assert_ok();
+    let line = table.stdout.lines().find(|l| l.contains(&v001)).unwrap_or_default().to_string();
+    assert!(line.contains("serving") && line.contains("app-1.1-1") && line.contains("2/2 healthy"), "{}", table.stdout);
+
     // rollback, no manifest: v000 serves again, v001 disabled but kept.
     let rb = bakery(&["rollback", "--cluster", &cluster, "--region", &regions_arg]);
     rb.assert_ok();

@@ -358,12 +358,13 @@ pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
         }
     }
     let status = if errors.is_empty() { "succeeded" } else { "failed" };
-    let mut ev = crate::plugin::Event::new(Hook::Rollback, "rollback").with("target", serde_json::to_value(&target)?).with("regions", Value::Array(out.clone()));
+    let id = format!("rb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut ev = crate::plugin::Event::new(Hook::Rollback, &id).with("deploy_id", id.as_str()).with("target", serde_json::to_value(&target)?).with("regions", Value::Array(out.clone()));
     ev.status = Some(status.into());
     if let Err(e) = crate::plugin::run_hook(&plugins, Hook::Rollback, &ev) {
         error!("rollback plugins: {e:#}");
     }
-    print(&json!({"kind": "rollback", "target": target, "status": status, "regions": out}))?;
+    print(&json!({"kind": "rollback", "rollback_id": id, "target": target, "status": status, "regions": out}))?;
     if let Some((region, e)) = errors.into_iter().next() {
         // An input error (nothing to roll back) keeps its exit code.
         return Err(e.context(format!("rollback of {} in {region}", target.name())));
