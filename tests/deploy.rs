@@ -478,7 +478,8 @@ fn canary_passes_then_fails_by_the_judges_score() {
     let ctx = rt.block_on(AwsContext::load());
     let r = rt.block_on(Region::new(&ctx, "us-west-2"));
     let cluster = unique("cart").replace('-', "") + "-prod";
-    rt.block_on(r.group(&format!("{cluster}-v000"), "1", 3));
+    let v000 = format!("{cluster}-v000");
+    rt.block_on(r.group(&v000, "$Latest", 3));
     let metrics = dir.path().join("metrics.json");
     let judge_config = json!({"metrics": metrics}).to_string();
     let canary = |image: &str| {
@@ -495,6 +496,8 @@ fn canary_passes_then_fails_by_the_judges_score() {
     rt.block_on(async {
         let g = r.describe(&v001).await.unwrap();
         assert_eq!((g.min_size(), g.desired_capacity()), (Some(3), Some(3)), "the canary grew to full size");
+        // v000 followed $Latest: pinned to the version it ran, so a rollback brings back the old image.
+        assert_eq!(r.describe(&v000).await.unwrap().launch_template().unwrap().version(), Some("1"));
         assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
     });
 
@@ -727,5 +730,38 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
         assert_eq!(r.versions().await, versions, "and its launch template version");
         assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
         assert!(r.suspended(&v001).await.is_empty());
+    });
+}
+
+// --- waves: a failed wave stops the later ones ---------------------------------------------
+
+#[test]
+fn a_failed_wave_stops_the_later_waves() {
+    let _emu = emulator();
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = rt.block_on(AwsContext::load());
+    let first = rt.block_on(Region::new(&ctx, "us-east-1"));
+    let second = rt.block_on(Region::new(&ctx, "us-west-2"));
+    let cluster = unique("feed").replace('-', "") + "-prod";
+    let v000 = format!("{cluster}-v000");
+    // v000 follows $Latest: the deploy pins it while it runs, and lets it follow $Latest again after failing.
+    rt.block_on(async {
+        first.group(&v000, "$Latest", 1).await;
+        second.group(&v000, "$Latest", 1).await;
+        first.mark_unhealthy(&first.new_ami).await;
+    });
+    let m = manifest(dir.path(), &[&first, &second]);
+    let out = bakery(&["deploy", "--manifest", m.to_str().unwrap(), "--cluster", &cluster, "--waves", "us-east-1:us-west-2", "--wait-timeout", "1"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let res = by_region(&out.json());
+    assert_eq!((res["us-east-1"]["status"].as_str(), res["us-west-2"]["status"].as_str()), (Some("failed"), Some("skipped")));
+    rt.block_on(async {
+        for r in [&first, &second] {
+            assert!(r.describe(&format!("{cluster}-v001")).await.is_none(), "{}", r.region);
+            assert!(r.suspended(&v000).await.is_empty());
+            assert_eq!(r.versions().await.len(), 1, "{}: no version left behind", r.region);
+            assert_eq!(r.describe(&v000).await.unwrap().launch_template().unwrap().version(), Some("$Latest"));
+        }
     });
 }

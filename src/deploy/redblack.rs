@@ -79,6 +79,32 @@ pub async fn disable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Re
 }
 
 pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
+    let pinned = std::sync::Mutex::new(None);
+    let r = deploy_inner(ctx, region, cluster, image, o, ledger, &pinned).await;
+    let unpin = pinned.lock().unwrap().take();
+    if let (Err(_), Some((g, src))) = (&r, unpin) {
+        // Remove what the failed deploy made first, then let the serving generation follow
+        // $Latest again (which is then the version it runs).
+        for f in ledger.rollback(ctx).await {
+            warn!("{region}: cleanup: {f}");
+        }
+        if let Err(e) = asg::set_version(&ctx.autoscaling(region), &g, &src, "$Latest").await {
+            warn!("{region}: {e:#}");
+        }
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy_inner(
+    ctx: &AwsContext,
+    region: &str,
+    cluster: &str,
+    image: &str,
+    o: &Options,
+    ledger: &Ledger,
+    pinned: &std::sync::Mutex<Option<(AutoScalingGroup, asg::Source)>>,
+) -> Result<Value> {
     let a = ctx.autoscaling(region);
     let ec2 = ctx.ec2(region);
     let groups = asg::cluster_groups(&a, cluster).await?;
@@ -104,6 +130,13 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
                 return Ok(json!({"cluster": cluster, "serving": asg::name(&serving_g), "message": format!("{} already serves {image}: nothing to do", asg::name(&serving_g))}));
             }
             let new_name = plan::next_generation(cluster, &gens(cluster, &groups))?;
+            if src.lt().version == "$Latest" {
+                // The version made next would become the serving generation's $Latest (and a
+                // rollback's): pin it to the number it runs now, which changes nothing it launches.
+                asg::set_version(&a, &serving_g, &src, &cur.number.to_string()).await?;
+                *pinned.lock().unwrap() = Some((serving_g.clone(), src.clone()));
+                info!("{region}: {} followed $Latest; pinned to version {} before making the next one", asg::name(&serving_g), cur.number);
+            }
             let v = lt::create_version(&ec2, &cur.template_id, cur.number, image, &format!("bakery deploy {} of {image} ({new_name})", o.deploy_id)).await?;
             ledger.record(Resource::LaunchTemplateVersion { region: region.into(), template_id: cur.template_id.clone(), version: v });
             let rec = GenRecord {
