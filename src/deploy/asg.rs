@@ -181,12 +181,12 @@ pub async fn create_generation(
         .max_size(sz.max)
         .desired_capacity(sz.desired)
         .set_vpc_zone_identifier(from.vpc_zone_identifier().filter(|s| !s.is_empty()).map(String::from))
-        .set_target_group_arns(Some(from.target_group_arns().to_vec()))
-        .set_load_balancer_names(Some(from.load_balancer_names().to_vec()))
+        .set_target_group_arns(non_empty(from.target_group_arns()))
+        .set_load_balancer_names(non_empty(from.load_balancer_names()))
         .set_health_check_type(from.health_check_type().map(String::from))
         .set_health_check_grace_period(from.health_check_grace_period())
         .set_default_cooldown(from.default_cooldown())
-        .set_termination_policies(Some(from.termination_policies().to_vec()))
+        .set_termination_policies(non_empty(from.termination_policies()))
         .set_new_instances_protected_from_scale_in(from.new_instances_protected_from_scale_in())
         .set_capacity_rebalance(from.capacity_rebalance())
         .set_max_instance_lifetime(from.max_instance_lifetime())
@@ -201,6 +201,10 @@ pub async fn create_generation(
     };
     q.send().await.map_err(sdk).with_context(|| format!("creating Auto Scaling group {new_name} (copy of {})", name(from)))?;
     Ok(())
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
 }
 
 /// Copy the scaling policies of `from` to `to`.
@@ -285,6 +289,18 @@ pub async fn replace_instance(asg: &Client, instance_id: &str) -> Result<()> {
 
 /// Force-delete a group (its instances go too) and wait until it is gone; one already gone is fine.
 pub async fn delete_group(asg: &Client, name: &str) -> Result<()> {
+    start_delete(asg, name).await?;
+    for _ in 0..600 {
+        if describe(asg, name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    anyhow::bail!("Auto Scaling group {name} was still being deleted after 10 minutes")
+}
+
+/// Force-delete a group without waiting for AWS to finish (retention of old generations).
+pub async fn start_delete(asg: &Client, name: &str) -> Result<()> {
     match asg.delete_auto_scaling_group().auto_scaling_group_name(name).force_delete(true).send().await {
         Ok(_) => {}
         Err(e) => {
@@ -294,13 +310,7 @@ pub async fn delete_group(asg: &Client, name: &str) -> Result<()> {
             }
         }
     }
-    for _ in 0..600 {
-        if describe(asg, name).await?.is_none() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    anyhow::bail!("Auto Scaling group {name} was still being deleted after 10 minutes")
+    Ok(())
 }
 
 /// Instance ids of `g`.

@@ -197,7 +197,7 @@ async fn deploy_inner(
     let doomed = plan::to_delete(&gens(cluster, &groups), o.keep, &[new_name.as_str(), from_name.as_str()]);
     let mut deleted = Vec::new();
     for d in &doomed {
-        match asg::delete_group(&a, d).await {
+        match asg::start_delete(&a, d).await {
             Ok(()) => deleted.push(d.clone()),
             Err(e) => warn!("{region}: retention: {e:#}"),
         }
