@@ -386,12 +386,15 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
     });
 
     // Deploy again with --keep 2: v002 from v000; v001 (neither serving nor the rollback target) goes.
+    let v001_version: i64 = rt.block_on(regions[0].describe(&v001)).unwrap().launch_template().unwrap().version().unwrap().parse().unwrap();
     let out = bakery(&["deploy", "--manifest", m, "--cluster", &cluster, "--keep", "2", "--region", "us-east-1"]);
     out.assert_ok();
     let r = &regions[0];
     rt.block_on(async {
         assert!(r.describe(&format!("{cluster}-v002")).await.is_some());
         assert!(r.describe(&v001).await.is_none(), "v001 deleted by retention");
+        let v = r.versions().await;
+        assert!(!v.contains_key(&v001_version) && v.contains_key(&1) && v.len() == 3, "v001's version {v001_version} goes with it: {:?}", v.keys());
         assert!(r.describe(&v000).await.is_some(), "the generation rollback needs is kept");
         assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&format!("{cluster}-v002")).await);
     });
@@ -764,4 +767,28 @@ fn a_failed_wave_stops_the_later_waves() {
             assert_eq!(r.describe(&v000).await.unwrap().launch_template().unwrap().version(), Some("$Latest"));
         }
     });
+}
+
+// --- a pre-deploy plugin that refuses stops the deploy before anything changes -----------------
+
+#[test]
+fn a_failing_pre_deploy_plugin_stops_the_deploy_before_anything_changes() {
+    let _emu = emulator();
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = rt.block_on(AwsContext::load());
+    let r = rt.block_on(Region::new(&ctx, "us-west-2"));
+    let name = unique("api");
+    rt.block_on(r.group(&name, "1", 1));
+    let plugin = dir.path().join("bakery-plugin-freeze");
+    std::fs::write(&plugin, "#!/bin/sh\ncat >/dev/null\n[ \"$1\" = pre-deploy ] || exit 0\necho 'change freeze until Monday' >&2\nexit 3\n").unwrap();
+    support::chmod(&plugin, 0o755);
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bakery"));
+    c.args(["deploy", "--image", &r.new_ami, "--region", "us-west-2", "--asg", &name, "--plugin", "freeze"]).env("PATH", path).current_dir(support::repo());
+    let out = support::run(&mut c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.error_line().contains("change freeze until Monday"), "{}", out.error_line());
+    assert_eq!(rt.block_on(r.versions()).len(), 1);
+    assert_eq!(rt.block_on(r.describe(&name)).unwrap().launch_template().unwrap().version(), Some("1"));
 }

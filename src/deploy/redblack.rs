@@ -201,6 +201,14 @@ async fn deploy_inner(
             Ok(()) => deleted.push(d.clone()),
             Err(e) => warn!("{region}: retention: {e:#}"),
         }
+        // The launch template version a deleted generation was made with goes too (one made by
+        // hand, without a record, is left alone).
+        let made = groups.iter().find(|g| asg::name(g) == d).and_then(record);
+        if let Some(r) = made.filter(|r| !(r.lt == rec.lt && r.v == rec.v)) {
+            if let Err(e) = lt::delete_version(&ec2, &r.lt, r.v).await {
+                warn!("{region}: retention: {e:#}");
+            }
+        }
     }
     Ok(json!({
         "cluster": cluster, "serving": new_name, "disabled": from_name, "launch_template": rec.lt,
