@@ -45,6 +45,15 @@ impl AwsContext {
         aws_sdk_ebs::Client::from_conf(with_fault_hook_ebs(conf))
     }
 
+    pub fn autoscaling(&self, region: &str) -> aws_sdk_autoscaling::Client {
+        let conf = aws_sdk_autoscaling::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        let conf = match fault::FaultHook::from_env() {
+            Some(h) => conf.interceptor(h).build(),
+            None => conf.build(),
+        };
+        aws_sdk_autoscaling::Client::from_conf(conf)
+    }
+
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base
     }

@@ -1,6 +1,7 @@
 //! Command-line definitions only (clap derive); no logic lives here.
 
 pub mod boot;
+pub mod images;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,9 @@ pub enum Command {
     Base(BaseCommand),
     /// Boot an image under QEMU through its own bootloader and check that it answers.
     Boot(boot::BootArgs),
+    /// Manage baked AMIs (retention).
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// Check that this host can bake, with a fix for each missing piece.
     Doctor(DoctorArgs),
     /// Remove what crashed or killed bakes left on this host (loop devices, work files, partial outputs).
