@@ -71,6 +71,7 @@ pub fn run(args: &PruneArgs) -> Result<PruneReport> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let ctx = AwsContext::load().await;
+        ctx.require_credentials().await?;
         let regions = if args.region.is_empty() { vec![ctx.region(None)?] } else { args.region.clone() };
         let mut reports = Vec::new();
         for region in regions {
