@@ -29,6 +29,7 @@ PATCHES = [
     "k_lt_delete_versions",
     "l_ebs_start_snapshot_volume",
     "m_ebs_put_block_checks",
+    "w_register_image_unique_name",
 ]
 
 
