@@ -226,6 +226,13 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
             let fmt = image::detect_format(p)?;
             if fmt == Format::Raw {
                 let l = layout::read_layout(p)?;
+                if l.root().is_none() && !l.partitions.is_empty() && l.table != layout::TableKind::None {
+                    return Err(input!(
+                        "base `{}`: its partition table ({} partition(s)) has no Linux root filesystem; pass a bootable disk image (e.g. from `bakery base build`)",
+                        p.display(),
+                        l.partitions.len()
+                    ));
+                }
                 if l.root().is_none() {
                     return Err(input!(
                         "base `{}`: no partition table or Linux root filesystem found; pass a raw or qcow2 disk image (e.g. from `bakery base build`)",
