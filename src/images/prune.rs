@@ -133,7 +133,9 @@ async fn plan_region(ctx: &AwsContext, region: &str, app: &str, keep: usize) -> 
                 name: i.name().unwrap_or_default().to_string(),
                 created: i.creation_date().unwrap_or_default().to_string(),
                 state,
-                snapshots: snapshot_ids(i),
+                // Only the root snapshot is the bake's own; the other mappings are the base's
+                // (their snapshots belong to the base image, possibly another account's).
+                snapshots: snapshot_ids(i).into_iter().take(1).collect(),
             });
         } else {
             others.push((id, snapshot_ids(i)));
