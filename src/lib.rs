@@ -13,6 +13,7 @@ pub mod disk;
 pub mod doctor;
 pub mod error;
 pub mod gc;
+pub mod images;
 pub mod manifest;
 pub mod naming;
 pub mod package;

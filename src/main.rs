@@ -87,6 +87,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             print_json(&report, None)?;
             Ok(0)
         }
+        Command::Images(bakery::cli::images::ImagesCommand::Prune(args)) => {
+            let report = bakery::images::prune::run(&args)?;
+            if args.json {
+                print_json(&report, None)?;
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(if report.failed() { 1 } else { 0 })
+        }
         Command::Doctor(args) => bakery::doctor::run(&args, &g),
         Command::Deploy(args) => bakery::deploy::run_deploy(&args),
         Command::Rollback(args) => bakery::deploy::run_rollback(&args),

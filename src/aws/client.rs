@@ -18,10 +18,28 @@ pub struct AwsContext {
 impl AwsContext {
     pub async fn load() -> AwsContext {
         let base = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(6).with_initial_backoff(Duration::from_millis(200)))
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(Duration::from_millis(200)))
             .load()
             .await;
         AwsContext { base }
+    }
+
+    /// Fail early, as an input error, when no credentials can be found: every later message would
+    /// otherwise be about an endpoint that cannot be reached.
+    pub async fn require_credentials(&self) -> Result<()> {
+        use aws_sdk_ec2::config::ProvideCredentials;
+        let Some(p) = self.base.credentials_provider() else {
+            return Err(input!("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"));
+        };
+        p.provide_credentials().await.map(|_| ()).map_err(|e| {
+            // CredentialsNotLoaded: no provider of the chain had any (its Display says "not enabled").
+            if e.to_string().contains("not enabled") {
+                input!("no AWS credentials found (tried the environment, the profile, web identity, ECS and instance metadata); set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+            } else {
+                let why = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                input!("cannot load AWS credentials ({e}{why}); check AWS_PROFILE and the files in ~/.aws")
+            }
+        })
     }
 
     /// The region from the flag, else the environment/profile; an input error when neither says.
@@ -69,27 +87,43 @@ impl AwsContext {
 }
 
 /// Test-only fault injection: `BAKERY_FAIL_API=Operation[,Operation...]` makes those API calls
-/// fail before they are sent, as if AWS had returned an error. Compiled in always (it is an
+/// fail before they are sent, as if AWS had returned an error; `BAKERY_THROTTLE_API=Operation,...`
+/// sends them and replaces every answer with AWS's throttling error, so retries run for real. Compiled in always (it is an
 /// interceptor that does nothing unless the variable is set) so the shipped binary is the one
 /// tested.
 pub mod fault {
     use aws_smithy_runtime_api::box_error::BoxError;
-    use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+    use aws_smithy_runtime_api::client::interceptors::context::{BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
     use aws_smithy_runtime_api::client::interceptors::Intercept;
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use aws_smithy_types::config_bag::ConfigBag;
 
     #[derive(Debug)]
     pub struct FaultHook {
+        /// Fail these operations before they are sent (`BAKERY_FAIL_API`).
         pub ops: Vec<String>,
+        /// Send these, then answer as AWS does when it throttles (`BAKERY_THROTTLE_API`), so the
+        /// SDK's retries with backoff run for real.
+        pub throttle: Vec<String>,
+    }
+
+    fn list(var: &str) -> Vec<String> {
+        std::env::var(var).unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
     }
 
     impl FaultHook {
         pub fn from_env() -> Option<FaultHook> {
-            let v = std::env::var("BAKERY_FAIL_API").ok()?;
-            let ops: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-            (!ops.is_empty()).then_some(FaultHook { ops })
+            let (ops, throttle) = (list("BAKERY_FAIL_API"), list("BAKERY_THROTTLE_API"));
+            (!ops.is_empty() || !throttle.is_empty()).then_some(FaultHook { ops, throttle })
         }
+    }
+
+    fn metadata(cfg: &ConfigBag) -> (String, String) {
+        cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| (m.service().to_string(), m.name().to_string()))
+            .unwrap_or_default()
     }
 
     impl Intercept for FaultHook {
@@ -103,13 +137,36 @@ pub mod fault {
             _rc: &RuntimeComponents,
             cfg: &mut ConfigBag,
         ) -> Result<(), BoxError> {
-            let op = cfg
-                .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
-                .map(|m| m.name().to_string())
-                .unwrap_or_default();
+            let (_, op) = metadata(cfg);
             if self.ops.iter().any(|o| o == &op) {
                 return Err(format!("injected failure of {op} (BAKERY_FAIL_API)").into());
             }
+            Ok(())
+        }
+
+        fn modify_before_deserialization(
+            &self,
+            ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let (service, op) = metadata(cfg);
+            if !self.throttle.iter().any(|o| o == &op) {
+                return Ok(());
+            }
+            tracing::warn!("injected throttling of {op} (BAKERY_THROTTLE_API)");
+            let resp = ctx.response_mut();
+            *resp.status_mut() = StatusCode::try_from(if service == "EC2" { 503 } else { 400 }).expect("valid status");
+            let body = match service.as_str() {
+                "EC2" => "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>bakery-injected</RequestID></Response>".to_string(),
+                "EBS" => {
+                    resp.headers_mut().insert("x-amzn-errortype", "ThrottlingException");
+                    resp.headers_mut().insert("content-type", "application/json");
+                    r#"{"message":"Rate exceeded"}"#.to_string()
+                }
+                _ => "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>bakery-injected</RequestId></ErrorResponse>".to_string(),
+            };
+            *resp.body_mut() = SdkBody::from(body);
             Ok(())
         }
     }
@@ -139,13 +196,27 @@ where
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            match (err.code(), err.message()) {
+            let text = match (err.code(), err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.to_string(),
                 _ => format!("{err}"),
+            };
+            if err.code().is_some_and(is_throttling_code) {
+                format!("{text} (AWS throttled the call and {MAX_ATTEMPTS} attempts with backoff did not get through; try again later, or run fewer bakes at once)")
+            } else {
+                text
             }
         }
-        SdkError::DispatchFailure(d) => format!("cannot reach the AWS endpoint ({})", if d.is_io() { "connection failed" } else if d.is_timeout() { "timed out" } else { "dispatch failure" }),
+        SdkError::DispatchFailure(d) => {
+            let chain = source_chain(e);
+            if chain.contains("credentials") || chain.contains("identity") {
+                format!("no AWS credentials ({chain}); set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+            } else {
+                let why = if d.is_io() { "connection failed" } else if d.is_timeout() { "timed out" } else { "dispatch failure" };
+                let endpoint = std::env::var("AWS_ENDPOINT_URL").map(|u| format!(" {u}")).unwrap_or_default();
+                format!("cannot reach the AWS endpoint{endpoint} ({why}); check the network, the region and AWS_ENDPOINT_URL")
+            }
+        }
         SdkError::TimeoutError(_) => "the AWS call timed out".into(),
         SdkError::ConstructionFailure(_) => {
             let src = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
@@ -164,6 +235,27 @@ where
     }
 }
 
+/// Every attempt of a call, the first included (standard retry mode).
+pub const MAX_ATTEMPTS: u32 = 6;
+
+/// The error codes AWS answers with when it throttles (what the SDK's retry classifier retries).
+pub fn is_throttling_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "ThrottledException" | "RequestThrottledException" | "TooManyRequestsException" | "RequestLimitExceeded" | "RequestThrottled" | "SlowDown" | "EC2ThrottledException"
+    )
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut src = e.source();
+    while let Some(x) = src {
+        parts.push(x.to_string());
+        src = x.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +269,7 @@ mod tests {
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test")))
             .build();
-        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()] }).build();
+        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()], throttle: vec![] }).build();
         let ec2 = aws_sdk_ec2::Client::from_conf(conf);
         let e = ec2.copy_image().name("x").source_image_id("ami-1").source_region("us-east-1").send().await.unwrap_err();
         let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));

@@ -81,7 +81,7 @@ impl Ledger {
     }
 }
 
-async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
+pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     match r {
         Resource::Image { region, id } => {

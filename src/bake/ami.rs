@@ -59,8 +59,9 @@ pub fn check_regions(recipe: &Recipe) -> Result<()> {
 pub fn bake(p: Prepared, keep_on_error: bool, g: &Globals) -> Result<Manifest> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     let progress = Progress::new(g.quiet);
-    let work = WorkDir::create(&g.work_dir, &p.bake_id)?;
     let ctx = rt.block_on(AwsContext::load());
+    rt.block_on(ctx.require_credentials())?;
+    let work = WorkDir::create(&g.work_dir, &p.bake_id)?;
     let region = ctx.region(p.recipe.region.as_deref())?;
     let copies: Vec<String> = p.recipe.copy_to.iter().filter(|r| **r != region).cloned().collect();
     let base_ref = match (&p.recipe.base_name, &p.recipe.base) {

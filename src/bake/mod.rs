@@ -206,6 +206,11 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
     }
     let packages = inspect_packages(&recipe.packages)?;
     naming::validate_tags(&recipe.tags).map_err(|e| input!("--tag: {e}"))?;
+    // With bakery's own tags too (the base's are filled in later; their keys count now).
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let placeholder = BaseSummary { image: "-".into(), name: "-".into(), version: "-".into(), format: None };
+    naming::validate_tags(&image_tags(packages.first(), &placeholder, "-", &recipe.tags, &env))
+        .map_err(|e| input!("tags (your --tag values plus bakery's own {} tags): {e}", image_tags(packages.first(), &placeholder, "-", &BTreeMap::new(), &env).len()))?;
     let base_is_ami = recipe.base_name.is_some() || recipe.base.as_ref().is_some_and(|b| crate::recipe::is_ami_id(&b.to_string_lossy()));
     if base_is_ami && !ami {
         return Err(input!("a base AMI needs `--output ami`; for a local file output pass --base FILE (raw or qcow2)"));
@@ -221,6 +226,13 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
             let fmt = image::detect_format(p)?;
             if fmt == Format::Raw {
                 let l = layout::read_layout(p)?;
+                if l.root().is_none() && !l.partitions.is_empty() && l.table != layout::TableKind::None {
+                    return Err(input!(
+                        "base `{}`: its partition table ({} partition(s)) has no Linux root filesystem; pass a bootable disk image (e.g. from `bakery base build`)",
+                        p.display(),
+                        l.partitions.len()
+                    ));
+                }
                 if l.root().is_none() {
                     return Err(input!(
                         "base `{}`: no partition table or Linux root filesystem found; pass a raw or qcow2 disk image (e.g. from `bakery base build`)",

@@ -64,6 +64,7 @@ fn template(name: &str, region: &str, snapshot_id: &str, size_gib: i32, version:
 pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -> Result<Manifest> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     let ctx = rt.block_on(AwsContext::load());
+    rt.block_on(ctx.require_credentials())?;
     let region = ctx.region(a.region.as_deref())?;
     let copies: Vec<String> = a.copy_to.iter().filter(|r| **r != region).cloned().collect();
     let name = built.name.clone();
@@ -151,6 +152,7 @@ pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -
 pub fn list(a: &BaseListArgs) -> Result<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let ctx = rt.block_on(AwsContext::load());
+    rt.block_on(ctx.require_credentials())?;
     let regions = if a.region.is_empty() { vec![ctx.region(None)?] } else { a.region.clone() };
     let mut out = serde_json::Map::new();
     for r in regions {

@@ -46,6 +46,7 @@ pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
     crate::base::publish::check(&a.publish)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let ctx = rt.block_on(AwsContext::load());
+    rt.block_on(ctx.require_credentials())?;
     let region = ctx.region(a.publish.region.as_deref())?;
     // Find the family before baking so the new name is known (and checked) up front.
     let base = rt.block_on(ami::resolve_base(&ctx, &region, &BaseRef::NamePattern(a.base_name.clone())))?;

@@ -2,6 +2,7 @@
 
 pub mod boot;
 pub mod deploy;
+pub mod images;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,9 @@ pub enum Command {
     Base(BaseCommand),
     /// Boot an image under QEMU through its own bootloader and check that it answers.
     Boot(boot::BootArgs),
+    /// Manage baked AMIs (retention).
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// Check that this host can bake, with a fix for each missing piece.
     Doctor(DoctorArgs),
     /// Roll an Auto Scaling group or cluster onto an image (swap, rolling, red-black with a canary).

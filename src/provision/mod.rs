@@ -3,6 +3,7 @@
 
 pub mod chroot;
 pub mod driver;
+pub mod failure;
 pub mod plan;
 pub mod rpm;
 pub mod session;

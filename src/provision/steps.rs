@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::chroot::Chroot;
+use super::failure;
 use super::plan::{Bootstrap, ImageFacts, SessionPlan, Step};
 use super::rpm;
 use crate::input;
@@ -190,7 +191,34 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Run one step; a failure whose output shows an input problem (unmet dependencies, the image
+    /// out of space) becomes an input error that says what to change.
     pub fn step(&mut self, step: &Step) -> Result<()> {
+        let mark = std::fs::metadata(&self.plan.log).map(|m| m.len()).unwrap_or(0);
+        let r = self.run_step(step);
+        let Err(e) = r else { return Ok(()) };
+        if e.chain().any(|c| c.is::<crate::error::Interrupted>() || c.is::<crate::error::InputError>()) {
+            return Err(e);
+        }
+        let output = read_from(&self.plan.log, mark);
+        match failure::classify(&output) {
+            Some(failure::Cause::Unmet(lines)) => Err(input!(
+                "dependencies cannot be met from the image's package sources: {}; pass the packages that provide them with --package (they install in the same transaction) or add a layer whose sources have them",
+                lines.join("; ")
+            )),
+            Some(failure::Cause::NoSpace) => {
+                let (free, total) = fs_space(&self.chroot.root);
+                Err(input!(
+                    "the image's root filesystem ({} MiB, {} MiB free after the failed step) ran out of space (No space left on device): the base is too small for what this step installs; use a base with a bigger disk (`size:` in the base YAML) or install less",
+                    total >> 20,
+                    free >> 20
+                ))
+            }
+            None => Err(e),
+        }
+    }
+
+    fn run_step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Apt { packages, .. } => match self.package_manager() {
                 PackageManager::Apt => self.apt_install(packages, &[]),
@@ -300,6 +328,27 @@ impl<'a> Runner<'a> {
             self.facts.base = serde_json::from_str(&text).ok();
         }
         Ok(())
+    }
+}
+
+/// The session log from byte `from` on (what the failed step printed), at most its last 256 KiB.
+fn read_from(log: &Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = from.max(len.saturating_sub(256 << 10));
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = f.read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Free (for root) and total bytes of the filesystem at `p`.
+fn fs_space(p: &Path) -> (u64, u64) {
+    match nix::sys::statvfs::statvfs(p) {
+        Ok(s) => (s.blocks_free() as u64 * s.fragment_size() as u64, s.blocks() as u64 * s.fragment_size() as u64),
+        Err(_) => (0, 0),
     }
 }
 

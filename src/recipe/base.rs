@@ -88,6 +88,13 @@ impl BaseSpec {
         if let Some(p) = self.packages.iter().chain([&self.kernel]).find(|p| bad(p)) {
             return Err(input!("{origin}: package name `{p}` is not valid"));
         }
+        // The name becomes the AMI name (`{name}-{version}`) when the base is published.
+        if let Some(c) = self.name.chars().find(|c| !crate::naming::is_ami_name_char(*c)) {
+            return Err(input!("{origin}: name `{}` contains `{c}`, which AWS does not allow in AMI names; use letters, digits and ()[] ./-'@_", self.name));
+        }
+        if self.name.is_empty() || self.name.chars().count() > crate::naming::MAX_AMI_NAME - 13 {
+            return Err(input!("{origin}: name must be 1 to {} characters (it becomes the AMI name with a version)", crate::naming::MAX_AMI_NAME - 13));
+        }
         if self.root_label.is_empty() || self.root_label.len() > 16 {
             return Err(input!("{origin}: root-label must be 1 to 16 characters (ext4 limit)"));
         }
@@ -115,6 +122,9 @@ mod tests {
         let mut b = BaseSpec::builtin();
         b.packages.push("bad pkg".into());
         assert!(b.validate("x.yaml").unwrap_err().to_string().contains("bad pkg"));
+        let mut b = BaseSpec::builtin();
+        b.name = "web base!".into();
+        assert!(b.validate("x.yaml").unwrap_err().to_string().starts_with("x.yaml: name `web base!` contains `!`"));
     }
 
     #[test]

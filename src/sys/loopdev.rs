@@ -23,10 +23,10 @@ impl LoopGuard {
     /// when another tool wins the race.
     pub fn attach(file: &Path, lock_dir: &Path) -> Result<LoopGuard> {
         let _lock = HostLock::acquire(lock_dir, "loop-attach")?;
-        let ctl = LoopControl::open().context("opening /dev/loop-control (is the loop module loaded? run `modprobe loop`)")?;
+        let ctl = Control::open()?;
         let mut last_err = None;
         for _ in 0..8 {
-            let dev = ctl.next_free().context("asking /dev/loop-control for a free loop device (no free loop devices?)")?;
+            let dev = ctl.next_free()?;
             match dev.with().autoclear(true).attach(file) {
                 Ok(()) => {
                     let path = dev.path().context("loop device has no path")?;
@@ -60,6 +60,46 @@ impl LoopGuard {
             }
         }
         Err(last.unwrap()).with_context(|| format!("detaching {}", self.path.display()))
+    }
+}
+
+/// The loop control device. `BAKERY_LOOP_CONTROL=PATH` (a test seam) makes bakery ask another
+/// file instead of /dev/loop-control, so a host without a free loop device can be simulated
+/// honestly: the request for a free device fails as it would there.
+enum Control {
+    Kernel(LoopControl),
+    Path(std::fs::File, PathBuf),
+}
+
+nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
+
+impl Control {
+    fn open() -> Result<Control> {
+        match std::env::var_os("BAKERY_LOOP_CONTROL") {
+            None => Ok(Control::Kernel(
+                LoopControl::open().context("opening /dev/loop-control (is the loop module loaded? run `modprobe loop`)")?,
+            )),
+            Some(p) => {
+                let p = PathBuf::from(p);
+                let f = std::fs::File::open(&p).with_context(|| format!("opening {} (BAKERY_LOOP_CONTROL)", p.display()))?;
+                Ok(Control::Path(f, p))
+            }
+        }
+    }
+
+    fn next_free(&self) -> Result<LoopDevice> {
+        let hint = "no free loop device: detach unused ones (`losetup -a` lists them; `bakery gc` removes what dead bakes left) or allow more (`modprobe loop max_loop=64`)";
+        match self {
+            Control::Kernel(ctl) => ctl.next_free().with_context(|| format!("asking /dev/loop-control for a free loop device: {hint}")),
+            Control::Path(f, p) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: LOOP_CTL_GET_FREE takes no argument; the fd is open for the call's duration.
+                let n = unsafe { loop_ctl_get_free(f.as_raw_fd()) }
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("asking {} for a free loop device: {hint}", p.display()))?;
+                LoopDevice::open(format!("/dev/loop{n}")).with_context(|| format!("opening /dev/loop{n}"))
+            }
+        }
     }
 }
 

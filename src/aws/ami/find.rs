@@ -136,7 +136,7 @@ fn newest_first(a: &Image, b: &Image) -> std::cmp::Ordering {
 }
 
 /// DescribeImages owned by this account, all pages.
-async fn describe_own_images(
+pub(crate) async fn describe_own_images(
     ec2: &aws_sdk_ec2::Client,
     region: &str,
     filters: Vec<Filter>,

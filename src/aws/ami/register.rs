@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use aws_sdk_ec2::types::{
     ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ResourceType,
     VolumeType,
@@ -108,25 +108,8 @@ pub async fn register_with(
     let ec2 = ctx.ec2(region);
     let tags = with_bake_id(&spec.tags, &ledger.bake_id);
 
-    if let Some((image_id, snaps, state)) = find_image_by_name(&ec2, &spec.name).await? {
-        info!(
-            "reusing image {image_id} ({}) in {region}: an image of that name exists ({state})",
-            spec.name
-        );
-        if !snaps.contains(&spec.root_snapshot_id) {
-            warn!(
-                "snapshot {} is not used by the reused image {image_id}",
-                spec.root_snapshot_id
-            );
-        }
-        if state != "available" {
-            wait_image_available(&ec2, region, &image_id, wait).await?;
-        }
-        return Ok(Registered {
-            snapshot_id: snaps.first().cloned().unwrap_or_default(),
-            image_id,
-            reused: true,
-        });
+    if let Some(found) = find_image_by_name(&ec2, &spec.name).await? {
+        return reuse(ctx, region, spec, ledger, wait, found).await;
     }
 
     let mut req = ec2
@@ -146,14 +129,28 @@ pub async fn register_with(
     if let Some(mode) = &spec.base.boot_mode {
         req = req.boot_mode(BootModeValues::from(mode.as_str()));
     }
-    let out = req.send().await.map_err(|e| {
-        anyhow!(
-            "registering image {} from snapshot {} in {region}: {}",
-            spec.name,
-            spec.root_snapshot_id,
-            describe_sdk_error(&e)
-        )
-    })?;
+    let out = match req.send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let msg = describe_sdk_error(&e);
+            if msg.contains("InvalidAMIName.Duplicate") {
+                // Another bake registered this name between our lookup and our call (AMI names
+                // are unique per account and region): theirs is the image, ours is not needed.
+                info!("{} was registered in {region} by another bake meanwhile: reusing it", spec.name);
+                for attempt in 0..10u64 {
+                    if let Some(found) = find_image_by_name(&ec2, &spec.name).await? {
+                        return reuse(ctx, region, spec, ledger, wait, found).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
+                }
+            }
+            bail!(
+                "registering image {} from snapshot {} in {region}: {msg}",
+                spec.name,
+                spec.root_snapshot_id
+            );
+        }
+    };
     let Some(image_id) = out.image_id().map(str::to_string) else {
         bail!(
             "registering image {} in {region}: AWS returned no image id",
@@ -184,6 +181,52 @@ pub async fn register_with(
         image_id,
         snapshot_id,
         reused: false,
+    })
+}
+
+/// An image of this name exists (a rerun, or another bake won the race): use it. Our own root
+/// snapshot, when the image does not use it, is deleted now — committing the ledger would
+/// otherwise keep it as an orphan.
+async fn reuse(
+    ctx: &AwsContext,
+    region: &str,
+    spec: &RegisterSpec,
+    ledger: &Ledger,
+    wait: &WaitConfig,
+    (image_id, snaps, state): (String, Vec<String>, String),
+) -> Result<Registered> {
+    let ec2 = ctx.ec2(region);
+    info!(
+        "reusing image {image_id} ({}) in {region}: an image of that name exists ({state})",
+        spec.name
+    );
+    if !snaps.contains(&spec.root_snapshot_id) {
+        let ours = Resource::Snapshot {
+            region: region.to_string(),
+            id: spec.root_snapshot_id.clone(),
+        };
+        match crate::aws::ledger::delete(ctx, &ours).await {
+            Ok(()) => {
+                ledger.forget(&ours);
+                info!(
+                    "deleted snapshot {}: the reused image {image_id} does not use it",
+                    spec.root_snapshot_id
+                );
+            }
+            Err(e) => warn!(
+                "snapshot {} is not used by the reused image {image_id} and could not be deleted: {e}; it carries the {} tag of this bake",
+                spec.root_snapshot_id,
+                crate::aws::BAKE_ID_TAG
+            ),
+        }
+    }
+    if state != "available" {
+        wait_image_available(&ec2, region, &image_id, wait).await?;
+    }
+    Ok(Registered {
+        snapshot_id: snaps.first().cloned().unwrap_or_default(),
+        image_id,
+        reused: true,
     })
 }
 

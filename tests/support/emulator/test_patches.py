@@ -426,3 +426,37 @@ def test_patch_m_put_block_validates_like_aws(ebs):
     with pytest.raises(ClientError) as e:
         put(ebs, sid, 1, data)
     assert error_of(e) == (400, "ValidationException")
+
+
+# --- w: RegisterImage names are unique per account and region --------------------------------
+
+def test_patch_w_register_image_refuses_a_name_in_use(ec2, ebs):
+    name = f"bakery-test-dup-{uuid.uuid4().hex[:10]}"
+    first = register(ec2, snapshot(ebs, {0: block(b"w1")}), Name=name)
+    second_snap = snapshot(ebs, {0: block(b"w2")})
+    with pytest.raises(ClientError) as e:
+        register(ec2, second_snap, Name=name)
+    assert error_of(e) == (400, "InvalidAMIName.Duplicate")
+    assert first in e.value.response["Error"]["Message"]
+    same = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
+    assert [i["ImageId"] for i in same] == [first]
+    # Racing registrations: exactly one wins.
+    race = f"bakery-test-race-{uuid.uuid4().hex[:10]}"
+    results: list[str] = []
+
+    def attempt():
+        try:
+            results.append(register(ec2, second_snap, Name=race))
+        except ClientError as err:
+            results.append(err.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.startswith("ami-") for r in results) == [False, False, False, True], results
+    # Once deregistered, the name is free again.
+    ec2.deregister_image(ImageId=first)
+    again = register(ec2, second_snap, Name=name)
+    assert again != first

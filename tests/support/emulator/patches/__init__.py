@@ -33,6 +33,7 @@ PATCHES = [
     "o_asg_registers_at_launch",
     "p_asg_unknown_action",
     "q_target_health_control",
+    "w_register_image_unique_name",
 ]
 
 
