@@ -792,3 +792,125 @@ fn a_failing_pre_deploy_plugin_stops_the_deploy_before_anything_changes() {
     assert_eq!(rt.block_on(r.versions()).len(), 1);
     assert_eq!(rt.block_on(r.describe(&name)).unwrap().launch_template().unwrap().version(), Some("1"));
 }
+
+// --- Ctrl-C: the deploy stops waiting, rolls back, exits 130; a killed rolling deploy resumes ----
+
+/// `bakery deploy ARGS` started in the background against the emulator.
+fn spawn_deploy(args: &[&str], extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .arg("deploy")
+        .args(args)
+        .args(extra)
+        .env("BAKERY_DEPLOY_POLL_MS", "50")
+        .env("RUST_LOG", "bakery=info")
+        .current_dir(support::repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_red_black_deploy_rolls_it_back_and_exits_130() {
+    let _emu = emulator();
+    let rt = rt();
+    let ctx = rt.block_on(AwsContext::load());
+    let r = rt.block_on(Region::new(&ctx, "us-west-2"));
+    let cluster = unique("sig").replace('-', "") + "-prod";
+    let (v000, v001) = (format!("{cluster}-v000"), format!("{cluster}-v001"));
+    // v000 follows $Latest, so the deploy also pins it while it runs: that is undone too.
+    rt.block_on(r.group(&v000, "$Latest", 2));
+    rt.block_on(r.mark_unhealthy(&r.new_ami));
+    let ids = rt.block_on(r.instance_ids(&v000));
+    let versions = rt.block_on(r.versions());
+    let template = rt.block_on(r.template());
+    let (url, got) = webhook();
+    let cfg = format!("notify-webhook={}", json!({"url": url}));
+    let child = spawn_deploy(
+        &["--image", &r.new_ami, "--region", "us-west-2", "--cluster", &cluster, "--wait-timeout", "600"],
+        &["--plugin", "notify-webhook", "--plugin-config", &cfg],
+    );
+    // Once the new generation exists (and the deploy waits for it to get healthy): Ctrl-C.
+    wait_for(&format!("{v001} with 2 instances"), || rt.block_on(r.instance_ids(&v001)).len() == 2);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("bakery: error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("interrupted") && errors[0].contains("rolled back in us-west-2"), "{}", errors[0]);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((v["status"].as_str(), v["regions"][0]["status"].as_str()), (Some("interrupted"), Some("interrupted")), "{v}");
+    rt.block_on(async {
+        assert!(r.describe(&v001).await.is_none(), "the new generation is deleted");
+        assert_eq!(r.versions().await, versions, "no launch template version left");
+        assert_eq!(r.template().await, template);
+        let g = r.describe(&v000).await.unwrap();
+        assert_eq!(g.launch_template().unwrap().version(), Some("$Latest"), "v000 follows $Latest again");
+        assert!(r.suspended(&v000).await.is_empty(), "v000 still enabled");
+        assert_eq!(r.instance_ids(&v000).await, ids);
+        let t = r.targets().await;
+        assert_eq!(t.keys().cloned().collect::<BTreeSet<_>>(), ids);
+        assert!(t.values().all(|s| s == "healthy"), "{t:?}");
+    });
+    // The deploy-failed hook ran.
+    let texts: Vec<String> = got.lock().unwrap().iter().map(|v| v["text"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1].contains("failed"), "{texts:?}");
+}
+
+#[test]
+fn a_killed_rolling_deploy_is_finished_by_running_it_again() {
+    let _emu = emulator();
+    let rt = rt();
+    let ctx = rt.block_on(AwsContext::load());
+    let r = rt.block_on(Region::new(&ctx, "eu-west-1"));
+    let name = unique("roll");
+    rt.block_on(r.group(&name, "1", 3));
+    let before = rt.block_on(r.instance_ids(&name));
+    let args = ["--image", r.new_ami.as_str(), "--region", "eu-west-1", "--asg", name.as_str(), "--strategy", "rolling", "--replace-with", "batches", "--min-healthy-percentage", "66"];
+    // One instance per batch, and a long warm-up after each: kill -9 once the first replacement is healthy.
+    let mut child = spawn_deploy(&args, &["--instance-warmup", "600"]);
+    wait_for("a healthy instance on the new image", || {
+        rt.block_on(async {
+            let t = r.targets().await;
+            r.images_of(&name).await.iter().any(|(id, img)| img == &r.new_ami && t.get(id).map(String::as_str) == Some("healthy"))
+        })
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let old_left = rt.block_on(async { r.images_of(&name).await.values().filter(|i| **i == r.old_ami).count() });
+    assert_eq!(old_left, 2, "killed after the first batch");
+
+    // The same deploy again: the template already has the image; the two old instances go.
+    let out = bakery(&[&["deploy"][..], &args[..]].concat());
+    out.assert_ok();
+    let d = &out.json()["regions"][0]["detail"];
+    assert_eq!((d["resumed"].as_bool(), d["replaced"].as_u64()), (Some(true), Some(2)), "{d}");
+    rt.block_on(async {
+        let imgs = r.images_of(&name).await;
+        assert_eq!(imgs.len(), 3);
+        assert!(imgs.values().all(|i| i == &r.new_ami), "{imgs:?}");
+        assert!(imgs.keys().all(|i| !before.contains(i)));
+        let g = r.describe(&name).await.unwrap();
+        assert_eq!(g.launch_template().unwrap().version(), Some("2"));
+        assert_eq!(r.versions().await.len(), 2, "no new version made by the rerun");
+        let rec: Value = serde_json::from_str(g.tags().iter().find(|t| t.key() == Some("bakery:swap")).unwrap().value().unwrap()).unwrap();
+        assert_eq!(rec["ph"], "done", "{rec}");
+        let t = r.targets().await;
+        assert_eq!(t.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&name).await);
+        assert!(t.values().all(|s| s == "healthy"), "{t:?}");
+    });
+    // Once more: nothing to do.
+    let out = bakery(&[&["deploy"][..], &args[..]].concat());
+    out.assert_ok();
+    assert_eq!(out.json()["regions"][0]["detail"]["replaced"], 0);
+}

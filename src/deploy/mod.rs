@@ -21,6 +21,7 @@ pub mod swap;
 pub mod targets;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -31,8 +32,10 @@ use tracing::{error, info};
 use crate::aws::client::AwsContext;
 use crate::aws::ledger::Ledger;
 use crate::cli::deploy::{DeployArgs, RollbackArgs, StatusArgs, Strategy, TargetArgs, WaitArgs};
+use crate::error::{Interrupted, EXIT_INTERRUPTED};
 use crate::input;
 use crate::plugin::Hook;
+use crate::sys::signals;
 
 /// One line for an SDK error of any service.
 pub(crate) fn sdk<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error
@@ -43,16 +46,75 @@ where
     anyhow!(crate::aws::client::describe_sdk_error(&e))
 }
 
-/// How long and how often to wait for instances.
+/// How long and how often to wait for instances, and how many termination signals had arrived
+/// when the waiting began: one more stops the wait with [`Interrupted`].
 #[derive(Debug, Clone)]
 pub struct Wait {
     pub timeout: Duration,
     pub poll: Duration,
+    pub signals: usize,
 }
 
 impl Wait {
     pub fn of(a: &WaitArgs) -> Wait {
-        Wait { timeout: Duration::from_secs(a.wait_timeout), poll: Duration::from_millis(a.poll_ms.max(10)) }
+        Wait { timeout: Duration::from_secs(a.wait_timeout), poll: Duration::from_millis(a.poll_ms.max(10)), signals: 0 }
+    }
+
+    /// The same waits for a rollback: the signals so far started it, only a new one stops it.
+    pub fn for_cleanup(&self) -> Wait {
+        Wait { signals: signals::count(), ..self.clone() }
+    }
+
+    /// Err([`Interrupted`]) once a signal arrived after this wait's start.
+    pub fn check(&self) -> Result<()> {
+        if signals::count() > self.signals {
+            return Err(anyhow::Error::new(Interrupted));
+        }
+        Ok(())
+    }
+
+    /// Sleep `d`, waking within 100 ms of a signal (then Err([`Interrupted`])).
+    pub async fn nap(&self, d: Duration) -> Result<()> {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            self.check()?;
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            tokio::time::sleep((end - now).min(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// A rollback that a signal stopped: what it left, and the command that finishes it.
+#[derive(Debug)]
+pub struct Abandoned(pub String);
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Abandoned {}
+
+/// The deploy stopped because of a signal (rolled back, or its rollback stopped too).
+pub fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Interrupted>() || c.is::<Abandoned>())
+}
+
+/// Run the cleanup `fut` unless a signal arrives after `base` had (then None: it stopped midway).
+pub async fn unless_signalled<T>(base: usize, fut: impl Future<Output = T>) -> Option<T> {
+    let watch = async {
+        while signals::count() <= base {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        r = fut => Some(r),
+        _ = watch => None,
     }
 }
 
@@ -196,19 +258,42 @@ pub struct RegionResult {
 
 async fn deploy_region(ctx: &AwsContext, region: &str, image: &str, target: &Target, o: &Options) -> Result<Value> {
     let ledger = Ledger::new(&o.deploy_id);
+    let base = signals::count();
     let r = match (target, o.strategy) {
         (Target::Asg(name), Strategy::Swap) => swap::swap(ctx, region, name, image, o, &ledger).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
         (Target::Asg(name), Strategy::Rolling) => rolling::rolling(ctx, region, name, image, o, &ledger).await,
         (Target::Cluster(c), Strategy::RedBlack) => redblack::deploy(ctx, region, c, image, o, &ledger).await,
         _ => unreachable!("checked before"),
     };
-    if r.is_err() {
-        let failures = ledger.rollback(ctx).await;
-        if !failures.is_empty() {
-            error!("{region}: cleanup left {}", failures.join("; "));
+    if let Err(e) = r {
+        let left: Vec<String> = ledger.entries().iter().map(|r| r.describe()).collect();
+        let cleanup_base = signals::count().max(base);
+        match unless_signalled(cleanup_base, ledger.rollback(ctx)).await {
+            Some(failures) if !failures.is_empty() => error!("{region}: cleanup left {}", failures.join("; ")),
+            Some(_) => {}
+            None => {
+                return Err(abandoned(&e, &left.join(", "), target, region));
+            }
         }
+        return Err(e);
     }
     r
+}
+
+/// The error of a deploy whose rollback a signal stopped: why it stopped, what may be left.
+pub fn abandoned(e: &anyhow::Error, left: &str, target: &Target, region: &str) -> anyhow::Error {
+    anyhow::Error::new(Abandoned(format!(
+        "{e:#}; a signal stopped its rollback, which may have left {left}: {} finishes it",
+        rollback_command(target, region)
+    )))
+}
+
+/// The command that finishes an interrupted deploy's rollback in `region`.
+pub fn rollback_command(target: &Target, region: &str) -> String {
+    match target {
+        Target::Asg(n) => format!("`bakery rollback --asg {n} --region {region}`"),
+        Target::Cluster(c) => format!("`bakery rollback --cluster {c} --region {region}`"),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -239,6 +324,8 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
     }
     let plugins = hooks::resolve(&args.plugins)?;
     let canary = canary::Canary::from_args(args)?;
+    // Ctrl-C/SIGTERM: the waits stop, what the deploy made is rolled back, exit 130.
+    signals::install();
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
     let (jobs, manifest) = images(args, &ctx)?;
@@ -268,10 +355,12 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
 
     info!("deploy {}: {} {} to {}", o.deploy_id, strategy_name(strategy), target.name(), waves.iter().map(|w| w.join("+")).collect::<Vec<_>>().join(" then "));
     let mut results: Vec<RegionResult> = Vec::new();
-    let mut failed = false;
+    let (mut failed, mut interrupted) = (false, false);
     for wave in &waves {
-        if failed {
-            results.extend(wave.iter().map(|r| RegionResult { region: r.clone(), image_id: images[r.as_str()].to_string(), status: "skipped".into(), error: Some("an earlier wave failed".into()), detail: Value::Null }));
+        interrupted |= signals::interrupted();
+        if failed || interrupted {
+            let why = if interrupted { "interrupted before it started" } else { "an earlier wave failed" };
+            results.extend(wave.iter().map(|r| RegionResult { region: r.clone(), image_id: images[r.as_str()].to_string(), status: "skipped".into(), error: Some(why.into()), detail: Value::Null }));
             continue;
         }
         let runs = wave.iter().map(|r| {
@@ -282,6 +371,13 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
         for (region, image_id, r) in rt.block_on(futures::future::join_all(runs)) {
             match r {
                 Ok(detail) => results.push(RegionResult { region, image_id, status: "succeeded".into(), error: None, detail }),
+                Err(e) if is_interrupted(&e) => {
+                    interrupted = true;
+                    let stopped = e.chain().any(|c| c.is::<Abandoned>());
+                    error!("{region}: {e:#}");
+                    let status = if stopped { "interrupted-rollback-stopped" } else { "interrupted" };
+                    results.push(RegionResult { region, image_id, status: status.into(), error: Some(format!("{e:#}")), detail: Value::Null });
+                }
                 Err(e) => {
                     failed = true;
                     error!("{region}: {e:#}");
@@ -290,27 +386,65 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
             }
         }
     }
-    let status = if failed { "failed" } else { "succeeded" };
+    let status = if interrupted {
+        "interrupted"
+    } else if failed {
+        "failed"
+    } else {
+        "succeeded"
+    };
     let out = json!({
         "kind": "deploy", "deploy_id": o.deploy_id, "strategy": strategy, "target": target,
         "status": status, "regions": results,
     });
-    let hook = if failed { Hook::DeployFailed } else { Hook::PostDeploy };
+    let line = if interrupted { Some(interrupted_line(&o.deploy_id, &target, &results)) } else { None };
+    let hook = if failed || interrupted { Hook::DeployFailed } else { Hook::PostDeploy };
     let mut ev = hooks::event(hook, &o.deploy_id, &target, strategy, &images, manifest);
     ev.status = Some(status.into());
     ev.extra.insert("regions".into(), serde_json::to_value(&results)?);
-    if failed {
-        ev.error = results.iter().find_map(|r| r.error.clone().map(|e| format!("{}: {e}", r.region)));
+    if failed || interrupted {
+        ev.error = line.clone().or_else(|| results.iter().find_map(|r| r.error.clone().map(|e| format!("{}: {e}", r.region))));
     }
     if let Err(e) = crate::plugin::run_hook(&plugins, hook, &ev) {
         error!("{hook} plugins: {e:#}");
     }
     print(&out)?;
+    if let Some(line) = line {
+        // One line, like every error, but its own: "everything was released" may not be true.
+        eprintln!("bakery: error: {line}");
+        return Ok(EXIT_INTERRUPTED);
+    }
     if failed {
         let first = results.iter().find(|r| r.status == "failed").and_then(|r| r.error.clone().map(|e| format!("{}: {e}", r.region))).unwrap_or_default();
         return Err(anyhow!("deploy {} failed ({first})", o.deploy_id));
     }
     Ok(0)
+}
+
+/// The one line an interrupted deploy ends with: per region what was undone, what is left.
+fn interrupted_line(id: &str, target: &Target, results: &[RegionResult]) -> String {
+    let of = |status: &str| results.iter().filter(|r| r.status == status).map(|r| r.region.as_str()).collect::<Vec<_>>();
+    let mut parts = Vec::new();
+    let undone = of("interrupted");
+    if !undone.is_empty() {
+        parts.push(format!("rolled back in {}", undone.join(", ")));
+    }
+    for r in results.iter().filter(|r| r.status == "interrupted-rollback-stopped") {
+        parts.push(format!("{}: {}", r.region, r.error.as_deref().unwrap_or_default()));
+    }
+    let done = of("succeeded");
+    if !done.is_empty() {
+        parts.push(format!("already deployed in {} (`bakery rollback` undoes it: {})", done.join(", "), done.iter().map(|r| rollback_command(target, r)).collect::<Vec<_>>().join(", ")));
+    }
+    let failed = of("failed");
+    if !failed.is_empty() {
+        parts.push(format!("failed and rolled back in {}", failed.join(", ")));
+    }
+    let skipped = of("skipped");
+    if !skipped.is_empty() {
+        parts.push(format!("not started in {}", skipped.join(", ")));
+    }
+    format!("deploy {id} to {} interrupted: {}", target.name(), parts.join("; "))
 }
 
 fn strategy_name(s: Strategy) -> &'static str {

@@ -80,19 +80,31 @@ pub async fn disable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Re
 
 pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
     let pinned = std::sync::Mutex::new(None);
+    let base = crate::sys::signals::count();
     let r = deploy_inner(ctx, region, cluster, image, o, ledger, &pinned).await;
     let unpin = pinned.lock().unwrap().take();
-    if let (Err(_), Some((g, src))) = (&r, unpin) {
-        // Remove what the failed deploy made first, then let the serving generation follow
-        // $Latest again (which is then the version it runs).
+    let Err(e) = r else { return r };
+    // Remove what the failed (or interrupted) deploy made first, then let the serving
+    // generation follow $Latest again (which is then the version it runs). A signal during
+    // this stops it and says what is left.
+    let mut left: Vec<String> = ledger.entries().iter().rev().map(|r| r.describe()).collect();
+    if let Some((g, _)) = &unpin {
+        left.push(format!("{} pinned to the launch template version it runs (it followed $Latest)", asg::name(g)));
+    }
+    let cleanup = async {
         for f in ledger.rollback(ctx).await {
             warn!("{region}: cleanup: {f}");
         }
-        if let Err(e) = asg::set_version(&ctx.autoscaling(region), &g, &src, "$Latest").await {
-            warn!("{region}: {e:#}");
+        if let Some((g, src)) = &unpin {
+            if let Err(e) = asg::set_version(&ctx.autoscaling(region), g, src, "$Latest").await {
+                warn!("{region}: {e:#}");
+            }
         }
+    };
+    if !left.is_empty() && super::unless_signalled(crate::sys::signals::count().max(base), cleanup).await.is_none() {
+        return Err(super::abandoned(&e, &left.join(", "), &super::Target::Cluster(cluster.into()), region));
     }
-    r
+    Err(e)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -168,7 +180,7 @@ async fn deploy_inner(
     if rec.phase == "canary" {
         let c = o.canary.as_ref().ok_or_else(|| input!("{new_name} ({region}) is a canary in progress: resume it with the same --canary-size and --judge, or roll it back"))?;
         info!("{region}: canary {new_name} healthy; judging in {:.0}s", c.window.as_secs_f64());
-        tokio::time::sleep(c.window).await;
+        o.wait.nap(c.window).await.with_context(|| format!("canary {new_name} ({region}) before it was judged"))?;
         let ev = canary::event(&o.deploy_id, region, cluster, &new_name, &from_name, image, c.window.as_secs_f64() / 60.0);
         score = Some(c.judge(ev).await.with_context(|| format!("canary {new_name} ({region}) failed; it is torn down"))?);
         info!("{region}: canary {new_name} passed with score {}", score.unwrap_or_default());

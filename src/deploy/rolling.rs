@@ -7,11 +7,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use aws_sdk_autoscaling::types::RefreshPreferences;
+use aws_sdk_autoscaling::types::{AutoScalingGroup, RefreshPreferences};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::state::{self, Follows, SWAP_TAG};
+use super::state::{self, Follows, SwapRecord, SWAP_TAG};
 use super::{asg, lt, plan, sdk, swap, targets, Options, Wait};
 use crate::aws::client::AwsContext;
 use crate::aws::ledger::Ledger;
@@ -40,39 +40,93 @@ impl RollingOptions {
 
 pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
     let a = ctx.autoscaling(region);
-    let before = asg::describe(&a, name).await?.map(|g| asg::instance_ids(&g)).unwrap_or_default();
+    let g = asg::require(&a, name).await?;
+    let prior: Option<SwapRecord> = state::read(&g, SWAP_TAG)?;
+    // The instances to replace: every one not on the image (all of them, unless an interrupted
+    // deploy of this image already replaced some).
+    let stale: Vec<String> = running(ctx, region, &g).await?.into_iter().filter(|(_, img)| img != image).map(|(id, _)| id).collect();
     let sw = swap::swap(ctx, region, name, image, o, ledger).await?;
-    let Some(mut rec) = sw.record.clone() else {
-        return Ok(json!({"swap": sw, "replaced": 0}));
+    let resumed = sw.record.is_none();
+    // A rerun after an interruption: the group already launches the image. Its record (when the
+    // interrupted deploy was a rolling one of this image) lets a failure now roll it all back.
+    let rec = match sw.record.clone() {
+        Some(r) => Some(r),
+        None => prior.filter(|r| r.image == image && matches!(r.phase.as_str(), "swapped" | "rolling")),
     };
-    rec.phase = "rolling".into();
-    state::write(&a, name, SWAP_TAG, &rec).await?;
-    match replace(ctx, region, name, &before, &o.rolling, &o.wait).await {
+    if resumed && stale.is_empty() {
+        return Ok(json!({"swap": sw, "replaced": 0}));
+    }
+    if resumed {
+        info!("{name} ({region}) already launches {image}; {} instance(s) still run an older image: replacing them{}", stale.len(), rec.as_ref().map(|r| format!(" (resuming deploy {})", r.id)).unwrap_or_default());
+    }
+    if let Some(mut r) = rec.clone() {
+        r.phase = "rolling".into();
+        state::write(&a, name, SWAP_TAG, &r).await?;
+    }
+    match replace(ctx, region, name, &stale, &o.rolling, &o.wait).await {
         Ok(how) => {
-            rec.phase = "done".into();
-            state::write(&a, name, SWAP_TAG, &rec).await?;
-            Ok(json!({"swap": sw, "replaced": before.len(), "replaced_with": how}))
+            if let Some(mut r) = rec {
+                r.phase = "done".into();
+                state::write(&a, name, SWAP_TAG, &r).await?;
+            }
+            Ok(json!({"swap": sw, "replaced": stale.len(), "replaced_with": how, "resumed": resumed}))
         }
         Err(e) => {
+            let Some(rec) = rec else {
+                // Nothing of this run to undo: the template was as it is before it started.
+                return Err(e.context(format!("replacing the instances of {name} ({region}) that run an older image than {image} (the launch template was not changed)")));
+            };
             warn!("{name} ({region}): {e:#}; rolling back");
+            let wait = o.wait.for_cleanup();
             let undo = async {
                 swap::undo(ctx, region, name, &rec).await?;
                 let g = asg::require(&a, name).await?;
-                let launched: Vec<String> = asg::instance_ids(&g).into_iter().filter(|i| !before.contains(i)).collect();
-                own_batches(ctx, region, name, &launched, &o.rolling, &o.wait).await?;
+                // Whatever runs the deployed image (this run's, and an interrupted run's it resumed).
+                let launched: Vec<String> = running(ctx, region, &g).await?.into_iter().filter(|(_, img)| img == image).map(|(id, _)| id).collect();
+                own_batches(ctx, region, name, &launched, &o.rolling, &wait).await?;
                 if rec.follows != Follows::Latest {
                     // Nothing points at the failed version any more: leave nothing half-made.
                     lt::delete_version(&ctx.ec2(region), &rec.lt, rec.new).await?;
                 }
-                rec.phase = "failed".into();
-                state::write(&a, name, SWAP_TAG, &rec).await
+                let mut r = rec.clone();
+                r.phase = "failed".into();
+                state::write(&a, name, SWAP_TAG, &r).await
             };
-            match undo.await {
-                Ok(()) => Err(e.context(format!("rolling deploy of {name} ({region}) rolled back to launch template version {}", rec.prev))),
-                Err(u) => Err(anyhow!("{e:#}; the rollback failed too: {u:#}")),
+            match super::unless_signalled(wait.signals, undo).await {
+                Some(Ok(())) => Err(e.context(format!("rolling deploy of {name} ({region}) rolled back to launch template version {}", rec.prev))),
+                Some(Err(u)) if super::is_interrupted(&u) || crate::sys::signals::count() > wait.signals => Err(stopped(&e, &rec, name, region)),
+                Some(Err(u)) => Err(anyhow!("{e:#}; the rollback failed too: {u:#}")),
+                None => Err(stopped(&e, &rec, name, region)),
             }
         }
     }
+}
+
+/// A rollback a signal stopped: what may be left.
+fn stopped(e: &anyhow::Error, rec: &SwapRecord, name: &str, region: &str) -> anyhow::Error {
+    let left = format!(
+        "{name} on launch template {} version {} ({}) instead of {} and instances running {}",
+        rec.lt, rec.new, rec.image, rec.prev, rec.image
+    );
+    super::abandoned(e, &left, &super::Target::Asg(name.into()), region)
+}
+
+/// The group's instances (not on their way out) and the image each runs.
+pub async fn running(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<Vec<(String, String)>> {
+    let ids: Vec<String> = g
+        .instances()
+        .iter()
+        .filter(|i| !i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default().starts_with("Terminat"))
+        .filter_map(|i| i.instance_id())
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let out = ctx.ec2(region).describe_instances().set_instance_ids(Some(ids.clone())).send().await.map_err(sdk).with_context(|| format!("describing the instances of {}", asg::name(g)))?;
+    let images: std::collections::HashMap<&str, &str> =
+        out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| Some((i.instance_id()?, i.image_id()?))).collect();
+    Ok(ids.iter().filter_map(|id| images.get(id.as_str()).map(|img| (id.clone(), img.to_string()))).collect())
 }
 
 /// Replace `old` (the group's instances before the swap). Returns how.
@@ -123,11 +177,15 @@ async fn instance_refresh(ctx: &AwsContext, region: &str, name: &str, r: &Rollin
             }
             _ => {}
         }
+        if let Err(e) = wait.check() {
+            let _ = a.cancel_instance_refresh().auto_scaling_group_name(name).send().await;
+            return Err(e.context(format!("instance refresh {id} of {name} (cancelled)")));
+        }
         if started.elapsed() >= wait.timeout {
             let _ = a.cancel_instance_refresh().auto_scaling_group_name(name).send().await;
             anyhow::bail!("instance refresh {id} of {name} did not finish within {}s (cancelled)", wait.timeout.as_secs());
         }
-        tokio::time::sleep(wait.poll).await;
+        let _ = wait.nap(wait.poll).await;
     }
 }
 
@@ -143,6 +201,7 @@ pub async fn own_batches(ctx: &AwsContext, region: &str, name: &str, ids: &[Stri
     let mut next_checkpoint = r.checkpoints.iter().copied().filter(|c| *c < 100).collect::<Vec<_>>();
     next_checkpoint.sort();
     for chunk in ids.chunks(batch) {
+        wait.check()?;
         for id in chunk {
             asg::replace_instance(&a, id).await?;
             gone.insert(id.clone());
@@ -150,14 +209,14 @@ pub async fn own_batches(ctx: &AwsContext, region: &str, name: &str, ids: &[Stri
         info!("{name} ({region}): replacing {} ({}/{})", chunk.join(", "), gone.len(), ids.len());
         targets::wait_healthy(ctx, region, name, &gone, wait).await?;
         if let Some(w) = r.warmup.filter(|w| *w > 0) {
-            tokio::time::sleep(Duration::from_secs(w)).await;
+            wait.nap(Duration::from_secs(w)).await?;
         }
         let done_pct = (gone.len() * 100 / ids.len()) as u8;
         if next_checkpoint.first().is_some_and(|c| done_pct >= *c) {
             next_checkpoint.retain(|c| *c > done_pct);
             if r.checkpoint_delay > 0 {
                 info!("{name} ({region}): checkpoint at {done_pct}%, pausing {}s", r.checkpoint_delay);
-                tokio::time::sleep(Duration::from_secs(r.checkpoint_delay)).await;
+                wait.nap(Duration::from_secs(r.checkpoint_delay)).await?;
             }
         }
     }

@@ -81,6 +81,7 @@ pub async fn wait_healthy(ctx: &AwsContext, region: &str, name: &str, exclude: &
     let started = Instant::now();
     let mut last_log = Instant::now();
     loop {
+        wait.check().with_context(|| format!("waiting for {name} ({region}) to be healthy"))?;
         let g = asg::require(&a, name).await?;
         let desired = g.desired_capacity().unwrap_or(0) as usize;
         let ready: Vec<String> = g
@@ -117,6 +118,6 @@ pub async fn wait_healthy(ctx: &AwsContext, region: &str, name: &str, exclude: &
             info!("{name} ({region}): {healthy}/{desired} instances healthy, waiting");
             last_log = Instant::now();
         }
-        tokio::time::sleep(wait.poll).await;
+        wait.nap(wait.poll).await.with_context(|| format!("waiting for {name} ({region}) to be healthy"))?;
     }
 }
