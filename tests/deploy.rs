@@ -914,3 +914,87 @@ fn a_killed_rolling_deploy_is_finished_by_running_it_again() {
     out.assert_ok();
     assert_eq!(out.json()["regions"][0]["detail"]["replaced"], 0);
 }
+
+#[test]
+fn ctrl_c_during_a_rolling_deploy_rolls_it_back_and_a_second_one_says_how_to_finish() {
+    let _emu = emulator();
+    let rt = rt();
+    let ctx = rt.block_on(AwsContext::load());
+    let r = rt.block_on(Region::new(&ctx, "us-west-2"));
+    let sigint = |child: &std::process::Child| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    };
+    let healthy_new = |name: &str| {
+        rt.block_on(async {
+            let t = r.targets().await;
+            r.images_of(name).await.iter().any(|(id, img)| img == &r.new_ami && t.get(id).map(String::as_str) == Some("healthy"))
+        })
+    };
+    let all_on = |name: &str, image: &str| {
+        rt.block_on(async {
+            let imgs = r.images_of(name).await;
+            assert_eq!(imgs.len(), 3);
+            assert!(imgs.values().all(|i| i == image), "{imgs:?}");
+            let t = r.targets().await;
+            let ids = r.instance_ids(name).await;
+            assert!(ids.iter().all(|i| t.get(i).map(String::as_str) == Some("healthy")), "{t:?}");
+        })
+    };
+    let stderr_of = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // One Ctrl-C while it pauses at a checkpoint after the first batch: everything goes back.
+    let a = unique("roll");
+    rt.block_on(r.group(&a, "1", 3));
+    let common = ["--image", r.new_ami.as_str(), "--region", "us-west-2", "--strategy", "rolling", "--replace-with", "batches", "--min-healthy-percentage", "66"];
+    let child = spawn_deploy(&common, &["--asg", &a, "--checkpoints", "30", "--checkpoint-delay", "600"]);
+    wait_for("a healthy instance on the new image", || healthy_new(&a));
+    sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let line = err.lines().filter(|l| l.starts_with("bakery: error:")).collect::<Vec<_>>();
+    assert!(line.len() == 1 && line[0].contains("interrupted: rolled back in us-west-2"), "{err}");
+    all_on(&a, &r.old_ami);
+    rt.block_on(async {
+        let g = r.describe(&a).await.unwrap();
+        assert_eq!(g.launch_template().unwrap().version(), Some("1"));
+        assert!(!r.versions().await.contains_key(&2), "the version made is deleted");
+        let rec: Value = serde_json::from_str(g.tags().iter().find(|t| t.key() == Some("bakery:swap")).unwrap().value().unwrap()).unwrap();
+        assert_eq!(rec["ph"], "failed", "{rec}");
+    });
+
+    // A second Ctrl-C during that rollback stops it; the line says what finishes it, and that does.
+    let b = unique("roll");
+    rt.block_on(r.group(&b, "1", 3));
+    let before = rt.block_on(r.versions()).len();
+    let child = spawn_deploy(&common, &["--asg", &b, "--instance-warmup", "600"]);
+    wait_for("a healthy instance on the new image", || healthy_new(&b));
+    sigint(&child);
+    wait_for("the rollback to point the group back at version 1", || {
+        rt.block_on(r.describe(&b)).unwrap().launch_template().unwrap().version() == Some("1")
+    });
+    sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let line = err.lines().filter(|l| l.starts_with("bakery: error:")).collect::<Vec<_>>();
+    assert_eq!(line.len(), 1, "{err}");
+    let finish = format!("`bakery rollback --asg {b} --region us-west-2` puts version 1 back, then `bakery deploy --strategy rolling --image {} --asg {b} --region us-west-2`", r.old_ami);
+    assert!(line[0].contains("a signal stopped its rollback") && line[0].contains(&finish), "{}", line[0]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["regions"][0]["status"], "interrupted-rollback-stopped", "{v}");
+    rt.block_on(async {
+        // The rollback really stopped midway: not recorded as done, the version it deletes last is there.
+        let g = r.describe(&b).await.unwrap();
+        let rec: Value = serde_json::from_str(g.tags().iter().find(|t| t.key() == Some("bakery:swap")).unwrap().value().unwrap()).unwrap();
+        assert_eq!(rec["ph"], "rolling", "{rec}");
+        assert!(r.versions().await.contains_key(&rec["new"].as_i64().unwrap()), "{rec}");
+    });
+    bakery(&["rollback", "--asg", &b, "--region", "us-west-2"]).assert_ok();
+    bakery(&["deploy", "--strategy", "rolling", "--image", &r.old_ami, "--asg", &b, "--region", "us-west-2", "--replace-with", "batches", "--min-healthy-percentage", "66"]).assert_ok();
+    all_on(&b, &r.old_ami);
+    rt.block_on(async {
+        assert_eq!(r.describe(&b).await.unwrap().launch_template().unwrap().version(), Some("1"));
+        assert_eq!(r.versions().await.len(), before + 1, "only the interrupted deploy's version is left (unused)");
+    });
+}

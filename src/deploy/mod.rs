@@ -272,7 +272,7 @@ async fn deploy_region(ctx: &AwsContext, region: &str, image: &str, target: &Tar
             Some(failures) if !failures.is_empty() => error!("{region}: cleanup left {}", failures.join("; ")),
             Some(_) => {}
             None => {
-                return Err(abandoned(&e, &left.join(", "), target, region));
+                return Err(abandoned(&e, &left.join(", "), &format!("{} finishes it", rollback_command(target, region))));
             }
         }
         return Err(e);
@@ -281,11 +281,9 @@ async fn deploy_region(ctx: &AwsContext, region: &str, image: &str, target: &Tar
 }
 
 /// The error of a deploy whose rollback a signal stopped: why it stopped, what may be left.
-pub fn abandoned(e: &anyhow::Error, left: &str, target: &Target, region: &str) -> anyhow::Error {
-    anyhow::Error::new(Abandoned(format!(
-        "{e:#}; a signal stopped its rollback, which may have left {left}: {} finishes it",
-        rollback_command(target, region)
-    )))
+/// `finish` says what finishes the rollback.
+pub fn abandoned(e: &anyhow::Error, left: &str, finish: &str) -> anyhow::Error {
+    anyhow::Error::new(Abandoned(format!("{e:#}; a signal stopped its rollback, which may have left {left}: {finish}")))
 }
 
 /// The command that finishes an interrupted deploy's rollback in `region`.

@@ -102,7 +102,8 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
         }
     };
     if !left.is_empty() && super::unless_signalled(crate::sys::signals::count().max(base), cleanup).await.is_none() {
-        return Err(super::abandoned(&e, &left.join(", "), &super::Target::Cluster(cluster.into()), region));
+        let finish = format!("{} finishes it", super::rollback_command(&super::Target::Cluster(cluster.into()), region));
+        return Err(super::abandoned(&e, &left.join(", "), &finish));
     }
     Err(e)
 }

@@ -83,7 +83,9 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
                 let g = asg::require(&a, name).await?;
                 // Whatever runs the deployed image (this run's, and an interrupted run's it resumed).
                 let launched: Vec<String> = running(ctx, region, &g).await?.into_iter().filter(|(_, img)| img == image).map(|(id, _)| id).collect();
-                own_batches(ctx, region, name, &launched, &o.rolling, &wait).await?;
+                // Back as fast as --min-healthy-percentage allows: no checkpoint pauses.
+                let back = RollingOptions { checkpoints: vec![], ..o.rolling.clone() };
+                own_batches(ctx, region, name, &launched, &back, &wait).await?;
                 if rec.follows != Follows::Latest {
                     // Nothing points at the failed version any more: leave nothing half-made.
                     lt::delete_version(&ctx.ec2(region), &rec.lt, rec.new).await?;
@@ -104,11 +106,14 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
 
 /// A rollback a signal stopped: what may be left.
 fn stopped(e: &anyhow::Error, rec: &SwapRecord, name: &str, region: &str) -> anyhow::Error {
-    let left = format!(
-        "{name} on launch template {} version {} ({}) instead of {} and instances running {}",
-        rec.lt, rec.new, rec.image, rec.prev, rec.image
+    let left = format!("{name} on launch template {} version {} ({}) instead of {}, and instances running {}", rec.lt, rec.new, rec.image, rec.prev, rec.image);
+    let finish = format!(
+        "{} puts version {} back, then `bakery deploy --strategy rolling --image {} --asg {name} --region {region}` replaces those instances",
+        super::rollback_command(&super::Target::Asg(name.into()), region),
+        rec.prev,
+        rec.prev_image
     );
-    super::abandoned(e, &left, &super::Target::Asg(name.into()), region)
+    super::abandoned(e, &left, &finish)
 }
 
 /// The group's instances (not on their way out) and the image each runs.
