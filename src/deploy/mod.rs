@@ -522,3 +522,30 @@ pub fn run_status(args: &StatusArgs) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(region: &str, status: &str, error: Option<&str>) -> RegionResult {
+        RegionResult { region: region.into(), image_id: "ami-1".into(), status: status.into(), error: error.map(String::from), detail: Value::Null }
+    }
+
+    #[test]
+    fn the_interrupted_line_says_per_region_what_was_undone_and_what_is_left() {
+        let t = Target::Cluster("shop-prod".into());
+        let all = [
+            res("us-east-1", "succeeded", None),
+            res("eu-west-1", "interrupted", Some("interrupted")),
+            res("us-west-2", "interrupted-rollback-stopped", Some("left X: `bakery rollback --cluster shop-prod --region us-west-2` finishes it")),
+            res("ap-south-1", "skipped", Some("interrupted before it started")),
+        ];
+        let line = interrupted_line("dp-1", &t, &all);
+        assert_eq!(
+            line,
+            "deploy dp-1 to shop-prod interrupted: rolled back in eu-west-1; us-west-2: left X: `bakery rollback --cluster shop-prod --region us-west-2` finishes it; \
+             already deployed in us-east-1 (`bakery rollback` undoes it: `bakery rollback --cluster shop-prod --region us-east-1`); not started in ap-south-1"
+        );
+        assert_eq!(interrupted_line("dp-2", &Target::Asg("api".into()), &all[1..2]), "deploy dp-2 to api interrupted: rolled back in eu-west-1");
+    }
+}

@@ -51,7 +51,8 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
     // interrupted deploy was a rolling one of this image) lets a failure now roll it all back.
     let rec = match sw.record.clone() {
         Some(r) => Some(r),
-        None => prior.filter(|r| r.image == image && matches!(r.phase.as_str(), "swapped" | "rolling")),
+        // (Only a rolling deploy's: a finished swap of the image stays that swap's, to roll back by hand.)
+        None => prior.filter(|r| r.image == image && r.phase == "rolling"),
     };
     if resumed && stale.is_empty() {
         return Ok(json!({"swap": sw, "replaced": 0}));
