@@ -1,7 +1,9 @@
 //! Rolling: swap, then replace every instance: StartInstanceRefresh where the endpoint has it,
 //! else bakery's own batches (terminate without decrementing capacity, wait until the
-//! replacements are InService and healthy in their target groups, next batch). A failure puts
-//! the previous launch template back and replaces what the deploy launched.
+//! replacements are InService and healthy in their target groups, next batch). A failure (or a
+//! signal) puts the previous launch template back and replaces what the deploy launched. Running
+//! a killed rolling deploy again resumes it: the group already launches the image, and the
+//! instances still on another image are replaced.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
