@@ -126,11 +126,44 @@ fn remove(l: &Leftover) -> Result<()> {
 pub struct GcReport {
     pub dry_run: bool,
     pub found: Vec<Leftover>,
+    /// AWS leftovers (with `--region`/`--aws`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<Vec<crate::aws::gc::AwsLeftover>>,
     pub removed: usize,
     pub failed: Vec<String>,
 }
 
-pub fn run(dry_run: bool, g: &Globals) -> Result<GcReport> {
+pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
+    let mut report = run_local(args.dry_run, g)?;
+    if args.aws || !args.region.is_empty() {
+        let grace = crate::aws::gc::parse_grace(&args.grace).map_err(|e| crate::input!("--grace {e}"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let ctx = rt.block_on(crate::aws::client::AwsContext::load());
+        let regions = if args.region.is_empty() { vec![ctx.region(None)?] } else { args.region.clone() };
+        for r in &regions {
+            if !crate::bake::ami::is_region_name(r) {
+                return Err(crate::input!("--region `{r}` is not an AWS region name (like us-east-1)"));
+            }
+        }
+        let running = |id: &str| crate::aws::gc::running_here(&g.work_dir, id);
+        let mut found = Vec::new();
+        for r in &regions {
+            found.extend(rt.block_on(crate::aws::gc::find(&ctx, r, grace, &running))?);
+        }
+        for l in &found {
+            eprintln!("{} {}", if args.dry_run { "would remove" } else { "removing" }, l.describe());
+        }
+        if !args.dry_run {
+            let failures = rt.block_on(crate::aws::gc::remove(&ctx, &found));
+            report.removed += found.len() - failures.len().min(found.len());
+            report.failed.extend(failures);
+        }
+        report.aws = Some(found);
+    }
+    Ok(report)
+}
+
+fn run_local(dry_run: bool, g: &Globals) -> Result<GcReport> {
     let found = find(&g.work_dir);
     let mut removed = 0;
     let mut failed = Vec::new();
@@ -149,7 +182,7 @@ pub fn run(dry_run: bool, g: &Globals) -> Result<GcReport> {
     for l in &found {
         eprintln!("{} {}", if dry_run { "would remove" } else { "removed" }, l.describe());
     }
-    Ok(GcReport { dry_run, found, removed, failed })
+    Ok(GcReport { dry_run, found, aws: None, removed, failed })
 }
 
 pub fn leftover_paths(r: &GcReport) -> Vec<PathBuf> {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod disk;
 pub mod doctor;
 pub mod error;
+pub mod fault;
 pub mod gc;
 pub mod manifest;
 pub mod naming;

@@ -53,7 +53,8 @@ impl AwsContext {
 /// Test-only fault injection: `BAKERY_FAIL_API=Operation[,Operation...]` makes those API calls
 /// fail before they are sent, as if AWS had returned an error. Compiled in always (it is an
 /// interceptor that does nothing unless the variable is set) so the shipped binary is the one
-/// tested.
+/// tested. Every call is also a fault point named `api:Operation` (see `crate::fault`): listed in
+/// `BAKERY_FAULT_LOG`, and failed by `BAKERY_FAIL_AT=api:Operation`.
 pub mod fault {
     use aws_smithy_runtime_api::box_error::BoxError;
     use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
@@ -64,13 +65,16 @@ pub mod fault {
     #[derive(Debug)]
     pub struct FaultHook {
         pub ops: Vec<String>,
+        /// Also pass `crate::fault::point("api:Operation")` for every call.
+        pub points: bool,
     }
 
     impl FaultHook {
         pub fn from_env() -> Option<FaultHook> {
-            let v = std::env::var("BAKERY_FAIL_API").ok()?;
+            let v = std::env::var("BAKERY_FAIL_API").unwrap_or_default();
             let ops: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-            (!ops.is_empty()).then_some(FaultHook { ops })
+            let points = std::env::var_os(crate::fault::LOG).is_some() || std::env::var(crate::fault::FAIL_AT).is_ok_and(|a| a.starts_with("api:"));
+            (!ops.is_empty() || points).then_some(FaultHook { ops, points })
         }
     }
 
@@ -91,6 +95,9 @@ pub mod fault {
                 .unwrap_or_default();
             if self.ops.iter().any(|o| o == &op) {
                 return Err(format!("injected failure of {op} (BAKERY_FAIL_API)").into());
+            }
+            if self.points {
+                crate::fault::point(&format!("api:{op}")).map_err(|e| e.to_string())?;
             }
             Ok(())
         }
@@ -159,7 +166,7 @@ mod tests {
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test")))
             .build();
-        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()] }).build();
+        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()], points: false }).build();
         let ec2 = aws_sdk_ec2::Client::from_conf(conf);
         let e = ec2.copy_image().name("x").source_image_id("ami-1").source_region("us-east-1").send().await.unwrap_err();
         let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));

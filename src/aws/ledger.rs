@@ -29,6 +29,12 @@ impl Resource {
             Resource::Image { region, id } => format!("image {id} ({region})"),
         }
     }
+
+    pub fn region(&self) -> &str {
+        match self {
+            Resource::Volume { region, .. } | Resource::Attachment { region, .. } | Resource::Snapshot { region, .. } | Resource::Image { region, .. } => region,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +61,22 @@ impl Ledger {
         self.entries.lock().unwrap().clone()
     }
 
+    /// The bake succeeded: retag its images and snapshots `bakery:bake-state=complete`, so
+    /// `bakery gc` never takes a product for a leftover. Call before `commit`.
+    pub async fn mark_complete(&self, ctx: &AwsContext) -> anyhow::Result<()> {
+        let mut by_region: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in self.entries() {
+            if let Resource::Image { region, id } | Resource::Snapshot { region, id } = r {
+                by_region.entry(region).or_default().push(id);
+            }
+        }
+        let done = std::collections::BTreeMap::from([(super::BAKE_STATE_TAG.to_string(), "complete".to_string())]);
+        for (region, ids) in by_region {
+            super::ami::tag_resources(&ctx.ec2(&region), &region, &ids, &done).await?;
+        }
+        Ok(())
+    }
+
     /// The bake succeeded: what is left is the product, keep it.
     pub fn commit(&self) {
         self.entries.lock().unwrap().clear();
@@ -64,7 +86,21 @@ impl Ledger {
     pub async fn rollback(&self, ctx: &AwsContext) -> Vec<String> {
         let entries: Vec<Resource> = std::mem::take(&mut *self.entries.lock().unwrap());
         let mut failures = Vec::new();
-        for r in entries.iter().rev() {
+        let mut told_again = false;
+        for (i, r) in entries.iter().enumerate().rev() {
+            if crate::sys::signals::count() >= 2 && !told_again {
+                // A second Ctrl-C never abandons resources silently: say what is left and how to remove it.
+                told_again = true;
+                let left: Vec<String> = entries[..=i].iter().map(Resource::describe).collect();
+                let regions: std::collections::BTreeSet<&str> = entries[..=i].iter().map(Resource::region).collect();
+                warn!(
+                    "interrupted again: still removing {}; cleanup goes on. If bakery is killed now, `bakery gc --aws --region {} --grace 0s` removes them (tagged {}={})",
+                    left.join(", "),
+                    regions.into_iter().collect::<Vec<_>>().join(","),
+                    super::BAKE_ID_TAG,
+                    self.bake_id
+                );
+            }
             info!("cleanup: removing {}", r.describe());
             if let Err(e) = delete(ctx, r).await {
                 warn!("cleanup: {}: {e}", r.describe());

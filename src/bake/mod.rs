@@ -272,8 +272,9 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
 }
 
 pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
-    let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
+    // Before anything is made, so a signal at any point after start-up ends in cleanup and 130.
     signals::install();
+    let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
     let plugins = p.plugins.clone();
     let bake_id = p.bake_id.clone();
     let result = if p.recipe.wants_ami() { ami::bake(p, args.aws.publish.keep_on_error, g) } else { bake_file(p, g) };
@@ -325,6 +326,7 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
     }
     timings.push(Timing::new("copy base", t.elapsed().as_secs_f64()));
     progress.finish_step("copy base", t.elapsed().as_secs_f64());
+    crate::fault::point("copy base")?;
     signals::check()?;
 
     let outcome = provision_image(&disk, &base_path.display().to_string(), &p, &work, &progress, g)?;
@@ -335,6 +337,7 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
         let t = Instant::now();
         progress.start_step("write qcow2");
         image::convert(&disk, Format::Raw, &pending.tmp, Format::Qcow2)?;
+        crate::fault::point("write qcow2")?;
         timings.push(Timing::new("write qcow2", t.elapsed().as_secs_f64()));
         progress.finish_step("write qcow2", t.elapsed().as_secs_f64());
     }

@@ -58,6 +58,7 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     let our_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
     let mut child_ns = None;
     let mut forwarded = false;
+    let mut told_again = false;
     let mut timings = Vec::new();
     let mut finished: Option<ImageFacts> = None;
     let mut failed: Option<(String, bool)> = None;
@@ -79,9 +80,10 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
             let _ = kill(pid, Signal::SIGTERM);
             forwarded = true;
         }
-        if signals::count() >= 2 && forwarded {
-            // A second Ctrl-C: keep cleaning, but say what is going on.
-            progress.println("still cleaning up (mounts and loop device); press Ctrl-C again only if stuck, then run `bakery gc`");
+        if signals::count() >= 2 && forwarded && !told_again {
+            // A second Ctrl-C: keep cleaning, but say once what is still held and how to remove it.
+            told_again = true;
+            progress.println(&again_message(plan, pid));
         }
         if let Some(s) = child.try_wait()? {
             break s;
@@ -115,6 +117,17 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
         _ if forwarded => Err(anyhow::Error::new(Interrupted)),
         _ => Err(anyhow!("the chroot session died ({status}) during {}", started.map(|s| s.0).unwrap_or_else(|| "start-up".into()))),
     }
+}
+
+/// What a second Ctrl-C is told: what is still held, and how to remove it if bakery is stopped.
+pub fn again_message(plan: &SessionPlan, pid: Pid) -> String {
+    let work_top = plan.log.parent().and_then(|l| l.parent()).map(|p| p.display().to_string()).unwrap_or_default();
+    format!(
+        "interrupted again: still cleaning up; left so far: the chroot session (pid {pid}) with mounts under {}, and {} with its partitions. \
+         Cleanup goes on; if bakery is killed now, run `bakery gc --work-dir {work_top}` to remove them",
+        plan.root.display(),
+        plan.disk.display()
+    )
 }
 
 fn handle(
