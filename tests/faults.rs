@@ -129,9 +129,10 @@ fn every_aws_fault_point_fails_cleanly() {
 
     // The reference bake of a local file lists the local points (tested above); the AWS bake's
     // own points are the rest. Each version is new, so no bake reuses an earlier AMI.
+    let app = |v: u32| -> PathBuf { build_deb(t.dir.path(), &Deb { name: "cloudy", version: &format!("1.{v}-1"), ..Default::default() }) };
     let local = {
         let layer_free = t.path("local-points");
-        let app = build_deb(t.dir.path(), &Deb { name: "cloudy", version: "0.1-1", ..Default::default() });
+        let app = app(0);
         let out = t.path("ref.raw");
         let mut c = t.bakery();
         c.env("BAKERY_FAULT_LOG", &layer_free).env("TMPDIR", t.path("tmp")).args(["bake", "--base"]).arg(base_image()).arg("--package").arg(&app).arg("--output").arg(&out);
@@ -139,7 +140,6 @@ fn every_aws_fault_point_fails_cleanly() {
         std::fs::remove_file(&out).unwrap();
         fault_points(&layer_free)
     };
-    let app = |v: u32| -> PathBuf { build_deb(t.dir.path(), &Deb { name: "cloudy", version: &format!("1.{v}-1"), ..Default::default() }) };
     let log = t.path("aws-points-reference");
     let r = aws_bake(&t, &emu, &app(0), &log, None);
     r.assert_ok();

@@ -137,7 +137,14 @@ where
         SdkError::DispatchFailure(d) => format!("cannot reach the AWS endpoint ({})", if d.is_io() { "connection failed" } else if d.is_timeout() { "timed out" } else { "dispatch failure" }),
         SdkError::TimeoutError(_) => "the AWS call timed out".into(),
         SdkError::ConstructionFailure(_) => {
-            let src = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+            // The whole chain: an interceptor's error says only that it failed, its source why.
+            let mut parts = Vec::new();
+            let mut next = std::error::Error::source(e);
+            while let Some(x) = next {
+                parts.push(x.to_string());
+                next = x.source();
+            }
+            let src = parts.join(": ");
             if src.contains("credentials") { format!("no AWS credentials: {src}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") } else { format!("request could not be built: {src}") }
         }
         other => {

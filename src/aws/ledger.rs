@@ -41,15 +41,24 @@ impl Resource {
 pub struct Ledger {
     pub bake_id: String,
     entries: Mutex<Vec<Resource>>,
+    /// Regions this bake made (or asked AWS to make) something in: a rollback sweeps them.
+    regions: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Ledger {
     pub fn new(bake_id: &str) -> Ledger {
-        Ledger { bake_id: bake_id.to_string(), entries: Mutex::new(Vec::new()) }
+        Ledger { bake_id: bake_id.to_string(), entries: Mutex::new(Vec::new()), regions: Mutex::new(Default::default()) }
     }
 
     pub fn record(&self, r: Resource) {
+        self.regions.lock().unwrap().insert(r.region().to_string());
         self.entries.lock().unwrap().push(r);
+    }
+
+    /// A call that creates something in `region` is about to be made (its id may never reach
+    /// us if we are interrupted during the call): the rollback sweeps `region` by tag.
+    pub fn expect_region(&self, region: &str) {
+        self.regions.lock().unwrap().insert(region.to_string());
     }
 
     /// The resource is gone (deleted on the happy path, e.g. the bake volume): stop tracking it.
@@ -107,8 +116,34 @@ impl Ledger {
                 failures.push(format!("{}: {e}", r.describe()));
             }
         }
+        // What AWS made for us that we never saw an id of (the snapshots of a copy still in
+        // progress) carries our bake id too: sweep each region we touched by that tag.
+        let regions: Vec<String> = self.regions.lock().unwrap().iter().cloned().collect();
+        for region in regions {
+            for r in tagged_with_bake_id(ctx, &region, &self.bake_id).await {
+                info!("cleanup: removing {} (found by its {} tag)", r.describe(), super::BAKE_ID_TAG);
+                if let Err(e) = delete(ctx, &r).await {
+                    warn!("cleanup: {}: {e}", r.describe());
+                    failures.push(format!("{}: {e}", r.describe()));
+                }
+            }
+        }
         failures
     }
+}
+
+/// Images, then snapshots, tagged with `bake_id` in `region` (in the order they can be deleted).
+async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> Vec<Resource> {
+    let ec2 = ctx.ec2(region);
+    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", super::BAKE_ID_TAG)).values(bake_id).build();
+    let mut out = Vec::new();
+    if let Ok(imgs) = ec2.describe_images().owners("self").filters(f.clone()).send().await {
+        out.extend(imgs.images().iter().filter_map(|i| i.image_id()).map(|id| Resource::Image { region: region.to_string(), id: id.to_string() }));
+    }
+    if let Ok(snaps) = ec2.describe_snapshots().owner_ids("self").filters(f).send().await {
+        out.extend(snaps.snapshots().iter().filter_map(|s| s.snapshot_id()).map(|id| Resource::Snapshot { region: region.to_string(), id: id.to_string() }));
+    }
+    out
 }
 
 async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {

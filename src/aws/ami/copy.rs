@@ -145,6 +145,7 @@ async fn copy_one(
             // CopyImageTags copies the source's tags; TagSpecifications put ours (with the bake
             // id) on the new AMI and its snapshots at creation, so `gc` finds them even if we die
             // before the CreateTags below.
+            ledger.expect_region(region);
             let out = ec2
                 .copy_image()
                 .source_image_id(&source.image_id)

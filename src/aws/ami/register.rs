@@ -146,6 +146,7 @@ pub async fn register_with(
     if let Some(mode) = &spec.base.boot_mode {
         req = req.boot_mode(BootModeValues::from(mode.as_str()));
     }
+    ledger.expect_region(region);
     let out = req.send().await.map_err(|e| {
         anyhow!(
             "registering image {} from snapshot {} in {region}: {}",
