@@ -173,7 +173,7 @@ fn a_second_ctrl_c_during_cleanup_says_what_is_left_and_how_to_remove_it() {
     let app = build_deb(t.dir.path(), &Deb { name: "stubborn", postinst: Some("trap '' TERM; echo stubborn-running; sleep 60"), ..Default::default() });
     let out = t.path("twice.raw");
     let bake = Running::start(local_cmd(&t, &base, &layer, &app, &out));
-    wait_for_log(&t.work(), "stubborn-running");
+    wait_for_log(&t.work(), "Setting up stubborn");
     bake.signal(Signal::SIGINT);
     assert!(bake.wait_for_line("interrupted: stopping the chroot session", 30), "the first Ctrl-C was not acknowledged");
     bake.signal(Signal::SIGINT);
