@@ -241,7 +241,8 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
     };
     naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
 
-    let scratch = tempfile::Builder::new().prefix("bakery-layers-").tempdir()?;
+    // Named for the bake, so `bakery gc` can tell whose it is after a crash.
+    let scratch = tempfile::Builder::new().prefix(&format!("{}{bake_id}-", crate::gc::SCRATCH_PREFIX)).tempdir()?;
     let layers = resolve_layers(&recipe.layers, &args.layer_path, scratch.path())?;
     let steps = plan_steps(&layers, &packages);
     let plugins = crate::plugin::resolve(&recipe.plugins, &[])?;
