@@ -66,28 +66,47 @@ fn every_local_fault_point_fails_cleanly() {
     std::fs::remove_file(&out).unwrap();
     std::fs::remove_file(&manifest).unwrap();
 
-    let mut failures = Vec::new();
-    for (i, point) in points.iter().enumerate() {
-        let log = t.path(&format!("points-{i}"));
-        let r = local_bake(&t, &base, &layer, &app, &out, &log, Some(point));
-        let mut problems = check_failed_bake(point, &r, t.dir.path());
-        if manifest.exists() {
-            problems.push("a manifest was written".into());
-        }
-        if out.exists() {
-            // Only a fault after the output was committed (while writing the manifest) may leave
-            // it, and then it is the whole image.
-            if i <= output_done {
-                problems.push("the output exists".into());
-            }
-            std::fs::remove_file(&out).unwrap();
-        }
-        problems.extend(went_on_past(point, &fault_points(&log)));
-        eprintln!("fault after `{point}`: {}", if problems.is_empty() { "clean".to_string() } else { format!("{problems:?}") });
-        if !problems.is_empty() {
-            failures.push(format!("{point}: {problems:?}\n{}", r.stderr));
-        }
-    }
+    // Two workers, each with its own work and output dirs (bakes are mostly waiting on I/O).
+    let workers = 2;
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (points, base, layer, app) = (&points, &base, &layer, &app);
+                s.spawn(move || {
+                    let wt = TestDir::new(&format!("faults-local-w{w}"));
+                    std::fs::create_dir_all(wt.path("tmp")).unwrap();
+                    std::fs::create_dir_all(wt.path("out")).unwrap();
+                    let out = wt.path("out/app.qcow2");
+                    let manifest = out.with_extension("json");
+                    let mut failures = Vec::new();
+                    for (i, point) in points.iter().enumerate().filter(|(i, _)| i % workers == w) {
+                        let log = wt.path(&format!("points-{i}"));
+                        let r = local_bake(&wt, base, layer, app, &out, &log, Some(point));
+                        let mut problems = check_failed_bake(point, &r, wt.dir.path());
+                        if manifest.exists() {
+                            problems.push("a manifest was written".into());
+                        }
+                        if out.exists() {
+                            // Only a fault after the output was committed (while writing the
+                            // manifest) may leave it, and then it is the whole image.
+                            if i <= output_done {
+                                problems.push("the output exists".into());
+                            }
+                            std::fs::remove_file(&out).unwrap();
+                        }
+                        problems.extend(went_on_past(point, &fault_points(&log)));
+                        eprintln!("fault after `{point}`: {}", if problems.is_empty() { "clean".to_string() } else { format!("{problems:?}") });
+                        if !problems.is_empty() {
+                            failures.push(format!("{point}: {problems:?}\n{}", r.stderr));
+                        }
+                    }
+                    assert_no_leaks(wt.dir.path());
+                    failures
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
     eprintln!("faults: {} local steps x 1 mode (fail after), {} with problems", points.len(), failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_no_leaks(t.dir.path());
