@@ -20,8 +20,13 @@ pub enum Leftover {
     Process { pid: i32, comm: String, bake_id: String },
     LoopDevice { device: String, backing_file: String, bake_id: String },
     PartialOutput { path: String, bake_id: String },
+    /// A bake's scratch directory in $TMPDIR (layers written out).
+    Scratch { path: String, bake_id: String },
     WorkDir { path: String, bake_id: String },
 }
+
+/// Prefix of a bake's scratch directory in $TMPDIR: `bakery-layers-<bake-id>-XXXXXX`.
+pub const SCRATCH_PREFIX: &str = "bakery-layers-";
 
 impl Leftover {
     pub fn describe(&self) -> String {
@@ -29,6 +34,7 @@ impl Leftover {
             Leftover::Process { pid, comm, bake_id } => format!("process {comm} (pid {pid}) inside bake {bake_id}'s image"),
             Leftover::LoopDevice { device, backing_file, bake_id } => format!("loop device {device} on {backing_file} (bake {bake_id})"),
             Leftover::PartialOutput { path, bake_id } => format!("partial output {path} (bake {bake_id})"),
+            Leftover::Scratch { path, bake_id } => format!("scratch directory {path} (bake {bake_id})"),
             Leftover::WorkDir { path, bake_id } => format!("work directory {path} (bake {bake_id})"),
         }
     }
@@ -84,6 +90,14 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
             }
         }
     }
+    for e in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix(SCRATCH_PREFIX).and_then(|r| r.get(..15)).filter(|id| id.starts_with("bk-")) else { continue };
+        // Only bakes of this work dir (their work dir is here): another's liveness lock is elsewhere.
+        if work_top.join("work").join(id).is_dir() && !running(work_top, id) {
+            found.push(Leftover::Scratch { path: e.path().display().to_string(), bake_id: id.to_string() });
+        }
+    }
     if let Ok(rd) = std::fs::read_dir(work_top.join("work")) {
         for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
@@ -108,15 +122,35 @@ fn remove(l: &Leftover) -> Result<()> {
             // Its mount namespace goes with it; give the kernel a moment to release the mounts.
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        Leftover::LoopDevice { device, .. } => {
-            let _ = std::process::Command::new("partx").args(["-d", device]).output();
-            match loopdev::LoopDevice::open(device)?.detach() {
-                // ENXIO: autoclear released it once its mounts were gone.
-                Err(e) if e.raw_os_error() != Some(libc::ENXIO) => return Err(e.into()),
-                _ => {}
+        Leftover::LoopDevice { device, backing_file, .. } => {
+            // The dead bake's session child may still be dying (it follows its parent by
+            // PDEATHSIG) and hold the partitions mounted: until then partx -d fails and the
+            // kernel only defers the detach. Retry until the device is really free.
+            let name = Path::new(device).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            // Ours while it is still backed by the dead bake's file: once freed, another bake may
+            // take the same device, and it is not ours to touch any more.
+            let backing = || std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok().map(|b| b.trim().trim_end_matches(" (deleted)").to_string());
+            let has_parts = || std::fs::read_dir(format!("/sys/block/{name}")).map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}p")))).unwrap_or(false);
+            for _ in 0..100 {
+                match backing() {
+                    // Released (stale partition nodes on a free device are dropped by the next
+                    // bake that attaches it), or already someone else's: not ours to touch.
+                    None => return Ok(()),
+                    Some(b) if &b != backing_file => return Ok(()),
+                    Some(_) => {}
+                }
+                let _ = std::process::Command::new("partx").args(["-d", device]).output();
+                match loopdev::LoopDevice::open(device)?.detach() {
+                    // ENXIO: autoclear released it once its mounts were gone.
+                    Err(e) if e.raw_os_error() != Some(libc::ENXIO) && e.raw_os_error() != Some(libc::EBUSY) => return Err(e.into()),
+                    _ => {}
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
+            anyhow::bail!("{device} is still busy after 10 s (partitions mapped: {})", has_parts());
         }
         Leftover::PartialOutput { path, .. } => std::fs::remove_file(path)?,
+        Leftover::Scratch { path, .. } => std::fs::remove_dir_all(path)?,
         Leftover::WorkDir { path, .. } => std::fs::remove_dir_all(path)?,
     }
     Ok(())
@@ -126,11 +160,44 @@ fn remove(l: &Leftover) -> Result<()> {
 pub struct GcReport {
     pub dry_run: bool,
     pub found: Vec<Leftover>,
+    /// AWS leftovers (with `--region`/`--aws`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<Vec<crate::aws::gc::AwsLeftover>>,
     pub removed: usize,
     pub failed: Vec<String>,
 }
 
-pub fn run(dry_run: bool, g: &Globals) -> Result<GcReport> {
+pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
+    let mut report = run_local(args.dry_run, g)?;
+    if args.aws || !args.region.is_empty() {
+        let grace = crate::aws::gc::parse_grace(&args.grace).map_err(|e| crate::input!("--grace {e}"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let ctx = rt.block_on(crate::aws::client::AwsContext::load());
+        let regions = if args.region.is_empty() { vec![ctx.region(None)?] } else { args.region.clone() };
+        for r in &regions {
+            if !crate::bake::ami::is_region_name(r) {
+                return Err(crate::input!("--region `{r}` is not an AWS region name (like us-east-1)"));
+            }
+        }
+        let running = |id: &str| crate::aws::gc::running_here(&g.work_dir, id);
+        let mut found = Vec::new();
+        for r in &regions {
+            found.extend(rt.block_on(crate::aws::gc::find(&ctx, r, grace, &running))?);
+        }
+        for l in &found {
+            eprintln!("{} {}", if args.dry_run { "would remove" } else { "removing" }, l.describe());
+        }
+        if !args.dry_run {
+            let failures = rt.block_on(crate::aws::gc::remove(&ctx, &found));
+            report.removed += found.len() - failures.len().min(found.len());
+            report.failed.extend(failures);
+        }
+        report.aws = Some(found);
+    }
+    Ok(report)
+}
+
+fn run_local(dry_run: bool, g: &Globals) -> Result<GcReport> {
     let found = find(&g.work_dir);
     let mut removed = 0;
     let mut failed = Vec::new();
@@ -149,14 +216,14 @@ pub fn run(dry_run: bool, g: &Globals) -> Result<GcReport> {
     for l in &found {
         eprintln!("{} {}", if dry_run { "would remove" } else { "removed" }, l.describe());
     }
-    Ok(GcReport { dry_run, found, removed, failed })
+    Ok(GcReport { dry_run, found, aws: None, removed, failed })
 }
 
 pub fn leftover_paths(r: &GcReport) -> Vec<PathBuf> {
     r.found
         .iter()
         .filter_map(|l| match l {
-            Leftover::PartialOutput { path, .. } | Leftover::WorkDir { path, .. } => Some(PathBuf::from(path)),
+            Leftover::PartialOutput { path, .. } | Leftover::Scratch { path, .. } | Leftover::WorkDir { path, .. } => Some(PathBuf::from(path)),
             _ => None,
         })
         .collect()

@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod disk;
 pub mod doctor;
 pub mod error;
+pub mod fault;
 pub mod gc;
 pub mod images;
 pub mod manifest;

@@ -102,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => bakery::deploy::run_status(&args),
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
-            let report = bakery::gc::run(args.dry_run, &g)?;
+            let report = bakery::gc::run(&args, &g)?;
             print_json(&report, None)?;
             Ok(if report.failed.is_empty() { 0 } else { 1 })
         }

@@ -90,7 +90,8 @@ impl AwsContext {
 /// fail before they are sent, as if AWS had returned an error; `BAKERY_THROTTLE_API=Operation,...`
 /// sends them and replaces every answer with AWS's throttling error, so retries run for real. Compiled in always (it is an
 /// interceptor that does nothing unless the variable is set) so the shipped binary is the one
-/// tested.
+/// tested. Every call is also a fault point named `api:Operation` (see `crate::fault`): listed in
+/// `BAKERY_FAULT_LOG`, and failed by `BAKERY_FAIL_AT=api:Operation`.
 pub mod fault {
     use aws_smithy_runtime_api::box_error::BoxError;
     use aws_smithy_runtime_api::client::interceptors::context::{BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef};
@@ -107,6 +108,8 @@ pub mod fault {
         /// Send these, then answer as AWS does when it throttles (`BAKERY_THROTTLE_API`), so the
         /// SDK's retries with backoff run for real.
         pub throttle: Vec<String>,
+        /// Also pass `crate::fault::point("api:Operation")` for every call.
+        pub points: bool,
     }
 
     fn list(var: &str) -> Vec<String> {
@@ -116,7 +119,8 @@ pub mod fault {
     impl FaultHook {
         pub fn from_env() -> Option<FaultHook> {
             let (ops, throttle) = (list("BAKERY_FAIL_API"), list("BAKERY_THROTTLE_API"));
-            (!ops.is_empty() || !throttle.is_empty()).then_some(FaultHook { ops, throttle })
+            let points = std::env::var_os(crate::fault::LOG).is_some() || std::env::var(crate::fault::FAIL_AT).is_ok_and(|a| a.starts_with("api:"));
+            (!ops.is_empty() || !throttle.is_empty() || points).then_some(FaultHook { ops, throttle, points })
         }
     }
 
@@ -140,6 +144,9 @@ pub mod fault {
             let (_, op) = metadata(cfg);
             if self.ops.iter().any(|o| o == &op) {
                 return Err(format!("injected failure of {op} (BAKERY_FAIL_API)").into());
+            }
+            if self.points {
+                crate::fault::point(&format!("api:{op}")).map_err(|e| e.to_string())?;
             }
             Ok(())
         }
@@ -219,7 +226,14 @@ where
         }
         SdkError::TimeoutError(_) => "the AWS call timed out".into(),
         SdkError::ConstructionFailure(_) => {
-            let src = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+            // The whole chain: an interceptor's error says only that it failed, its source why.
+            let mut parts = Vec::new();
+            let mut next = std::error::Error::source(e);
+            while let Some(x) = next {
+                parts.push(x.to_string());
+                next = x.source();
+            }
+            let src = parts.join(": ");
             if src.contains("credentials") { format!("no AWS credentials: {src}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") } else { format!("request could not be built: {src}") }
         }
         other => {
@@ -269,7 +283,7 @@ mod tests {
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test")))
             .build();
-        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()], throttle: vec![] }).build();
+        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()], throttle: vec![], points: false }).build();
         let ec2 = aws_sdk_ec2::Client::from_conf(conf);
         let e = ec2.copy_image().name("x").source_image_id("ami-1").source_region("us-east-1").send().await.unwrap_err();
         let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));

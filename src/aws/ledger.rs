@@ -35,21 +35,38 @@ impl Resource {
             Resource::AutoScalingGroup { region, name } => format!("Auto Scaling group {name} ({region})"),
         }
     }
+
+    pub fn region(&self) -> &str {
+        match self {
+            Resource::Volume { region, .. } | Resource::Attachment { region, .. } | Resource::Snapshot { region, .. } | Resource::Image { region, .. }
+            | Resource::LaunchTemplateVersion { region, .. }
+            | Resource::AutoScalingGroup { region, .. } => region,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Ledger {
     pub bake_id: String,
     entries: Mutex<Vec<Resource>>,
+    /// Regions this bake made (or asked AWS to make) something in: a rollback sweeps them.
+    regions: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Ledger {
     pub fn new(bake_id: &str) -> Ledger {
-        Ledger { bake_id: bake_id.to_string(), entries: Mutex::new(Vec::new()) }
+        Ledger { bake_id: bake_id.to_string(), entries: Mutex::new(Vec::new()), regions: Mutex::new(Default::default()) }
     }
 
     pub fn record(&self, r: Resource) {
+        self.regions.lock().unwrap().insert(r.region().to_string());
         self.entries.lock().unwrap().push(r);
+    }
+
+    /// A call that creates something in `region` is about to be made (its id may never reach
+    /// us if we are interrupted during the call): the rollback sweeps `region` by tag.
+    pub fn expect_region(&self, region: &str) {
+        self.regions.lock().unwrap().insert(region.to_string());
     }
 
     /// The resource is gone (deleted on the happy path, e.g. the bake volume): stop tracking it.
@@ -61,6 +78,22 @@ impl Ledger {
         self.entries.lock().unwrap().clone()
     }
 
+    /// The bake succeeded: retag its images and snapshots `bakery:bake-state=complete`, so
+    /// `bakery gc` never takes a product for a leftover. Call before `commit`.
+    pub async fn mark_complete(&self, ctx: &AwsContext) -> anyhow::Result<()> {
+        let mut by_region: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in self.entries() {
+            if let Resource::Image { region, id } | Resource::Snapshot { region, id } = r {
+                by_region.entry(region).or_default().push(id);
+            }
+        }
+        let done = std::collections::BTreeMap::from([(super::BAKE_STATE_TAG.to_string(), "complete".to_string())]);
+        for (region, ids) in by_region {
+            super::ami::tag_resources(&ctx.ec2(&region), &region, &ids, &done).await?;
+        }
+        Ok(())
+    }
+
     /// The bake succeeded: what is left is the product, keep it.
     pub fn commit(&self) {
         self.entries.lock().unwrap().clear();
@@ -70,15 +103,55 @@ impl Ledger {
     pub async fn rollback(&self, ctx: &AwsContext) -> Vec<String> {
         let entries: Vec<Resource> = std::mem::take(&mut *self.entries.lock().unwrap());
         let mut failures = Vec::new();
-        for r in entries.iter().rev() {
+        let mut told_again = false;
+        for (i, r) in entries.iter().enumerate().rev() {
+            if crate::sys::signals::count() >= 2 && !told_again {
+                // A second Ctrl-C never abandons resources silently: say what is left and how to remove it.
+                told_again = true;
+                let left: Vec<String> = entries[..=i].iter().map(Resource::describe).collect();
+                let regions: std::collections::BTreeSet<&str> = entries[..=i].iter().map(Resource::region).collect();
+                warn!(
+                    "interrupted again: still removing {}; cleanup goes on. If bakery is killed now, `bakery gc --aws --region {} --grace 0s` removes them (tagged {}={})",
+                    left.join(", "),
+                    regions.into_iter().collect::<Vec<_>>().join(","),
+                    super::BAKE_ID_TAG,
+                    self.bake_id
+                );
+            }
             info!("cleanup: removing {}", r.describe());
             if let Err(e) = delete(ctx, r).await {
                 warn!("cleanup: {}: {e}", r.describe());
                 failures.push(format!("{}: {e}", r.describe()));
             }
         }
+        // What AWS made for us that we never saw an id of (the snapshots of a copy still in
+        // progress) carries our bake id too: sweep each region we touched by that tag.
+        let regions: Vec<String> = self.regions.lock().unwrap().iter().cloned().collect();
+        for region in regions {
+            for r in tagged_with_bake_id(ctx, &region, &self.bake_id).await {
+                info!("cleanup: removing {} (found by its {} tag)", r.describe(), super::BAKE_ID_TAG);
+                if let Err(e) = delete(ctx, &r).await {
+                    warn!("cleanup: {}: {e}", r.describe());
+                    failures.push(format!("{}: {e}", r.describe()));
+                }
+            }
+        }
         failures
     }
+}
+
+/// Images, then snapshots, tagged with `bake_id` in `region` (in the order they can be deleted).
+async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> Vec<Resource> {
+    let ec2 = ctx.ec2(region);
+    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", super::BAKE_ID_TAG)).values(bake_id).build();
+    let mut out = Vec::new();
+    if let Ok(imgs) = ec2.describe_images().owners("self").filters(f.clone()).send().await {
+        out.extend(imgs.images().iter().filter_map(|i| i.image_id()).map(|id| Resource::Image { region: region.to_string(), id: id.to_string() }));
+    }
+    if let Ok(snaps) = ec2.describe_snapshots().owner_ids("self").filters(f).send().await {
+        out.extend(snaps.snapshots().iter().filter_map(|s| s.snapshot_id()).map(|id| Resource::Snapshot { region: region.to_string(), id: id.to_string() }));
+    }
+    out
 }
 
 pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {

@@ -4,9 +4,14 @@
 pub mod ami;
 pub mod client;
 pub mod ebs;
+pub mod gc;
 pub mod imds;
 pub mod ledger;
 pub mod volume;
 
 /// Every resource a bake creates carries this tag, so `bakery gc` can find what a crash left.
 pub const BAKE_ID_TAG: &str = "bakery:bake-id";
+
+/// `pending` from creation until the bake succeeds, then `complete`: `bakery gc` removes only
+/// `pending` resources of bakes that are no longer running.
+pub const BAKE_STATE_TAG: &str = "bakery:bake-state";

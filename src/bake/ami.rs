@@ -72,7 +72,8 @@ pub fn bake(p: Prepared, keep_on_error: bool, g: &Globals) -> Result<Manifest> {
     let base = rt.block_on(ami::resolve_base(&ctx, &region, &base_ref))?;
     info!(bake_id = %p.bake_id, "baking {} from {} ({}) in {region}", p.name, base.id, base.name);
     let ledger = Ledger::new(&p.bake_id);
-    let result = bake_with_ledger(&rt, &ctx, &region, &copies, &base, &p, &ledger, &work, &progress, g);
+    let result = bake_with_ledger(&rt, &ctx, &region, &copies, &base, &p, &ledger, &work, &progress, g)
+        .and_then(|m| signals::block_on(&rt, ledger.mark_complete(&ctx)).and_then(|()| crate::fault::point("mark complete")).map(|()| m));
     match result {
         Ok(m) => {
             ledger.commit();
@@ -154,13 +155,15 @@ fn bake_with_ledger(
                 progress.start_step(&format!("download {}", base.root_snapshot_id));
                 let cache = g.work_dir.join("snapshots");
                 std::fs::create_dir_all(&cache)?;
-                let (cached, hashes, dstats) = rt.block_on(ebs::cached_download(&ebs_client, &base.root_snapshot_id, &cache, 32))?;
+                let (cached, hashes, dstats) = signals::block_on(rt, ebs::cached_download(&ebs_client, &base.root_snapshot_id, &cache, 32))?;
                 timings.push(Timing::new("download base snapshot", t.elapsed().as_secs_f64()));
                 progress.finish_step("download base snapshot", t.elapsed().as_secs_f64());
+                crate::fault::point("download base snapshot")?;
                 signals::check()?;
                 let t = Instant::now();
                 let disk = work.join("disk.raw");
                 image::copy_sparse(&cached, &disk)?;
+                crate::fault::point("copy base")?;
                 timings.push(Timing::new("copy base", t.elapsed().as_secs_f64()));
                 let outcome = provision_image(&disk, &base.id, p, work, progress, g)?;
                 timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
@@ -168,7 +171,7 @@ fn bake_with_ledger(
                 signals::check()?;
                 let t = Instant::now();
                 progress.start_step("upload changed blocks");
-                let up = rt.block_on(ebs::upload_snapshot(
+                let up = signals::block_on(rt, ebs::upload_snapshot(
                     &ebs_client,
                     &disk,
                     Some((&base.root_snapshot_id, &hashes)),
@@ -180,8 +183,10 @@ fn bake_with_ledger(
                 ))?;
                 timings.push(Timing::new("upload snapshot", t.elapsed().as_secs_f64()));
                 progress.finish_step(&format!("upload {} changed blocks", up.blocks_changed), t.elapsed().as_secs_f64());
+                crate::fault::point("upload snapshot")?;
                 let t = Instant::now();
-                rt.block_on(ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, Duration::from_secs(3600)))?;
+                signals::block_on(rt, ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, Duration::from_secs(3600)))?;
+                crate::fault::point("snapshot completed")?;
                 timings.push(Timing::new("wait snapshot", t.elapsed().as_secs_f64()));
                 upload = Some(UploadSummary {
                     mode: "direct",
@@ -199,16 +204,19 @@ fn bake_with_ledger(
                     .block_on(imds::detect())
                     .ok_or_else(|| input!("--mode volume needs an EC2 bake host (IMDSv2 did not answer); use --mode direct elsewhere"))?;
                 let t = Instant::now();
-                let attached = rt.block_on(volume::create_and_attach(ctx, &host, &base.root_snapshot_id, base.root_volume_size_gib, ledger, &work.locks()))?;
+                let attached = signals::block_on(rt, volume::create_and_attach(ctx, &host, &base.root_snapshot_id, base.root_volume_size_gib, ledger, &work.locks()))?;
+                crate::fault::point("attach volume")?;
                 timings.push(Timing::new("create and attach volume", t.elapsed().as_secs_f64()));
                 let outcome = provision_image(&attached.device, &base.id, p, work, progress, g)?;
                 timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
                 facts = outcome.facts;
                 let t = Instant::now();
                 let volume_id = attached.volume_id.clone();
-                rt.block_on(volume::detach(ctx, &host, &attached, ledger))?;
-                let snap = rt.block_on(volume::snapshot_volume(ctx, region, &volume_id, &description, &tags, ledger))?;
-                rt.block_on(volume::delete(ctx, region, &volume_id, ledger))?;
+                signals::block_on(rt, volume::detach(ctx, &host, &attached, ledger))?;
+                crate::fault::point("detach volume")?;
+                let snap = signals::block_on(rt, volume::snapshot_volume(ctx, region, &volume_id, &description, &tags, ledger))?;
+                crate::fault::point("snapshot volume")?;
+                signals::block_on(rt, volume::delete(ctx, region, &volume_id, ledger))?;
                 timings.push(Timing::new("snapshot volume", t.elapsed().as_secs_f64()));
                 snap
             }
@@ -227,7 +235,7 @@ fn bake_with_ledger(
             base: base.clone(),
             tags: tags.clone(),
         };
-        let r = rt.block_on(ami::register(ctx, region, &spec, ledger))?;
+        let r = signals::block_on(rt, ami::register(ctx, region, &spec, ledger))?;
         timings.push(Timing::new("register image", t.elapsed().as_secs_f64()));
         progress.finish_step(&format!("registered {}", r.image_id), t.elapsed().as_secs_f64());
         r
@@ -243,7 +251,8 @@ fn bake_with_ledger(
         }
     }
     if !p.recipe.share_with.is_empty() {
-        rt.block_on(ami::share(&ec2, &registered.image_id, &p.recipe.share_with))?;
+        signals::block_on(rt, ami::share(&ec2, &registered.image_id, &p.recipe.share_with))?;
+        crate::fault::point(&format!("share image in {region}"))?;
     }
     signals::check()?;
     let mut amis = vec![AmiOutput {
@@ -255,8 +264,9 @@ fn bake_with_ledger(
     if !copies.is_empty() {
         let t = Instant::now();
         progress.start_step(&format!("copy to {}", copies.join(", ")));
-        let copied = rt.block_on(ami::copy_to_regions(ctx, region, &registered, &p.name, &description, copies, &tags, &p.recipe.share_with, ledger, 4))?;
+        let copied = signals::block_on(rt, ami::copy_to_regions(ctx, region, &registered, &p.name, &description, copies, &tags, &p.recipe.share_with, ledger, 4))?;
         timings.push(Timing::new("copy to regions", t.elapsed().as_secs_f64()));
+        crate::fault::point("copy to regions")?;
         progress.finish_step(&format!("copied to {} regions", copied.len()), t.elapsed().as_secs_f64());
         amis.extend(copied.into_iter().map(|c| AmiOutput { region: c.region, image_id: c.image_id, snapshot_id: c.snapshot_id, reused: c.reused }));
     }

@@ -35,9 +35,11 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
         progress.start_step("attach loop device");
         Some(LoopGuard::attach(job.disk, &work.locks())?)
     };
+    crate::fault::point("attach loop device")?;
     let dev = lo.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| job.disk.to_path_buf());
     let numbers: Vec<u32> = job.layout.partitions.iter().map(|p| p.number).filter(|&n| n > 0).collect();
     let parts = PartitionsGuard::add(&dev, &numbers)?;
+    crate::fault::point("map partitions")?;
     let attach = (format!("attach {}", dev.display()), t.elapsed().as_secs_f64());
     if lo.is_some() {
         progress.finish_step(&attach.0, attach.1);
@@ -70,10 +72,12 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
     if let Err(e) = parts.close() {
         errors.push(format!("{e:#}"));
     }
+    errors.extend(crate::fault::point("unmap partitions").err().map(|e| format!("{e:#}")));
     if let Some(lo) = lo {
         if let Err(e) = lo.close() {
             errors.push(format!("{e:#}"));
         }
+        errors.extend(crate::fault::point("detach loop device").err().map(|e| format!("{e:#}")));
     }
     let mut outcome = outcome?;
     if !errors.is_empty() {

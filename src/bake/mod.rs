@@ -253,7 +253,8 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
     };
     naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
 
-    let scratch = tempfile::Builder::new().prefix("bakery-layers-").tempdir()?;
+    // Named for the bake, so `bakery gc` can tell whose it is after a crash.
+    let scratch = tempfile::Builder::new().prefix(&format!("{}{bake_id}-", crate::gc::SCRATCH_PREFIX)).tempdir()?;
     let layers = resolve_layers(&recipe.layers, &args.layer_path, scratch.path())?;
     let steps = plan_steps(&layers, &packages);
     let plugins = crate::plugin::resolve(&recipe.plugins, &[])?;
@@ -284,8 +285,9 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
 }
 
 pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
-    let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
+    // Before anything is made, so a signal at any point after start-up ends in cleanup and 130.
     signals::install();
+    let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
     let plugins = p.plugins.clone();
     let bake_id = p.bake_id.clone();
     let result = if p.recipe.wants_ami() { ami::bake(p, args.aws.publish.keep_on_error, g) } else { bake_file(p, g) };
@@ -337,6 +339,7 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
     }
     timings.push(Timing::new("copy base", t.elapsed().as_secs_f64()));
     progress.finish_step("copy base", t.elapsed().as_secs_f64());
+    crate::fault::point("copy base")?;
     signals::check()?;
 
     let outcome = provision_image(&disk, &base_path.display().to_string(), &p, &work, &progress, g)?;
@@ -347,6 +350,7 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
         let t = Instant::now();
         progress.start_step("write qcow2");
         image::convert(&disk, Format::Raw, &pending.tmp, Format::Qcow2)?;
+        crate::fault::point("write qcow2")?;
         timings.push(Timing::new("write qcow2", t.elapsed().as_secs_f64()));
         progress.finish_step("write qcow2", t.elapsed().as_secs_f64());
     }

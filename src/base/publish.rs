@@ -123,6 +123,7 @@ pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -
             timings.push(Timing::new("copy to regions", t.elapsed().as_secs_f64()));
             amis.extend(copied.into_iter().map(|c| AmiOutput { region: c.region, image_id: c.image_id, snapshot_id: c.snapshot_id, reused: c.reused }));
         }
+        rt.block_on(ledger.mark_complete(&ctx))?;
         Ok((amis, upload, timings))
     })();
     match result {

@@ -228,6 +228,15 @@ pub struct GcArgs {
     /// List what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also remove AWS volumes, snapshots and AMIs of killed bakes (tagged bakery:bake-id, still pending) in these regions (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub region: Vec<String>,
+    /// Look for AWS leftovers in the default region (AWS_REGION) when no --region is given.
+    #[arg(long)]
+    pub aws: bool,
+    /// AWS resources younger than this are left alone (a bake on another host may still be running them): 2h, 30m, 90s, 0.
+    #[arg(long, default_value = "2h", value_name = "DURATION")]
+    pub grace: String,
 }
 
 #[derive(Args, Debug, Clone)]

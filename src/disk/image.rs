@@ -179,6 +179,7 @@ impl PendingOutput {
         File::open(&self.tmp)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        crate::fault::point(&format!("sync {}", self.dest.file_name().unwrap_or_default().to_string_lossy()))?;
         std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("renaming {} to {}", self.tmp.display(), self.dest.display()))?;
         if let Ok(d) = File::open(parent_dir(&self.dest)) {
             let _ = d.sync_all();

@@ -51,6 +51,7 @@ impl Chroot {
         b.mount(source, target)
             .with_context(|| format!("mounting {} on {}", source.display(), target.display()))?;
         self.mounts.push(target.to_path_buf());
+        crate::fault::point(&format!("mount /{}", target.strip_prefix(&self.root).unwrap_or(target).display()))?;
         Ok(())
     }
 
@@ -106,6 +107,7 @@ impl Chroot {
         self.mount(Path::new("sysfs"), &self.path("sys"), Some("sysfs"), nosuid, None)?;
         self.mount(Path::new("tmpfs"), &self.path("dev"), Some("tmpfs"), MountFlags::NOSUID, Some("mode=0755,size=16m"))?;
         self.populate_dev(disk, parts)?;
+        crate::fault::point("populate /dev")?;
         std::fs::create_dir_all(self.path("dev/pts"))?;
         std::fs::create_dir_all(self.path("dev/shm"))?;
         self.mount(Path::new("devpts"), &self.path("dev/pts"), Some("devpts"), MountFlags::NOSUID | MountFlags::NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;

@@ -26,7 +26,15 @@ pub struct SessionOutcome {
 
 pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOutcome> {
     let exe = std::env::current_exe().context("finding the bakery executable")?;
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    // Host commands of the session (rpm --root runs scriptlets in the image) inherit its
+    // environment: credentials and tokens stay with the parent, which alone talks to AWS.
+    for (k, _) in std::env::vars_os() {
+        if is_secret_env(&k.to_string_lossy()) {
+            cmd.env_remove(&k);
+        }
+    }
+    let mut child = cmd
         .arg("__session")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -58,6 +66,7 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     let our_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
     let mut child_ns = None;
     let mut forwarded = false;
+    let mut told_again = false;
     let mut timings = Vec::new();
     let mut finished: Option<ImageFacts> = None;
     let mut failed: Option<(String, bool)> = None;
@@ -79,9 +88,10 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
             let _ = kill(pid, Signal::SIGTERM);
             forwarded = true;
         }
-        if signals::count() >= 2 && forwarded {
-            // A second Ctrl-C: keep cleaning, but say what is going on.
-            progress.println("still cleaning up (mounts and loop device); press Ctrl-C again only if stuck, then run `bakery gc`");
+        if signals::count() >= 2 && forwarded && !told_again {
+            // A second Ctrl-C: keep cleaning, but say once what is still held and how to remove it.
+            told_again = true;
+            progress.println(&again_message(plan, pid));
         }
         if let Some(s) = child.try_wait()? {
             break s;
@@ -117,6 +127,25 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     }
 }
 
+/// Environment variables that may hold secrets (AWS credentials, tokens, webhook URLs): never
+/// passed to the chroot session.
+pub fn is_secret_env(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    k.starts_with("AWS_") && k != "AWS_REGION" && k != "AWS_DEFAULT_REGION"
+        || ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "WEBHOOK", "API_KEY", "PRIVATE_KEY"].iter().any(|s| k.contains(s))
+}
+
+/// What a second Ctrl-C is told: what is still held, and how to remove it if bakery is stopped.
+pub fn again_message(plan: &SessionPlan, pid: Pid) -> String {
+    let work_top = plan.log.parent().and_then(|l| l.parent()).map(|p| p.display().to_string()).unwrap_or_default();
+    format!(
+        "interrupted again: still cleaning up; left so far: the chroot session (pid {pid}) with mounts under {}, and {} with its partitions. \
+         Cleanup goes on; if bakery is killed now, run `bakery gc --work-dir {work_top}` to remove them",
+        plan.root.display(),
+        plan.disk.display()
+    )
+}
+
 fn handle(
     ev: Event,
     progress: &Progress,
@@ -136,5 +165,20 @@ fn handle(
         }
         Event::Finished { facts } => *finished = Some(facts),
         Event::Failed { error, input_error } => *failed = Some((error, input_error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_the_session() {
+        for k in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "SLACK_WEBHOOK_URL", "DB_PASSWORD", "aws_profile"] {
+            assert!(is_secret_env(k), "{k}");
+        }
+        for k in ["PATH", "RUST_LOG", "BAKERY_FAIL_AT", "BAKERY_FAULT_LOG", "AWS_REGION", "HOME", "TMPDIR"] {
+            assert!(!is_secret_env(k), "{k}");
+        }
     }
 }

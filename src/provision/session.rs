@@ -39,6 +39,7 @@ pub fn main() -> i32 {
         let teardown = chroot.teardown();
         let facts = outcome?;
         teardown?;
+        crate::fault::point("unmount")?;
         Ok(facts)
     })();
     match result {
@@ -67,7 +68,9 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
         timed(&format!("debootstrap {}", b.suite), || runner.bootstrap(b))?;
     }
     timed("prepare chroot", || runner.chroot.prepare(&plan.disk, &plan.partitions))?;
+    crate::fault::point("prepare chroot")?;
     runner.check_packages()?;
+    crate::fault::point("check packages")?;
     let hook = |h: crate::plugin::Hook| -> Result<std::collections::BTreeMap<String, String>> {
         if plan.plugins.is_empty() {
             return Ok(Default::default());
@@ -80,12 +83,14 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
     for step in &plan.steps {
         signals::check()?;
         timed(&step.label(), || runner.step(step))?;
+        crate::fault::point(&step.label())?;
         let strays = runner.chroot.stop_strays();
         runner.facts.stray_processes.extend(strays.iter().map(|p| p.comm.clone()));
     }
     let post = timed_if(!plan.plugins.is_empty(), "plugins: post-provision", || hook(crate::plugin::Hook::PostProvision))?;
     runner.facts.plugin_tags.extend(post);
     timed("seal", || runner.seal())?;
+    crate::fault::point("seal")?;
     Ok(runner.facts)
 }
 

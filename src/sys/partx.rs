@@ -24,9 +24,15 @@ impl PartitionsGuard {
         }
         // A real disk (an attached EBS volume) is scanned by the kernel itself: those
         // partitions are not ours to add or remove.
-        if numbers.iter().all(|n| part_path(disk, *n).exists()) {
+        let is_loop = disk.file_name().is_some_and(|n| n.to_string_lossy().starts_with("loop"));
+        if !is_loop && numbers.iter().all(|n| part_path(disk, *n).exists()) {
             guard.active = false;
             return Ok(guard);
+        }
+        // A loop device we just attached has no partitions of ours yet: nodes a killed bake left
+        // (partx mappings outlive the detach) would make `partx -a` fail or point at old data.
+        if is_loop && has_partitions(disk) {
+            let _ = run(std::process::Command::new("partx").arg("-d").arg(disk), "removing stale partitions with partx -d");
         }
         run(std::process::Command::new("partx").arg("-a").arg(disk), "mapping partitions with partx -a")?;
         for _ in 0..50 {

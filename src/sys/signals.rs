@@ -38,3 +38,21 @@ pub fn check() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Resolves once a termination signal arrived (the flag is polled; for use in a select).
+pub async fn arrived() {
+    while !interrupted() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Run an AWS step on `rt`, dropping it with Err(Interrupted) as soon as a signal arrives, so a
+/// Ctrl-C during a long upload or wait starts the cleanup at once instead of after the step.
+pub fn block_on<T>(rt: &tokio::runtime::Runtime, fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    rt.block_on(async {
+        tokio::select! {
+            r = fut => r,
+            _ = arrived() => Err(anyhow::Error::new(crate::error::Interrupted)),
+        }
+    })
+}

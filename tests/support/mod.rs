@@ -12,6 +12,13 @@ use std::process::{Command, Output};
 
 pub const BASE_YAML: &str = include_str!("../../base-images/debian-bookworm.yaml");
 
+/// The bakery binary under test: `BAKERY_TEST_BIN` when set (worktrees that share one
+/// CARGO_TARGET_DIR overwrite each other's `target/debug/bakery`; point it at your own
+/// `target/debug/deps/bakery-HASH`), else the one cargo built for these tests.
+pub fn bakery_exe() -> PathBuf {
+    std::env::var_os("BAKERY_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bakery")))
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -44,7 +51,7 @@ impl TestDir {
     }
     /// `bakery` with this test's work dir, locks shared with the other tests.
     pub fn bakery(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_bakery"));
+        let mut c = Command::new(bakery_exe());
         c.env("BAKERY_WORK_DIR", self.work())
             .env_remove("BAKERY_LAYER_PATH")
             .current_dir(repo());
@@ -118,7 +125,7 @@ pub fn base_image() -> PathBuf {
     lock.lock().unwrap();
     if !path.exists() {
         let work = dir.join("work");
-        let out = run(Command::new(env!("CARGO_BIN_EXE_bakery"))
+        let out = run(Command::new(bakery_exe())
             .env("BAKERY_WORK_DIR", &work)
             .current_dir(repo())
             .args([
@@ -447,4 +454,196 @@ impl Drop for LeakCheck {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains("boot-test-tmp-"), "mounts leaked");
     }
+}
+
+// --- reliability suites (tests/faults.rs, signals.rs, crash.rs, security.rs) -------------------
+
+/// Everything of a bake under `dir` that outlived it, described (empty: nothing leaked): loop
+/// devices (and so their partx mappings) backed by a file under `dir`, mounts in any mount
+/// namespace naming `dir`, processes whose root is under `dir`, held locks, files left in the
+/// per-bake work dirs, `.partial` temporaries, and anything left in `dir/tmp` (the bakes' TMPDIR).
+pub fn leaks_of(dir: &Path) -> Vec<String> {
+    let dir_s = dir.display().to_string();
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            let back = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            if back.contains(&dir_s) {
+                let parts: Vec<String> = std::fs::read_dir(e.path())
+                    .map(|r| r.flatten().map(|p| p.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&e.file_name().to_string_lossy().to_string()) && n.contains('p')).collect())
+                    .unwrap_or_default();
+                out.push(format!("loop device /dev/{} on {} (partitions {parts:?})", e.file_name().to_string_lossy(), back.trim()));
+            }
+        }
+    }
+    let mut namespaces = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(root) = std::fs::read_link(e.path().join("root")) {
+            if root.starts_with(dir) {
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                out.push(format!("process {pid} ({}) rooted in {}", comm.trim(), root.display()));
+            }
+        }
+        let Ok(ns) = std::fs::read_link(e.path().join("ns/mnt")) else { continue };
+        if namespaces.insert(ns) {
+            let mi = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
+            for l in mi.lines().filter(|l| l.contains(&dir_s)) {
+                out.push(format!("mount (pid {pid}'s namespace): {l}"));
+            }
+        }
+    }
+    let locks = dir.join("work").join("locks");
+    if let Ok(rd) = std::fs::read_dir(&locks) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".lock") else { continue };
+            if matches!(bakery::sys::lock::HostLock::try_acquire(&locks, stem), Ok(None)) {
+                out.push(format!("lock {name} still held"));
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("work").join("work")) {
+        out.extend(rd.flatten().map(|e| format!("work files {}", e.path().display())));
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("tmp")) {
+        out.extend(rd.flatten().map(|e| format!("temporary {}", e.path().display())));
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".partial") {
+                out.push(format!("temporary output {}", p.display()));
+            }
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) && name != "snapshots" && name != "bases" {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A tiny layer with a `run` and a `file` step (no downloads): more provisioning steps, in seconds.
+pub fn tiny_layer(dir: &Path) -> PathBuf {
+    let l = dir.join("tiny-layer");
+    std::fs::create_dir_all(&l).unwrap();
+    write(&l.join("motd"), "baked by bakery\n");
+    write(
+        &l.join("layer.yaml"),
+        "name: tiny\nsteps:\n  - run: \"mkdir -p /etc/tiny && echo ran > /etc/tiny/ran\"\n  - file: {src: motd, dest: /etc/tiny/motd, mode: \"0644\"}\n",
+    );
+    l
+}
+
+/// Points a bake passed, from its `BAKERY_FAULT_LOG`.
+pub fn fault_points(log: &Path) -> Vec<String> {
+    bakery::fault::points_in_log(&std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// Seeded xorshift64*: reproducible "random" delays; the seed is printed so a failure can be rerun
+/// with `BAKERY_TEST_SEED=...`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env(what: &str) -> Rng {
+        let seed = std::env::var("BAKERY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("{what}: seed {seed} (rerun with BAKERY_TEST_SEED={seed})");
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+/// The bake id a bake logged on stderr (`bake_id=bk-...`).
+pub fn bake_id_in(stderr: &str) -> Option<String> {
+    let i = stderr.find("bake_id=bk-")? + "bake_id=".len();
+    stderr.get(i..i + 15).map(str::to_string)
+}
+
+/// Publish `base_image()` as AMI `name` in `region` of the emulator (what `bakery base build
+/// --output ami` makes, without the debootstrap), marked complete like a finished bake's product.
+pub fn publish_test_base(rt: &tokio::runtime::Runtime, ctx: &bakery::aws::client::AwsContext, region: &str, name: &str) -> (String, String) {
+    use bakery::aws::ami::{BaseAmi, BlockDevice, RegisterSpec};
+    let raw = base_image();
+    let ledger = bakery::aws::ledger::Ledger::new("bk-000000000000");
+    let tags: std::collections::BTreeMap<String, String> =
+        [("base_ami_name", name), ("base_ami_version", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    rt.block_on(async {
+        let up = bakery::aws::ebs::upload_snapshot(&ctx.ebs(region), &raw, None, "bakery test base", &tags, &ledger, region, 64).await.unwrap();
+        bakery::aws::ebs::wait_snapshot_completed(&ctx.ec2(region), &up.snapshot_id, std::time::Duration::from_secs(300)).await.unwrap();
+        let size = up.volume_size_gib as i32;
+        let base = BaseAmi {
+            id: String::new(),
+            name: name.to_string(),
+            region: region.to_string(),
+            root_device_name: "/dev/xvda".into(),
+            root_snapshot_id: up.snapshot_id.clone(),
+            root_volume_size_gib: size,
+            block_device_mappings: vec![BlockDevice {
+                device_name: "/dev/xvda".into(),
+                snapshot_id: Some(up.snapshot_id.clone()),
+                volume_size_gib: Some(size),
+                volume_type: Some("gp3".into()),
+                delete_on_termination: Some(true),
+                encrypted: None,
+                iops: None,
+                throughput: None,
+                virtual_name: None,
+                no_device: false,
+            }],
+            architecture: "x86_64".into(),
+            boot_mode: Some("legacy-bios".into()),
+            ena_support: true,
+            virtualization_type: "hvm".into(),
+            tags: Default::default(),
+            version: Some("1".into()),
+        };
+        let spec = RegisterSpec { name: name.to_string(), description: "bakery test base".into(), root_snapshot_id: up.snapshot_id.clone(), volume_size_gib: size, base, tags };
+        let r = bakery::aws::ami::register(ctx, region, &spec, &ledger).await.unwrap();
+        ledger.mark_complete(ctx).await.unwrap();
+        ledger.commit();
+        (r.image_id, up.snapshot_id)
+    })
+}
+
+async fn tagged_with(ctx: &bakery::aws::client::AwsContext, regions: &[&str], filters: Vec<aws_sdk_ec2::types::Filter>) -> Vec<String> {
+    let mut left = Vec::new();
+    for r in regions {
+        let ec2 = ctx.ec2(r);
+        let imgs = ec2.describe_images().owners("self").set_filters(Some(filters.clone())).send().await.unwrap();
+        left.extend(imgs.images().iter().map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())));
+        let snaps = ec2.describe_snapshots().owner_ids("self").set_filters(Some(filters.clone())).send().await.unwrap();
+        left.extend(snaps.snapshots().iter().map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())));
+        let vols = ec2.describe_volumes().set_filters(Some(filters.clone())).send().await.unwrap();
+        left.extend(vols.volumes().iter().map(|v| format!("{r}:{}", v.volume_id().unwrap_or_default())));
+    }
+    left
+}
+
+/// Every image, snapshot and volume still tagged with `bake_id`, in these regions.
+pub async fn tagged(ctx: &bakery::aws::client::AwsContext, regions: &[&str], bake_id: &str) -> Vec<String> {
+    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_ID_TAG)).values(bake_id).build();
+    tagged_with(ctx, regions, vec![f]).await
+}
+
+/// The same, only those still marked `pending` (not a finished bake's products).
+pub async fn tagged_pending(ctx: &bakery::aws::client::AwsContext, regions: &[&str], bake_id: &str) -> Vec<String> {
+    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_ID_TAG)).values(bake_id).build();
+    let p = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_STATE_TAG)).values("pending").build();
+    tagged_with(ctx, regions, vec![f, p]).await
 }

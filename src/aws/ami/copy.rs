@@ -145,6 +145,7 @@ async fn copy_one(
             // CopyImageTags copies the source's tags; TagSpecifications put ours (with the bake
             // id) on the new AMI and its snapshots at creation, so `gc` finds them even if we die
             // before the CreateTags below.
+            ledger.expect_region(region);
             let out = ec2
                 .copy_image()
                 .source_image_id(&source.image_id)
@@ -169,6 +170,7 @@ async fn copy_one(
                 "copying {} from {source_region} to {region} as {id}",
                 source.image_id
             );
+            crate::fault::point(&format!("copy image to {region}"))?;
             (id, false)
         }
     };
@@ -190,6 +192,7 @@ async fn copy_one(
         }
         ledger.record(img);
     }
+    crate::fault::point(&format!("image available in {region}"))?;
     let mut ids = vec![image_id.clone()];
     ids.extend(snaps.iter().cloned());
     if reused {
@@ -197,11 +200,14 @@ async fn copy_one(
         // not take it for one of its own leftovers.
         let mut t = tags.clone();
         t.remove(crate::aws::BAKE_ID_TAG);
+        t.remove(crate::aws::BAKE_STATE_TAG);
         tag_resources(&ec2, region, &ids, &t).await?;
     } else {
         tag_resources(&ec2, region, &ids, tags).await?;
     }
+    crate::fault::point(&format!("tag image in {region}"))?;
     share(&ec2, &image_id, share_with).await?;
+    crate::fault::point(&format!("share image in {region}"))?;
     Ok(RegionalImage {
         region: region.to_string(),
         snapshot_id: snaps.first().cloned().unwrap_or_default(),

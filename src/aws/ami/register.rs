@@ -129,6 +129,7 @@ pub async fn register_with(
     if let Some(mode) = &spec.base.boot_mode {
         req = req.boot_mode(BootModeValues::from(mode.as_str()));
     }
+    ledger.expect_region(region);
     let out = match req.send().await {
         Ok(out) => out,
         Err(e) => {
@@ -162,6 +163,7 @@ pub async fn register_with(
         id: image_id.clone(),
     });
     info!("registered image {image_id} ({}) in {region}", spec.name);
+    crate::fault::point(&format!("register image in {region}"))?;
 
     // RegisterImage cannot tag snapshots; the image's tags are in the request (and reapplied here
     // so both always carry the same set).
@@ -172,7 +174,9 @@ pub async fn register_with(
         &tags,
     )
     .await?;
+    crate::fault::point(&format!("tag image in {region}"))?;
     let image = wait_image_available(&ec2, region, &image_id, wait).await?;
+    crate::fault::point(&format!("image available in {region}"))?;
     let snapshot_id = snapshot_ids(&image)
         .into_iter()
         .next()

@@ -27,10 +27,12 @@ pub fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The caller's tags plus `bakery:bake-id=<bake_id>` (the ledger's id wins).
+/// The caller's tags plus `bakery:bake-id=<bake_id>` (the ledger's id wins) and
+/// `bakery:bake-state=pending` (until the bake succeeds; see `Ledger::mark_complete`).
 pub fn with_bake_id(tags: &BTreeMap<String, String>, bake_id: &str) -> BTreeMap<String, String> {
     let mut out = tags.clone();
     out.insert(BAKE_ID_TAG.to_string(), bake_id.to_string());
+    out.insert(crate::aws::BAKE_STATE_TAG.to_string(), "pending".to_string());
     out
 }
 

@@ -121,7 +121,7 @@ pub async fn upload_snapshot(
     // StartSnapshot
     let mut all_tags: Vec<Tag> = tags
         .iter()
-        .filter(|(k, _)| k.as_str() != BAKE_ID_TAG)
+        .filter(|(k, _)| k.as_str() != BAKE_ID_TAG && k.as_str() != crate::aws::BAKE_STATE_TAG)
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     all_tags.push(
@@ -130,8 +130,10 @@ pub async fn upload_snapshot(
             .value(&ledger.bake_id)
             .build(),
     );
+    all_tags.push(Tag::builder().key(crate::aws::BAKE_STATE_TAG).value("pending").build());
     let token = client_token(&ledger.bake_id, region, parent_id, gib, &changed, &hashes);
     let what = format!("starting a snapshot of {} in {region}", file.display());
+    ledger.expect_region(region);
     let start = with_retries(&what, 0, || {
         let req = ebs
             .start_snapshot()
@@ -153,6 +155,7 @@ pub async fn upload_snapshot(
         region: region.to_string(),
         id: snapshot_id.clone(),
     });
+    crate::fault::point(&format!("start snapshot in {region}"))?;
     if let Some(bs) = start.block_size() {
         ensure!(
             bs as u64 == BLOCK_SIZE,
