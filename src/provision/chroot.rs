@@ -339,10 +339,7 @@ impl Chroot {
                 // SAFETY: syncfs on a descriptor we own for the duration of the call.
                 unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
             }
-            // Free extents under 512 KiB (one EBS block) are skipped: trimming them cannot turn
-            // a whole block back into zeros, and there are thousands of them (0.2-0.5 s of
-            // FITRIM on a 2 GiB root against 0.03 s with the minimum).
-            let _ = Command::new("fstrim").args(["--minimum", "524288"]).arg(&self.root).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = Command::new("fstrim").arg(&self.root).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
         while let Some(m) = self.mounts.pop() {
             if let Err(e) = unmount_retrying(&m) {
