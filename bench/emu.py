@@ -5,7 +5,7 @@ venv python; AWS_ENDPOINT_URL etc. come from the environment bench/run sets).
                                 32 threads), register it as an AMI; prints {"image_id", "snapshot_id"}
   emu.py ceiling BLOCKS         PutSnapshotBlock throughput with 64 threads into a fresh snapshot
                                 (no disk reads, checksums precomputed); prints {"mib_per_s", ...}
-  emu.py puts LOGFILE           count the PutSnapshotBlock requests in an emulator log
+  emu.py blocks SNAPSHOT_ID      how many blocks were written to a snapshot (ListSnapshotBlocks)
 """
 
 import base64
@@ -104,9 +104,19 @@ def ceiling(blocks):
     print(json.dumps({"blocks": blocks, "seconds": round(secs, 3), "mib_per_s": round(blocks * BLOCK / (1 << 20) / secs, 1)}))
 
 
-def puts(log):
-    with open(log, errors="replace") as f:
-        print(sum(1 for line in f if '"PUT /snapshots/' in line and "/blocks/" in line))
+def blocks(snap):
+    ebs, _ = clients()
+    n, token = 0, None
+    while True:
+        kw = {"SnapshotId": snap, "MaxResults": 10000}
+        if token:
+            kw["NextToken"] = token
+        page = ebs.list_snapshot_blocks(**kw)
+        n += len(page.get("Blocks", []))
+        token = page.get("NextToken")
+        if not token:
+            break
+    print(n)
 
 
 if __name__ == "__main__":
@@ -115,7 +125,7 @@ if __name__ == "__main__":
         publish(args[0], args[1])
     elif cmd == "ceiling":
         ceiling(int(args[0]))
-    elif cmd == "puts":
-        puts(args[0])
+    elif cmd == "blocks":
+        blocks(args[0])
     else:
         sys.exit(f"emu.py: unknown command {cmd}")
