@@ -34,6 +34,7 @@ pub fn main() -> i32 {
         unshare(CloneFlags::CLONE_NEWNS).context("creating a private mount namespace (are we root?)")?;
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .context("making mounts private")?;
+        drop_copied_loop_mounts();
         let mut chroot = Chroot::new(&plan.root, &plan.log, plan.echo_output)?;
         let outcome = run(&plan, &mut chroot);
         let teardown = chroot.teardown();
@@ -54,6 +55,32 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// `unshare` copied every mount of the host into our namespace, including filesystems on loop
+/// devices that other tools (or other bakes' helpers) mounted at that moment. Our copies would
+/// keep those filesystems alive after their owners unmount them — their `partx -d` then fails
+/// and a later user of the same loop device finds stale partitions. Nothing here needs them:
+/// detach our copies (private propagation: the host's mounts are untouched).
+fn drop_copied_loop_mounts() {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let targets = loop_mount_points(&info);
+    for t in targets.iter().rev() {
+        let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount points (in mountinfo order) whose source is a loop device or one of its partitions.
+fn loop_mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let source = right.split_whitespace().nth(1)?;
+            let point = left.split_whitespace().nth(4)?;
+            source.starts_with("/dev/loop").then(|| point.replace("\\040", " ").replace("\\011", "\t"))
+        })
+        .collect()
 }
 
 fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
@@ -108,4 +135,16 @@ fn timed<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let r = f().with_context(|| label.to_string())?;
     emit(&Event::Done { step: label.to_string(), seconds: t.elapsed().as_secs_f64() });
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loop_mount_points_are_found_in_mountinfo() {
+        let info = "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    90 22 7:2 / /var/tmp/floor\\040mnt rw,relatime - ext4 /dev/loop0p2 rw\n\
+                    91 90 0:5 / /var/tmp/floor\\040mnt/proc rw - proc proc rw\n\
+                    95 22 7:3 / /snap/core rw - squashfs /dev/loop3 ro\n";
+        assert_eq!(super::loop_mount_points(info), ["/var/tmp/floor mnt", "/snap/core"]);
+    }
 }
