@@ -663,29 +663,19 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
     let cluster = unique("pay").replace('-', "") + "-prod";
     let (v000, v001) = (format!("{cluster}-v000"), format!("{cluster}-v001"));
     rt.block_on(r.group(&v000, "1", 2));
-    let interrupt = |image: &str| {
-        // The new generation stays unhealthy, so the deploy waits; kill -9 it mid-wait.
+    // The new generation stays unhealthy, so the deploy waits: kill -9 it mid-wait.
+    let kill_mid_wait = |image: &str, generation: &str| {
         rt.block_on(r.mark_unhealthy(image));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bakery"))
-            .args(["deploy", "--image", image, "--region", "eu-west-1", "--cluster", &cluster])
-            .env("BAKERY_DEPLOY_POLL_MS", "50")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while rt.block_on(r.instance_ids(&v001)).len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "v001 never appeared");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let mut child = spawn_deploy(&["--image", image, "--region", "eu-west-1", "--cluster", &cluster], &[]);
+        wait_for(&format!("{generation} with 2 instances"), || rt.block_on(r.instance_ids(generation)).len() >= 2);
         child.kill().unwrap();
         child.wait().unwrap();
-        rt.block_on(async {
-            ctx.ec2("eu-west-1").delete_tags().resources(image).tags(aws_sdk_ec2::types::Tag::builder().key(UNHEALTHY).build()).send().await.unwrap();
-        });
     };
 
-    interrupt(&r.new_ami);
+    kill_mid_wait(&r.new_ami, &v001);
+    rt.block_on(async {
+        ctx.ec2("eu-west-1").delete_tags().resources(&r.new_ami).tags(aws_sdk_ec2::types::Tag::builder().key(UNHEALTHY).build()).send().await.unwrap();
+    });
     let st = bakery(&["status", "--cluster", &cluster, "--region", "eu-west-1", "--json"]);
     st.assert_ok();
     let reg = &st.json()["regions"][0];
@@ -709,24 +699,7 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
     let next = rt.block_on(ami(&ctx, "eu-west-1", "app-1.3-1"));
     let v002 = format!("{cluster}-v002");
     let versions = rt.block_on(r.versions());
-    let interrupt2 = || {
-        rt.block_on(r.mark_unhealthy(&next));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bakery"))
-            .args(["deploy", "--image", &next, "--region", "eu-west-1", "--cluster", &cluster])
-            .env("BAKERY_DEPLOY_POLL_MS", "50")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while rt.block_on(r.instance_ids(&v002)).len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "{v002} never appeared");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-    };
-    interrupt2();
+    kill_mid_wait(&next, &v002);
     bakery(&["rollback", "--cluster", &cluster, "--region", "eu-west-1"]).assert_ok();
     rt.block_on(async {
         assert!(r.describe(&v002).await.is_none(), "the interrupted generation is deleted");

@@ -32,7 +32,7 @@ pub fn check(a: &PublishArgs) -> Result<()> {
 }
 
 /// What a from-scratch base looks like to RegisterImage: HVM, ENA, BIOS boot, one gp3 root.
-fn template(name: &str, region: &str, snapshot_id: &str, size_gib: i32, version: &str) -> BaseAmi {
+pub fn from_scratch_base(name: &str, region: &str, snapshot_id: &str, size_gib: i32, version: &str) -> BaseAmi {
     BaseAmi {
         id: String::new(),
         name: name.to_string(),
@@ -91,7 +91,7 @@ pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -
             rt.block_on(ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, Duration::from_secs(3600)))?;
             timings.push(Timing::new("upload snapshot", t.elapsed().as_secs_f64()));
             let t = Instant::now();
-            let base = template(&name, &region, &up.snapshot_id, up.volume_size_gib as i32, &version);
+            let base = from_scratch_base(&name, &region, &up.snapshot_id, up.volume_size_gib as i32, &version);
             let spec = ami::RegisterSpec {
                 name: name.clone(),
                 description: description.clone(),

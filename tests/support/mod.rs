@@ -578,7 +578,7 @@ pub fn bake_id_in(stderr: &str) -> Option<String> {
 /// Publish `base_image()` as AMI `name` in `region` of the emulator (what `bakery base build
 /// --output ami` makes, without the debootstrap), marked complete like a finished bake's product.
 pub fn publish_test_base(rt: &tokio::runtime::Runtime, ctx: &bakery::aws::client::AwsContext, region: &str, name: &str) -> (String, String) {
-    use bakery::aws::ami::{BaseAmi, BlockDevice, RegisterSpec};
+    use bakery::aws::ami::RegisterSpec;
     let raw = base_image();
     let ledger = bakery::aws::ledger::Ledger::new("bk-000000000000");
     let tags: std::collections::BTreeMap<String, String> =
@@ -587,32 +587,7 @@ pub fn publish_test_base(rt: &tokio::runtime::Runtime, ctx: &bakery::aws::client
         let up = bakery::aws::ebs::upload_snapshot(&ctx.ebs(region), &raw, None, "bakery test base", &tags, &ledger, region, 64).await.unwrap();
         bakery::aws::ebs::wait_snapshot_completed(&ctx.ec2(region), &up.snapshot_id, std::time::Duration::from_secs(300)).await.unwrap();
         let size = up.volume_size_gib as i32;
-        let base = BaseAmi {
-            id: String::new(),
-            name: name.to_string(),
-            region: region.to_string(),
-            root_device_name: "/dev/xvda".into(),
-            root_snapshot_id: up.snapshot_id.clone(),
-            root_volume_size_gib: size,
-            block_device_mappings: vec![BlockDevice {
-                device_name: "/dev/xvda".into(),
-                snapshot_id: Some(up.snapshot_id.clone()),
-                volume_size_gib: Some(size),
-                volume_type: Some("gp3".into()),
-                delete_on_termination: Some(true),
-                encrypted: None,
-                iops: None,
-                throughput: None,
-                virtual_name: None,
-                no_device: false,
-            }],
-            architecture: "x86_64".into(),
-            boot_mode: Some("legacy-bios".into()),
-            ena_support: true,
-            virtualization_type: "hvm".into(),
-            tags: Default::default(),
-            version: Some("1".into()),
-        };
+        let base = bakery::base::publish::from_scratch_base(name, region, &up.snapshot_id, size, "1");
         let spec = RegisterSpec { name: name.to_string(), description: "bakery test base".into(), root_snapshot_id: up.snapshot_id.clone(), volume_size_gib: size, base, tags };
         let r = bakery::aws::ami::register(ctx, region, &spec, &ledger).await.unwrap();
         ledger.mark_complete(ctx).await.unwrap();

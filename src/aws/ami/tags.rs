@@ -80,8 +80,10 @@ mod tests {
         m.insert(BAKE_ID_TAG.to_string(), "stale".to_string());
         let m = with_bake_id(&m, "b-123");
         assert_eq!(m[BAKE_ID_TAG], "b-123");
+        // Created pending: gc may take it for a leftover until the bake marks it complete.
+        assert_eq!(m[crate::aws::BAKE_STATE_TAG], "pending");
         let t = ec2_tags(&m);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.len(), 3);
         assert_eq!(tag_map(&t), m);
     }
 }
