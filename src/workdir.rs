@@ -43,10 +43,6 @@ impl WorkDir {
         Ok(())
     }
 
-    pub fn locks(&self) -> PathBuf {
-        self.top.join("locks")
-    }
-
     pub fn log(&self) -> PathBuf {
         self.top.join("logs").join(format!("{}.log", self.bake_id))
     }

@@ -204,7 +204,7 @@ fn bake_with_ledger(
                     .block_on(imds::detect())
                     .ok_or_else(|| input!("--mode volume needs an EC2 bake host (IMDSv2 did not answer); use --mode direct elsewhere"))?;
                 let t = Instant::now();
-                let attached = signals::block_on(rt, volume::create_and_attach(ctx, &host, &base.root_snapshot_id, base.root_volume_size_gib, ledger, &work.locks()))?;
+                let attached = signals::block_on(rt, volume::create_and_attach(ctx, &host, &base.root_snapshot_id, base.root_volume_size_gib, ledger, &crate::sys::lock::host_wide_dir()))?;
                 crate::fault::point("attach volume")?;
                 timings.push(Timing::new("create and attach volume", t.elapsed().as_secs_f64()));
                 let outcome = provision_image(&attached.device, &base.id, p, work, progress, g)?;

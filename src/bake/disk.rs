@@ -33,7 +33,7 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
         None
     } else {
         progress.start_step("attach loop device");
-        Some(LoopGuard::attach(job.disk, &work.locks())?)
+        Some(LoopGuard::attach(job.disk, &crate::sys::lock::host_wide_dir())?)
     };
     crate::fault::point("attach loop device")?;
     let dev = lo.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| job.disk.to_path_buf());

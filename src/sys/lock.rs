@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
+/// Where locks on host-global things live (loop device attach, EC2 device names): the same
+/// directory for every bake on the host, whatever its `--work-dir`, so two bakes with different
+/// work dirs still serialize. Under /run: a tmpfs, emptied at boot, like the devices it guards.
+pub fn host_wide_dir() -> PathBuf {
+    PathBuf::from("/run/lock/bakery")
+}
+
 #[derive(Debug)]
 pub struct HostLock {
     _lock: Flock<File>,
