@@ -15,6 +15,21 @@ pub struct AwsContext {
     base: SdkConfig,
 }
 
+/// `AwsContext::NAME(region)`: a client of SDK crate `$sdk` for `region`, from the shared
+/// config (credentials, endpoint, retries), with the test-only fault hook when it is asked for.
+macro_rules! client {
+    ($name:ident, $sdk:ident) => {
+        pub fn $name(&self, region: &str) -> $sdk::Client {
+            let conf = $sdk::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            let conf = match fault::FaultHook::from_env() {
+                Some(h) => conf.interceptor(h).build(),
+                None => conf.build(),
+            };
+            $sdk::Client::from_conf(conf)
+        }
+    };
+}
+
 impl AwsContext {
     pub async fn load() -> AwsContext {
         let base = aws_config::defaults(BehaviorVersion::latest())
@@ -53,33 +68,10 @@ impl AwsContext {
             .ok_or_else(|| input!("no AWS region: pass --region or set AWS_REGION (or a region in your AWS profile)"))
     }
 
-    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
-        let conf = aws_sdk_ec2::config::Builder::from(&self.base).region(Region::new(region.to_string()));
-        aws_sdk_ec2::Client::from_conf(crate::aws::client::with_fault_hook(conf))
-    }
-
-    pub fn ebs(&self, region: &str) -> aws_sdk_ebs::Client {
-        let conf = aws_sdk_ebs::config::Builder::from(&self.base).region(Region::new(region.to_string()));
-        aws_sdk_ebs::Client::from_conf(with_fault_hook_ebs(conf))
-    }
-
-    pub fn autoscaling(&self, region: &str) -> aws_sdk_autoscaling::Client {
-        let conf = aws_sdk_autoscaling::config::Builder::from(&self.base).region(Region::new(region.to_string()));
-        let conf = match fault::FaultHook::from_env() {
-            Some(h) => conf.interceptor(h).build(),
-            None => conf.build(),
-        };
-        aws_sdk_autoscaling::Client::from_conf(conf)
-    }
-
-    pub fn elbv2(&self, region: &str) -> aws_sdk_elasticloadbalancingv2::Client {
-        let conf = aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.base).region(Region::new(region.to_string()));
-        let conf = match fault::FaultHook::from_env() {
-            Some(h) => conf.interceptor(h).build(),
-            None => conf.build(),
-        };
-        aws_sdk_elasticloadbalancingv2::Client::from_conf(conf)
-    }
+    client!(ec2, aws_sdk_ec2);
+    client!(ebs, aws_sdk_ebs);
+    client!(autoscaling, aws_sdk_autoscaling);
+    client!(elbv2, aws_sdk_elasticloadbalancingv2);
 
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base
@@ -179,19 +171,6 @@ pub mod fault {
     }
 }
 
-pub(crate) fn with_fault_hook(conf: aws_sdk_ec2::config::Builder) -> aws_sdk_ec2::Config {
-    match fault::FaultHook::from_env() {
-        Some(h) => conf.interceptor(h).build(),
-        None => conf.build(),
-    }
-}
-
-fn with_fault_hook_ebs(conf: aws_sdk_ebs::config::Builder) -> aws_sdk_ebs::Config {
-    match fault::FaultHook::from_env() {
-        Some(h) => conf.interceptor(h).build(),
-        None => conf.build(),
-    }
-}
 
 /// One line for an SDK error: the service's code and message when there is one.
 pub fn describe_sdk_error<E, R>(e: &aws_sdk_ec2::error::SdkError<E, R>) -> String
