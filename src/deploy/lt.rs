@@ -8,8 +8,9 @@ use aws_sdk_ec2::types::RequestLaunchTemplateData;
 
 use super::sdk;
 
-/// A launch template as an ASG names it: by id or by name, and a version string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A launch template as an ASG names it: by id or by name, and a version string. Deploy points
+/// groups at these; `images prune` resolves them to the AMIs in use.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LtRef {
     pub id: Option<String>,
     pub name: Option<String>,
@@ -22,8 +23,19 @@ impl LtRef {
         LtRef {
             id: spec.launch_template_id().map(String::from),
             name: spec.launch_template_name().map(String::from),
-            version: spec.version().unwrap_or("$Default").to_string(),
+            // A group that names no version (or an empty one) runs the template's default.
+            version: spec.version().filter(|v| !v.is_empty()).unwrap_or("$Default").to_string(),
         }
+    }
+
+    /// `of`, for a specification that names a template at all (an override may name none).
+    pub fn named(spec: &LaunchTemplateSpecification) -> Option<LtRef> {
+        (spec.launch_template_id().is_some() || spec.launch_template_name().is_some()).then(|| LtRef::of(spec))
+    }
+
+    /// The template's id, else its name.
+    pub fn label(&self) -> &str {
+        self.id.as_deref().or(self.name.as_deref()).unwrap_or("?")
     }
 
     /// The same template, named the same way (id or name), at `version`.
@@ -37,7 +49,7 @@ impl LtRef {
     }
 
     pub fn describe(&self) -> String {
-        format!("launch template {} version {}", self.id.as_deref().or(self.name.as_deref()).unwrap_or("?"), self.version)
+        format!("launch template {} version {}", self.label(), self.version)
     }
 }
 

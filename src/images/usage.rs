@@ -9,45 +9,20 @@ use anyhow::{anyhow, Result};
 use aws_sdk_ec2::types::Filter;
 
 use crate::aws::client::{describe_sdk_error, AwsContext};
-
-/// A launch template as an ASG names it, with the version it asks for (None: `$Default`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TemplateRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub version: String,
-}
-
-impl TemplateRef {
-    fn from_spec(s: &aws_sdk_autoscaling::types::LaunchTemplateSpecification) -> Option<TemplateRef> {
-        if s.launch_template_id().is_none() && s.launch_template_name().is_none() {
-            return None;
-        }
-        Some(TemplateRef {
-            id: s.launch_template_id().map(str::to_string),
-            name: s.launch_template_name().map(str::to_string),
-            // An ASG that names no version uses the template's default version.
-            version: s.version().filter(|v| !v.is_empty()).unwrap_or("$Default").to_string(),
-        })
-    }
-
-    fn label(&self) -> String {
-        self.id.clone().or_else(|| self.name.clone()).unwrap_or_default()
-    }
-}
+use crate::deploy::lt::LtRef;
 
 /// Every launch template (with version) an ASG launches from.
-pub fn asg_templates(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<TemplateRef> {
+pub fn asg_templates(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<LtRef> {
     let mut out = BTreeSet::new();
-    if let Some(t) = g.launch_template().and_then(TemplateRef::from_spec) {
+    if let Some(t) = g.launch_template().and_then(LtRef::named) {
         out.insert(t);
     }
     if let Some(lt) = g.mixed_instances_policy().and_then(|m| m.launch_template()) {
-        if let Some(t) = lt.launch_template_specification().and_then(TemplateRef::from_spec) {
+        if let Some(t) = lt.launch_template_specification().and_then(LtRef::named) {
             out.insert(t);
         }
         for o in lt.overrides() {
-            if let Some(t) = o.launch_template_specification().and_then(TemplateRef::from_spec) {
+            if let Some(t) = o.launch_template_specification().and_then(LtRef::named) {
                 out.insert(t);
             }
         }
@@ -77,7 +52,7 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
         }
     }
 
-    let mut resolved: BTreeMap<TemplateRef, (String, String)> = BTreeMap::new();
+    let mut resolved: BTreeMap<LtRef, (String, String)> = BTreeMap::new();
     let mut configs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for g in &groups {
         let asg = g.auto_scaling_group_name().unwrap_or_default();
@@ -179,7 +154,7 @@ mod tests {
     #[test]
     fn an_asg_uses_its_template_and_every_template_of_its_mixed_policy() {
         let g = AutoScalingGroup::builder().launch_template(spec("lt-a", None)).build();
-        assert_eq!(asg_templates(&g), [TemplateRef { id: Some("lt-a".into()), name: None, version: "$Default".into() }]);
+        assert_eq!(asg_templates(&g), [LtRef { id: Some("lt-a".into()), name: None, version: "$Default".into() }]);
 
         let mixed = MixedInstancesPolicy::builder()
             .launch_template(
