@@ -23,7 +23,13 @@ pub struct Check {
 fn check(name: &str, ok: bool, required: bool, detail: String, fix: &str) -> Check {
     Check {
         name: name.into(),
-        status: if ok { "ok" } else if required { "missing" } else { "optional" },
+        status: if ok {
+            "ok"
+        } else if required {
+            "missing"
+        } else {
+            "optional"
+        },
         detail,
         fix: (!ok).then(|| fix.to_string()),
     }
@@ -31,7 +37,9 @@ fn check(name: &str, ok: bool, required: bool, detail: String, fix: &str) -> Che
 
 pub fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(input!("`bakery {what}` needs root (loop devices, mounts, chroot); run it with sudo"));
+        return Err(input!(
+            "`bakery {what}` needs root (loop devices, mounts, chroot); run it with sudo"
+        ));
     }
     Ok(())
 }
@@ -42,7 +50,9 @@ fn tool(name: &str, package: &str, required: bool, why: &str) -> Check {
         name,
         found.is_some(),
         required,
-        found.map(|p| p.display().to_string()).unwrap_or_else(|| format!("not found ({why})")),
+        found
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("not found ({why})")),
         &format!("apt-get install {package}"),
     )
 }
@@ -62,19 +72,45 @@ fn free_loop_devices() -> (usize, String) {
             }
         }
     }
-    let max: usize = std::fs::read_to_string("/sys/module/loop/parameters/max_loop").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let max: usize = std::fs::read_to_string("/sys/module/loop/parameters/max_loop")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     // max_loop=0 means loop-control creates devices on demand (up to the minor number space).
-    let more = if max == 0 { 1 << 20 } else { max.saturating_sub(total) };
-    (free + more, format!("{free} free of {total}, {}", if max == 0 { "more created on demand".to_string() } else { format!("limit {max}") }))
+    let more = if max == 0 {
+        1 << 20
+    } else {
+        max.saturating_sub(total)
+    };
+    (
+        free + more,
+        format!(
+            "{free} free of {total}, {}",
+            if max == 0 {
+                "more created on demand".to_string()
+            } else {
+                format!("limit {max}")
+            }
+        ),
+    )
 }
 
 fn kvm_usable() -> (bool, String) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = cpu.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
-    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let flags = cpu
+        .lines()
+        .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     match (flags, dev) {
         (true, true) => (true, "CPU has vmx/svm and /dev/kvm opens".into()),
-        (false, true) => (false, "/dev/kvm exists but the CPU has no vmx/svm: QEMU falls back to TCG (slow)".into()),
+        (false, true) => (
+            false,
+            "/dev/kvm exists but the CPU has no vmx/svm: QEMU falls back to TCG (slow)".into(),
+        ),
         _ => (false, "no usable KVM: QEMU runs under TCG (slow)".into()),
     }
 }
@@ -83,8 +119,12 @@ pub fn checks(g: &Globals) -> Vec<Check> {
     let root = nix::unistd::geteuid().is_root();
     let (free, loop_detail) = free_loop_devices();
     let (kvm, kvm_detail) = kvm_usable();
-    let work_parent = std::iter::successors(Some(g.work_dir.as_path()), |p| p.parent()).find(|p| p.exists()).unwrap_or(Path::new("/"));
-    let avail = nix::sys::statvfs::statvfs(work_parent).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64).unwrap_or(0);
+    let work_parent = std::iter::successors(Some(g.work_dir.as_path()), |p| p.parent())
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let avail = nix::sys::statvfs::statvfs(work_parent)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .unwrap_or(0);
     vec![
         check("root", root, true, if root { "running as root".into() } else { "not root".into() }, "run bakery with sudo"),
         check(
@@ -118,7 +158,12 @@ pub fn run(args: &DoctorArgs, g: &Globals) -> Result<i32> {
     let checks = checks(g);
     let missing = checks.iter().filter(|c| c.status == "missing").count();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ready": missing == 0, "checks": checks}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"ready": missing == 0, "checks": checks})
+            )?
+        );
     } else {
         for c in &checks {
             let mark = match c.status {
@@ -131,7 +176,14 @@ pub fn run(args: &DoctorArgs, g: &Globals) -> Result<i32> {
                 println!("       fix: {f}");
             }
         }
-        println!("{}", if missing == 0 { "this host can bake".to_string() } else { format!("{missing} required check(s) failed: this host cannot bake yet") });
+        println!(
+            "{}",
+            if missing == 0 {
+                "this host can bake".to_string()
+            } else {
+                format!("{missing} required check(s) failed: this host cannot bake yet")
+            }
+        );
     }
     Ok(if missing == 0 { 0 } else { 1 })
 }

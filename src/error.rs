@@ -60,7 +60,10 @@ mod tests {
         assert_eq!(exit_code(&e), EXIT_INPUT);
         let wrapped = Err::<(), _>(e).context("baking").unwrap_err();
         assert_eq!(exit_code(&wrapped), EXIT_INPUT);
-        assert_eq!(exit_code(&anyhow::Error::new(Interrupted)), EXIT_INTERRUPTED);
+        assert_eq!(
+            exit_code(&anyhow::Error::new(Interrupted)),
+            EXIT_INTERRUPTED
+        );
         assert_eq!(exit_code(&anyhow::anyhow!("mount failed")), EXIT_FAILURE);
     }
 }

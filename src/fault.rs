@@ -71,7 +71,11 @@ fn point_with(name: &str, env: impl Fn(&str) -> Option<String>) -> Result<()> {
 
 fn record(log: &str, line: &str) {
     // O_APPEND with one write per line: the bake and its session child can share the file.
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
         let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
@@ -79,7 +83,11 @@ fn record(log: &str, line: &str) {
 /// The points a log names, first occurrence order, without duplicates or `holding at` lines.
 pub fn points_in_log(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for l in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("holding at ")) {
+    for l in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("holding at "))
+    {
         if !out.iter().any(|o| o == l) {
             out.push(l.to_string());
         }
@@ -94,17 +102,35 @@ mod tests {
     #[test]
     fn only_the_named_point_fails_or_hangs() {
         assert_eq!(decide("mount /proc", None, None), Decision::Pass);
-        assert_eq!(decide("mount /proc", Some("mount /sys"), None), Decision::Pass);
-        assert_eq!(decide("mount /proc", Some("mount /proc"), None), Decision::Fail);
-        assert_eq!(decide("mount /proc", Some("mount /proc"), Some("fail")), Decision::Fail);
-        assert_eq!(decide("mount /proc", Some("mount /proc"), Some("hang")), Decision::Hang);
-        assert_eq!(decide("mount /sys", Some("mount /proc"), Some("hang")), Decision::Pass);
+        assert_eq!(
+            decide("mount /proc", Some("mount /sys"), None),
+            Decision::Pass
+        );
+        assert_eq!(
+            decide("mount /proc", Some("mount /proc"), None),
+            Decision::Fail
+        );
+        assert_eq!(
+            decide("mount /proc", Some("mount /proc"), Some("fail")),
+            Decision::Fail
+        );
+        assert_eq!(
+            decide("mount /proc", Some("mount /proc"), Some("hang")),
+            Decision::Hang
+        );
+        assert_eq!(
+            decide("mount /sys", Some("mount /proc"), Some("hang")),
+            Decision::Pass
+        );
     }
 
     #[test]
     fn a_log_lists_each_point_once_in_order() {
         let log = "copy base\nattach loop device\nholding at x\ncopy base\n\nmount /proc\n";
-        assert_eq!(points_in_log(log), ["copy base", "attach loop device", "mount /proc"]);
+        assert_eq!(
+            points_in_log(log),
+            ["copy base", "attach loop device", "mount /proc"]
+        );
     }
 
     #[test]
@@ -121,6 +147,9 @@ mod tests {
         let e = point_with("point b", env).unwrap_err().to_string();
         assert_eq!(e.lines().count(), 1);
         assert!(e.contains("`point b`"), "{e}");
-        assert_eq!(points_in_log(&std::fs::read_to_string(&log).unwrap()), ["point a", "point b"]);
+        assert_eq!(
+            points_in_log(&std::fs::read_to_string(&log).unwrap()),
+            ["point a", "point b"]
+        );
     }
 }

@@ -17,12 +17,29 @@ use crate::workdir::{alive_lock_name, PARTIAL_OUTPUT_NOTE};
 pub enum Leftover {
     /// A process still running inside a dead bake's chroot (a daemon or a scriptlet's child):
     /// it keeps the bake's private mounts, and so its loop device, alive.
-    Process { pid: i32, comm: String, bake_id: String },
-    LoopDevice { device: String, backing_file: String, bake_id: String },
-    PartialOutput { path: String, bake_id: String },
+    Process {
+        pid: i32,
+        comm: String,
+        bake_id: String,
+    },
+    LoopDevice {
+        device: String,
+        backing_file: String,
+        bake_id: String,
+    },
+    PartialOutput {
+        path: String,
+        bake_id: String,
+    },
     /// A bake's scratch directory in $TMPDIR (layers written out).
-    Scratch { path: String, bake_id: String },
-    WorkDir { path: String, bake_id: String },
+    Scratch {
+        path: String,
+        bake_id: String,
+    },
+    WorkDir {
+        path: String,
+        bake_id: String,
+    },
 }
 
 /// Prefix of a bake's scratch directory in $TMPDIR: `bakery-layers-<bake-id>-XXXXXX`.
@@ -31,11 +48,23 @@ pub const SCRATCH_PREFIX: &str = "bakery-layers-";
 impl Leftover {
     pub fn describe(&self) -> String {
         match self {
-            Leftover::Process { pid, comm, bake_id } => format!("process {comm} (pid {pid}) inside bake {bake_id}'s image"),
-            Leftover::LoopDevice { device, backing_file, bake_id } => format!("loop device {device} on {backing_file} (bake {bake_id})"),
-            Leftover::PartialOutput { path, bake_id } => format!("partial output {path} (bake {bake_id})"),
-            Leftover::Scratch { path, bake_id } => format!("scratch directory {path} (bake {bake_id})"),
-            Leftover::WorkDir { path, bake_id } => format!("work directory {path} (bake {bake_id})"),
+            Leftover::Process { pid, comm, bake_id } => {
+                format!("process {comm} (pid {pid}) inside bake {bake_id}'s image")
+            }
+            Leftover::LoopDevice {
+                device,
+                backing_file,
+                bake_id,
+            } => format!("loop device {device} on {backing_file} (bake {bake_id})"),
+            Leftover::PartialOutput { path, bake_id } => {
+                format!("partial output {path} (bake {bake_id})")
+            }
+            Leftover::Scratch { path, bake_id } => {
+                format!("scratch directory {path} (bake {bake_id})")
+            }
+            Leftover::WorkDir { path, bake_id } => {
+                format!("work directory {path} (bake {bake_id})")
+            }
         }
     }
 }
@@ -44,7 +73,10 @@ impl Leftover {
 pub fn bake_id_of(path: &str, work_top: &Path) -> Option<String> {
     let work = work_top.join("work");
     if let Ok(rest) = Path::new(path).strip_prefix(&work) {
-        return rest.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        return rest
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
     }
     let name = Path::new(path).file_name()?.to_string_lossy().into_owned();
     let after = name.split(".bakery-").nth(1)?;
@@ -54,7 +86,10 @@ pub fn bake_id_of(path: &str, work_top: &Path) -> Option<String> {
 
 fn running(work_top: &Path, id: &str) -> bool {
     // A free lock means no live process holds it; taking it for a moment is harmless.
-    !matches!(HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)), Ok(Some(_)))
+    !matches!(
+        HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)),
+        Ok(Some(_))
+    )
 }
 
 fn loop_devices() -> Vec<(String, String)> {
@@ -63,7 +98,10 @@ fn loop_devices() -> Vec<(String, String)> {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Ok(back) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-                out.push((format!("/dev/{name}"), back.trim().trim_end_matches(" (deleted)").to_string()));
+                out.push((
+                    format!("/dev/{name}"),
+                    back.trim().trim_end_matches(" (deleted)").to_string(),
+                ));
             }
         }
     }
@@ -76,7 +114,11 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
         let root = std::fs::read_link(format!("/proc/{}/root", p.pid)).unwrap_or_default();
         if let Some(id) = bake_id_of(&root.display().to_string(), work_top) {
             if !running(work_top, &id) {
-                found.push(Leftover::Process { pid: p.pid, comm: p.comm, bake_id: id });
+                found.push(Leftover::Process {
+                    pid: p.pid,
+                    comm: p.comm,
+                    bake_id: id,
+                });
             }
         }
     }
@@ -86,16 +128,33 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
             // with another --work-dir keeps its liveness lock elsewhere, so it is not ours to judge.
             let ours = work_top.join("work").join(&id).is_dir();
             if ours && !running(work_top, &id) {
-                found.push(Leftover::LoopDevice { device, backing_file, bake_id: id });
+                found.push(Leftover::LoopDevice {
+                    device,
+                    backing_file,
+                    bake_id: id,
+                });
             }
         }
     }
-    for e in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_prefix(SCRATCH_PREFIX).and_then(|r| r.get(..15)).filter(|id| id.starts_with("bk-")) else { continue };
+        let Some(id) = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|r| r.get(..15))
+            .filter(|id| id.starts_with("bk-"))
+        else {
+            continue;
+        };
         // Only bakes of this work dir (their work dir is here): another's liveness lock is elsewhere.
         if work_top.join("work").join(id).is_dir() && !running(work_top, id) {
-            found.push(Leftover::Scratch { path: e.path().display().to_string(), bake_id: id.to_string() });
+            found.push(Leftover::Scratch {
+                path: e.path().display().to_string(),
+                bake_id: id.to_string(),
+            });
         }
     }
     if let Ok(rd) = std::fs::read_dir(work_top.join("work")) {
@@ -106,10 +165,16 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
             }
             if let Ok(p) = std::fs::read_to_string(e.path().join(PARTIAL_OUTPUT_NOTE)) {
                 if Path::new(&p).exists() {
-                    found.push(Leftover::PartialOutput { path: p, bake_id: id.clone() });
+                    found.push(Leftover::PartialOutput {
+                        path: p,
+                        bake_id: id.clone(),
+                    });
                 }
             }
-            found.push(Leftover::WorkDir { path: e.path().display().to_string(), bake_id: id });
+            found.push(Leftover::WorkDir {
+                path: e.path().display().to_string(),
+                bake_id: id,
+            });
         }
     }
     found
@@ -118,19 +183,46 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
 fn remove(l: &Leftover) -> Result<()> {
     match l {
         Leftover::Process { pid, comm, .. } => {
-            crate::sys::procs::stop(&[crate::sys::procs::Proc { pid: *pid, comm: comm.clone() }], std::time::Duration::from_secs(3));
+            crate::sys::procs::stop(
+                &[crate::sys::procs::Proc {
+                    pid: *pid,
+                    comm: comm.clone(),
+                }],
+                std::time::Duration::from_secs(3),
+            );
             // Its mount namespace goes with it; give the kernel a moment to release the mounts.
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        Leftover::LoopDevice { device, backing_file, .. } => {
+        Leftover::LoopDevice {
+            device,
+            backing_file,
+            ..
+        } => {
             // The dead bake's session child may still be dying (it follows its parent by
             // PDEATHSIG) and hold the partitions mounted: until then partx -d fails and the
             // kernel only defers the detach. Retry until the device is really free.
-            let name = Path::new(device).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = Path::new(device)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             // Ours while it is still backed by the dead bake's file: once freed, another bake may
             // take the same device, and it is not ours to touch any more.
-            let backing = || std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok().map(|b| b.trim().trim_end_matches(" (deleted)").to_string());
-            let has_parts = || std::fs::read_dir(format!("/sys/block/{name}")).map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}p")))).unwrap_or(false);
+            let backing = || {
+                std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+                    .ok()
+                    .map(|b| b.trim().trim_end_matches(" (deleted)").to_string())
+            };
+            let has_parts = || {
+                std::fs::read_dir(format!("/sys/block/{name}"))
+                    .map(|rd| {
+                        rd.flatten().any(|e| {
+                            e.file_name()
+                                .to_string_lossy()
+                                .starts_with(&format!("{name}p"))
+                        })
+                    })
+                    .unwrap_or(false)
+            };
             for _ in 0..100 {
                 match backing() {
                     // Released (stale partition nodes on a free device are dropped by the next
@@ -139,15 +231,25 @@ fn remove(l: &Leftover) -> Result<()> {
                     Some(b) if &b != backing_file => return Ok(()),
                     Some(_) => {}
                 }
-                let _ = std::process::Command::new("partx").args(["-d", device]).output();
+                let _ = std::process::Command::new("partx")
+                    .args(["-d", device])
+                    .output();
                 match loopdev::LoopDevice::open(device)?.detach() {
                     // ENXIO: autoclear released it once its mounts were gone.
-                    Err(e) if e.raw_os_error() != Some(libc::ENXIO) && e.raw_os_error() != Some(libc::EBUSY) => return Err(e.into()),
+                    Err(e)
+                        if e.raw_os_error() != Some(libc::ENXIO)
+                            && e.raw_os_error() != Some(libc::EBUSY) =>
+                    {
+                        return Err(e.into())
+                    }
                     _ => {}
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            anyhow::bail!("{device} is still busy after 10 s (partitions mapped: {})", has_parts());
+            anyhow::bail!(
+                "{device} is still busy after 10 s (partitions mapped: {})",
+                has_parts()
+            );
         }
         Leftover::PartialOutput { path, .. } => std::fs::remove_file(path)?,
         Leftover::Scratch { path, .. } => std::fs::remove_dir_all(path)?,
@@ -170,13 +272,23 @@ pub struct GcReport {
 pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
     let mut report = run_local(args.dry_run, g)?;
     if args.aws || !args.region.is_empty() {
-        let grace = crate::aws::gc::parse_grace(&args.grace).map_err(|e| crate::input!("--grace {e}"))?;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let grace =
+            crate::aws::gc::parse_grace(&args.grace).map_err(|e| crate::input!("--grace {e}"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let ctx = rt.block_on(crate::aws::client::AwsContext::load());
-        let regions = if args.region.is_empty() { vec![ctx.region(None)?] } else { args.region.clone() };
+        let regions = if args.region.is_empty() {
+            vec![ctx.region(None)?]
+        } else {
+            args.region.clone()
+        };
         for r in &regions {
             if !crate::bake::ami::is_region_name(r) {
-                return Err(crate::input!("--region `{r}` is not an AWS region name (like us-east-1)"));
+                return Err(crate::input!(
+                    "--region `{r}` is not an AWS region name (like us-east-1)"
+                ));
             }
         }
         let running = |id: &str| crate::aws::gc::running_here(&g.work_dir, id);
@@ -185,7 +297,15 @@ pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
             found.extend(rt.block_on(crate::aws::gc::find(&ctx, r, grace, &running))?);
         }
         for l in &found {
-            eprintln!("{} {}", if args.dry_run { "would remove" } else { "removing" }, l.describe());
+            eprintln!(
+                "{} {}",
+                if args.dry_run {
+                    "would remove"
+                } else {
+                    "removing"
+                },
+                l.describe()
+            );
         }
         if !args.dry_run {
             let failures = rt.block_on(crate::aws::gc::remove(&ctx, &found));
@@ -214,16 +334,28 @@ fn run_local(dry_run: bool, g: &Globals) -> Result<GcReport> {
         }
     }
     for l in &found {
-        eprintln!("{} {}", if dry_run { "would remove" } else { "removed" }, l.describe());
+        eprintln!(
+            "{} {}",
+            if dry_run { "would remove" } else { "removed" },
+            l.describe()
+        );
     }
-    Ok(GcReport { dry_run, found, aws: None, removed, failed })
+    Ok(GcReport {
+        dry_run,
+        found,
+        aws: None,
+        removed,
+        failed,
+    })
 }
 
 pub fn leftover_paths(r: &GcReport) -> Vec<PathBuf> {
     r.found
         .iter()
         .filter_map(|l| match l {
-            Leftover::PartialOutput { path, .. } | Leftover::Scratch { path, .. } | Leftover::WorkDir { path, .. } => Some(PathBuf::from(path)),
+            Leftover::PartialOutput { path, .. }
+            | Leftover::Scratch { path, .. }
+            | Leftover::WorkDir { path, .. } => Some(PathBuf::from(path)),
             _ => None,
         })
         .collect()
@@ -236,10 +368,20 @@ mod tests {
     #[test]
     fn bake_ids_from_paths() {
         let top = Path::new("/var/lib/bakery");
-        assert_eq!(bake_id_of("/var/lib/bakery/work/bk-0123456789ab/disk.raw", top).as_deref(), Some("bk-0123456789ab"));
-        assert_eq!(bake_id_of("/srv/out/.app.raw.bakery-bk-0123456789ab.partial", top).as_deref(), Some("bk-0123456789ab"));
+        assert_eq!(
+            bake_id_of("/var/lib/bakery/work/bk-0123456789ab/disk.raw", top).as_deref(),
+            Some("bk-0123456789ab")
+        );
+        assert_eq!(
+            bake_id_of("/srv/out/.app.raw.bakery-bk-0123456789ab.partial", top).as_deref(),
+            Some("bk-0123456789ab")
+        );
         assert_eq!(bake_id_of("/srv/out/app.raw", top), None);
-        assert_eq!(bake_id_of("/srv/out/.app.raw.bakery-1234.partial", top), None, "manifest temp files are not bakes");
+        assert_eq!(
+            bake_id_of("/srv/out/.app.raw.bakery-1234.partial", top),
+            None,
+            "manifest temp files are not bakes"
+        );
     }
 
     #[test]
@@ -247,12 +389,24 @@ mod tests {
         let top = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let partial = out.path().join(".app.raw.bakery-bk-dddddddddddd.partial");
-        std::fs::File::create(&partial).unwrap().set_len(1 << 20).unwrap();
-        let lo = crate::sys::loopdev::LoopGuard::attach(&partial, &top.path().join("locks")).unwrap();
-        let listed = |top: &Path| find(top).iter().any(|l| matches!(l, Leftover::LoopDevice { device, .. } if Path::new(device) == lo.path));
-        assert!(!listed(top.path()), "a loop device of a bake with another work dir was collected");
+        std::fs::File::create(&partial)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let lo =
+            crate::sys::loopdev::LoopGuard::attach(&partial, &top.path().join("locks")).unwrap();
+        let listed = |top: &Path| {
+            find(top).iter().any(|l| matches!(l, Leftover::LoopDevice { device, .. } if Path::new(device) == lo.path))
+        };
+        assert!(
+            !listed(top.path()),
+            "a loop device of a bake with another work dir was collected"
+        );
         std::fs::create_dir_all(top.path().join("work/bk-dddddddddddd")).unwrap();
-        assert!(listed(top.path()), "a dead bake's loop device of this work dir was not found");
+        assert!(
+            listed(top.path()),
+            "a dead bake's loop device of this work dir was not found"
+        );
         lo.close().unwrap();
     }
 
@@ -263,7 +417,9 @@ mod tests {
         std::fs::create_dir_all(top.path().join("work/bk-bbbbbbbbbbbb")).unwrap();
         let found = find(top.path());
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(matches!(&found[0], Leftover::WorkDir { bake_id, .. } if bake_id == "bk-bbbbbbbbbbbb"));
+        assert!(
+            matches!(&found[0], Leftover::WorkDir { bake_id, .. } if bake_id == "bk-bbbbbbbbbbbb")
+        );
         drop(alive);
     }
 }

@@ -3,9 +3,9 @@
 //! A bake is the same five steps over a block device, wherever the base came from and wherever
 //! the result goes: source -> block device -> mounted root -> provision (chroot) -> seal -> sink.
 
+pub mod aws;
 pub mod bake;
 pub mod base;
-pub mod aws;
 pub mod boot;
 pub mod cli;
 pub mod deploy;

@@ -40,7 +40,11 @@ fn print_json<T: serde::Serialize>(v: &T, file: Option<&std::path::Path>) -> any
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let g = Globals { work_dir: cli.work_dir.clone(), verbose: cli.verbose, quiet: cli.quiet };
+    let g = Globals {
+        work_dir: cli.work_dir.clone(),
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
     match cli.command {
         Command::Session => Ok(bakery::provision::session::main()),
         Command::Bake(args) => {
@@ -50,7 +54,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 BakeResult::Baked(m) => {
                     print_json(&m, args.manifest.as_deref())?;
                     if let (Some(url), Some(out)) = (&args.boot_check, &m.output) {
-                        let report = bakery::boot::boot_check(&out.path, url, std::time::Duration::from_secs(args.boot_timeout))?;
+                        let report = bakery::boot::boot_check(
+                            &out.path,
+                            url,
+                            std::time::Duration::from_secs(args.boot_timeout),
+                        )?;
                         print_json(&report, None)?;
                     }
                     Ok(0)

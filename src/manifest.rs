@@ -95,7 +95,10 @@ pub struct Timing {
 
 impl Timing {
     pub fn new(step: &str, seconds: f64) -> Timing {
-        Timing { step: step.to_string(), seconds: (seconds * 1000.0).round() / 1000.0 }
+        Timing {
+            step: step.to_string(),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+        }
     }
 }
 

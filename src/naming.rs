@@ -18,7 +18,9 @@ pub fn is_ami_name_char(c: char) -> bool {
 
 /// Replace what an AMI name cannot carry (`+`, `~`, `:` from package versions) by `_`.
 pub fn sanitize_name_part(s: &str) -> String {
-    s.chars().map(|c| if is_ami_name_char(c) { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if is_ami_name_char(c) { c } else { '_' })
+        .collect()
 }
 
 /// `{name}-{version}-{release}-{arch}-{YYYYMMDDHHMM}`; the release is left out when the package has none.
@@ -54,7 +56,14 @@ pub fn appversion(pkg: &PackageInfo) -> String {
 /// UTC time as YYYYMMDDHHMM, the suffix Aminator puts on every name.
 pub fn stamp(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{:04}{:02}{:02}{:02}{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute())
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
 }
 
 /// Build job, number and URL from whichever CI is running us (Jenkins, GitHub Actions, GitLab).
@@ -71,14 +80,29 @@ pub fn ci_tags(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         }
     } else if let Some(repo) = get("GITHUB_REPOSITORY") {
         let workflow = get("GITHUB_WORKFLOW").unwrap_or_default();
-        tags.insert("build_job".into(), if workflow.is_empty() { repo.clone() } else { format!("{repo}/{workflow}") });
+        tags.insert(
+            "build_job".into(),
+            if workflow.is_empty() {
+                repo.clone()
+            } else {
+                format!("{repo}/{workflow}")
+            },
+        );
         if let Some(run) = get("GITHUB_RUN_ID") {
             let server = get("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into());
-            tags.insert("build_url".into(), format!("{server}/{repo}/actions/runs/{run}"));
-            tags.insert("build_number".into(), get("GITHUB_RUN_NUMBER").unwrap_or(run));
+            tags.insert(
+                "build_url".into(),
+                format!("{server}/{repo}/actions/runs/{run}"),
+            );
+            tags.insert(
+                "build_number".into(),
+                get("GITHUB_RUN_NUMBER").unwrap_or(run),
+            );
         }
     } else if let Some(job) = get("CI_JOB_NAME") {
-        let project = get("CI_PROJECT_PATH").map(|p| format!("{p}/")).unwrap_or_default();
+        let project = get("CI_PROJECT_PATH")
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
         tags.insert("build_job".into(), format!("{project}{job}"));
         if let Some(n) = get("CI_PIPELINE_ID") {
             tags.insert("build_number".into(), n);
@@ -95,20 +119,33 @@ pub fn ci_tags(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 /// Check a tag set against EC2's limits; the message names the offending tag and the limit.
 pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
     if tags.len() > MAX_TAGS {
-        return Err(format!("{} tags, but AWS allows at most {MAX_TAGS} per image; drop some --tag values", tags.len()));
+        return Err(format!(
+            "{} tags, but AWS allows at most {MAX_TAGS} per image; drop some --tag values",
+            tags.len()
+        ));
     }
     for (k, v) in tags {
         if k.is_empty() {
             return Err("a tag key is empty; write tags as KEY=VALUE".into());
         }
         if k.chars().count() > MAX_TAG_KEY {
-            return Err(format!("tag key `{}…` is {} characters; AWS allows at most {MAX_TAG_KEY}", short(k), k.chars().count()));
+            return Err(format!(
+                "tag key `{}…` is {} characters; AWS allows at most {MAX_TAG_KEY}",
+                short(k),
+                k.chars().count()
+            ));
         }
         if v.chars().count() > MAX_TAG_VALUE {
-            return Err(format!("tag `{}` value is {} characters; AWS allows at most {MAX_TAG_VALUE}", short(k), v.chars().count()));
+            return Err(format!(
+                "tag `{}` value is {} characters; AWS allows at most {MAX_TAG_VALUE}",
+                short(k),
+                v.chars().count()
+            ));
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(format!("tag key `{k}` starts with `aws:`, which AWS reserves"));
+            return Err(format!(
+                "tag key `{k}` starts with `aws:`, which AWS reserves"
+            ));
         }
         if k.chars().chain(v.chars()).any(char::is_control) {
             return Err(format!("tag `{}` contains a control character", short(k)));
@@ -121,10 +158,15 @@ pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
 pub fn validate_ami_name(name: &str) -> Result<(), String> {
     let n = name.chars().count();
     if !(MIN_AMI_NAME..=MAX_AMI_NAME).contains(&n) {
-        return Err(format!("image name `{}` is {n} characters; AWS needs {MIN_AMI_NAME} to {MAX_AMI_NAME}", short(name)));
+        return Err(format!(
+            "image name `{}` is {n} characters; AWS needs {MIN_AMI_NAME} to {MAX_AMI_NAME}",
+            short(name)
+        ));
     }
     if let Some(c) = name.chars().find(|c| !is_ami_name_char(*c)) {
-        return Err(format!("image name `{name}` contains `{c}`; AWS allows letters, digits and ()[] ./-'@_"));
+        return Err(format!(
+            "image name `{name}` contains `{c}`; AWS allows letters, digits and ()[] ./-'@_"
+        ));
     }
     Ok(())
 }
@@ -154,10 +196,16 @@ mod tests {
     #[test]
     fn names_follow_aminator() {
         let p = pkg("helloworld", "1.2", "3", "all");
-        assert_eq!(image_name(&p, "202611251830"), "helloworld-1.2-3-all-202611251830");
+        assert_eq!(
+            image_name(&p, "202611251830"),
+            "helloworld-1.2-3-all-202611251830"
+        );
         assert_eq!(appversion(&p), "helloworld-1.2-3");
         let native = pkg("tool", "2.0", "", "amd64");
-        assert_eq!(image_name(&native, "202611251830"), "tool-2.0-amd64-202611251830");
+        assert_eq!(
+            image_name(&native, "202611251830"),
+            "tool-2.0-amd64-202611251830"
+        );
         assert_eq!(appversion(&native), "tool-2.0");
     }
 
@@ -197,7 +245,9 @@ mod tests {
         let mut t = BTreeMap::new();
         t.insert("k".repeat(129), "v".into());
         assert!(validate_tags(&t).unwrap_err().contains("at most 128"));
-        let many: BTreeMap<_, _> = (0..51).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let many: BTreeMap<_, _> = (0..51)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
         assert!(validate_tags(&many).unwrap_err().contains("at most 50"));
         let mut t = BTreeMap::new();
         t.insert("aws:x".to_string(), "v".into());
@@ -206,16 +256,34 @@ mod tests {
 
     #[test]
     fn ci_variables_become_tags() {
-        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
-        let j = ci_tags(&env(&[("JOB_NAME", "app-build"), ("BUILD_NUMBER", "42"), ("BUILD_URL", "https://ci/job/42/")]));
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let j = ci_tags(&env(&[
+            ("JOB_NAME", "app-build"),
+            ("BUILD_NUMBER", "42"),
+            ("BUILD_URL", "https://ci/job/42/"),
+        ]));
         assert_eq!(j["build_job"], "app-build");
         assert_eq!(j["build_number"], "42");
         assert_eq!(j["build_url"], "https://ci/job/42/");
-        let g = ci_tags(&env(&[("GITHUB_REPOSITORY", "o/r"), ("GITHUB_WORKFLOW", "bake"), ("GITHUB_RUN_ID", "99"), ("GITHUB_RUN_NUMBER", "7")]));
+        let g = ci_tags(&env(&[
+            ("GITHUB_REPOSITORY", "o/r"),
+            ("GITHUB_WORKFLOW", "bake"),
+            ("GITHUB_RUN_ID", "99"),
+            ("GITHUB_RUN_NUMBER", "7"),
+        ]));
         assert_eq!(g["build_job"], "o/r/bake");
         assert_eq!(g["build_number"], "7");
         assert_eq!(g["build_url"], "https://github.com/o/r/actions/runs/99");
-        let l = ci_tags(&env(&[("CI_JOB_NAME", "bake"), ("CI_PROJECT_PATH", "g/p"), ("CI_PIPELINE_ID", "5")]));
+        let l = ci_tags(&env(&[
+            ("CI_JOB_NAME", "bake"),
+            ("CI_PROJECT_PATH", "g/p"),
+            ("CI_PIPELINE_ID", "5"),
+        ]));
         assert_eq!(l["build_job"], "g/p/bake");
         assert!(ci_tags(&env(&[])).is_empty());
     }

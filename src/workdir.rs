@@ -30,16 +30,29 @@ impl WorkDir {
     pub fn create(top: &Path, bake_id: &str) -> Result<WorkDir> {
         let alive = HostLock::acquire(&top.join("locks"), &alive_lock_name(bake_id))?;
         let dir = top.join("work").join(bake_id);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating work directory {} (set --work-dir or BAKERY_WORK_DIR)", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "creating work directory {} (set --work-dir or BAKERY_WORK_DIR)",
+                dir.display()
+            )
+        })?;
         std::fs::create_dir_all(top.join("logs"))?;
         std::fs::write(dir.join("pid"), format!("{}\n", std::process::id()))?;
-        Ok(WorkDir { top: top.to_path_buf(), dir, bake_id: bake_id.to_string(), _alive: alive })
+        Ok(WorkDir {
+            top: top.to_path_buf(),
+            dir,
+            bake_id: bake_id.to_string(),
+            _alive: alive,
+        })
     }
 
     /// Remember the temporary output file, so `bakery gc` can remove it after a crash.
     pub fn note_partial_output(&self, tmp: &Path) -> Result<()> {
         let abs = std::path::absolute(tmp)?;
-        std::fs::write(self.dir.join(PARTIAL_OUTPUT_NOTE), abs.as_os_str().as_encoded_bytes())?;
+        std::fs::write(
+            self.dir.join(PARTIAL_OUTPUT_NOTE),
+            abs.as_os_str().as_encoded_bytes(),
+        )?;
         Ok(())
     }
 

@@ -16,23 +16,62 @@ fn with_env(e: &Emulator, c: &mut Command) {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
-    tags.iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Every image and snapshot still tagged with `bake_id`, in these regions.
-async fn tagged(ctx: &bakery::aws::client::AwsContext, regions: &[&str], bake_id: &str) -> Vec<String> {
+async fn tagged(
+    ctx: &bakery::aws::client::AwsContext,
+    regions: &[&str],
+    bake_id: &str,
+) -> Vec<String> {
     let mut left = Vec::new();
     for r in regions {
         let ec2 = ctx.ec2(r);
-        let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_ID_TAG)).values(bake_id).build();
-        let imgs = ec2.describe_images().owners("self").filters(f.clone()).send().await.unwrap();
-        left.extend(imgs.images().iter().map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())));
-        let snaps = ec2.describe_snapshots().owner_ids("self").filters(f).send().await.unwrap();
-        left.extend(snaps.snapshots().iter().map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())));
+        let f = aws_sdk_ec2::types::Filter::builder()
+            .name(format!("tag:{}", bakery::aws::BAKE_ID_TAG))
+            .values(bake_id)
+            .build();
+        let imgs = ec2
+            .describe_images()
+            .owners("self")
+            .filters(f.clone())
+            .send()
+            .await
+            .unwrap();
+        left.extend(
+            imgs.images()
+                .iter()
+                .map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())),
+        );
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(f)
+            .send()
+            .await
+            .unwrap();
+        left.extend(
+            snaps
+                .snapshots()
+                .iter()
+                .map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())),
+        );
     }
     left
 }
@@ -45,7 +84,9 @@ fn bake_id_from(stderr: &str) -> String {
 fn differing_blocks(a: &Path, b: &Path) -> u64 {
     let ha = bakery::aws::ebs::hash_file_blocks(a).unwrap();
     let hb = bakery::aws::ebs::hash_file_blocks(b).unwrap();
-    (0..ha.len().max(hb.len())).filter(|&i| ha.get(i).copied().flatten() != hb.get(i).copied().flatten()).count() as u64
+    (0..ha.len().max(hb.len()))
+        .filter(|&i| ha.get(i).copied().flatten() != hb.get(i).copied().flatten())
+        .count() as u64
 }
 
 #[test]
@@ -61,26 +102,63 @@ fn base_ami_then_direct_bake_into_three_regions() {
 
     // 1. Ops publish a base from scratch.
     let mut c = t.bakery();
-    with_env(&emu, c.args(["base", "build", "base-images/debian-bookworm.yaml", "--output", "ami", "--region", "us-east-1"]));
+    with_env(
+        &emu,
+        c.args([
+            "base",
+            "build",
+            "base-images/debian-bookworm.yaml",
+            "--output",
+            "ami",
+            "--region",
+            "us-east-1",
+        ]),
+    );
     let base = run(&mut c);
     base.assert_ok();
     let bm = base.json();
     let base_ami = bm["amis"][0]["image_id"].as_str().unwrap().to_string();
     let base_snap = bm["amis"][0]["snapshot_id"].as_str().unwrap().to_string();
-    assert!(bm["name"].as_str().unwrap().starts_with("bakery-base-bookworm-"));
-    assert!(bm["upload"]["blocks_changed"].as_u64().unwrap() < bm["upload"]["blocks_total"].as_u64().unwrap(), "zero blocks were uploaded");
+    assert!(bm["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("bakery-base-bookworm-"));
+    assert!(
+        bm["upload"]["blocks_changed"].as_u64().unwrap()
+            < bm["upload"]["blocks_total"].as_u64().unwrap(),
+        "zero blocks were uploaded"
+    );
 
     // 2. CI bakes the app on the newest base, direct mode, three regions.
     let app = build_deb(
         t.dir.path(),
-        &Deb { name: "cloud-app", version: "2.5-4", files: &[("/opt/cloud-app/VERSION", "2.5-4")], postinst: Some("echo configured > /opt/cloud-app/postinst-ran"), ..Default::default() },
+        &Deb {
+            name: "cloud-app",
+            version: "2.5-4",
+            files: &[("/opt/cloud-app/VERSION", "2.5-4")],
+            postinst: Some("echo configured > /opt/cloud-app/postinst-ran"),
+            ..Default::default()
+        },
     );
     let mut c = t.bakery();
     with_env(
         &emu,
         c.args(["bake", "--base-name", "bakery-base-bookworm-*", "--package"])
             .arg(&app)
-            .args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2,eu-west-1", "--mode", "direct", "--tag", "team=cloud", "--share-with", "123456789012"]),
+            .args([
+                "--output",
+                "ami",
+                "--region",
+                "us-east-1",
+                "--copy-to",
+                "us-west-2,eu-west-1",
+                "--mode",
+                "direct",
+                "--tag",
+                "team=cloud",
+                "--share-with",
+                "123456789012",
+            ]),
     );
     let r = run(&mut c);
     r.assert_ok();
@@ -90,7 +168,10 @@ fn base_ami_then_direct_bake_into_three_regions() {
     let amis = m["amis"].as_array().unwrap();
     let regions: Vec<&str> = amis.iter().map(|a| a["region"].as_str().unwrap()).collect();
     assert_eq!(regions, ["us-east-1", "us-west-2", "eu-west-1"]);
-    let ids: std::collections::BTreeSet<&str> = amis.iter().map(|a| a["image_id"].as_str().unwrap()).collect();
+    let ids: std::collections::BTreeSet<&str> = amis
+        .iter()
+        .map(|a| a["image_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(m["base"]["image"], base_ami.as_str());
     assert_eq!(m["tags"]["base_ami_id"], base_ami.as_str());
@@ -103,26 +184,73 @@ fn base_ami_then_direct_bake_into_three_regions() {
     for a in amis {
         let region = a["region"].as_str().unwrap();
         let ec2 = ctx.ec2(region);
-        let img = rt.block_on(ec2.describe_images().image_ids(a["image_id"].as_str().unwrap()).send()).unwrap();
+        let img = rt
+            .block_on(
+                ec2.describe_images()
+                    .image_ids(a["image_id"].as_str().unwrap())
+                    .send(),
+            )
+            .unwrap();
         let img = &img.images()[0];
         assert_eq!(img.name(), Some(name.as_str()), "{region}");
         let tags = tags_of(img.tags());
-        assert_eq!(tags.get("appversion").map(String::as_str), Some("cloud-app-2.5-4"), "{region}: {tags:?}");
-        assert_eq!(tags.get("team").map(String::as_str), Some("cloud"), "{region}");
-        assert_eq!(tags.get("base_ami_id").map(String::as_str), Some(base_ami.as_str()), "{region}");
-        let root_snap = img.block_device_mappings().iter().find_map(|b| b.ebs().and_then(|e| e.snapshot_id())).unwrap();
+        assert_eq!(
+            tags.get("appversion").map(String::as_str),
+            Some("cloud-app-2.5-4"),
+            "{region}: {tags:?}"
+        );
+        assert_eq!(
+            tags.get("team").map(String::as_str),
+            Some("cloud"),
+            "{region}"
+        );
+        assert_eq!(
+            tags.get("base_ami_id").map(String::as_str),
+            Some(base_ami.as_str()),
+            "{region}"
+        );
+        let root_snap = img
+            .block_device_mappings()
+            .iter()
+            .find_map(|b| b.ebs().and_then(|e| e.snapshot_id()))
+            .unwrap();
         assert_eq!(root_snap, a["snapshot_id"].as_str().unwrap(), "{region}");
-        let snap = rt.block_on(ec2.describe_snapshots().snapshot_ids(root_snap).send()).unwrap();
+        let snap = rt
+            .block_on(ec2.describe_snapshots().snapshot_ids(root_snap).send())
+            .unwrap();
         let stags = tags_of(snap.snapshots()[0].tags());
-        assert_eq!(stags.get("appversion").map(String::as_str), Some("cloud-app-2.5-4"), "{region}: snapshot tags {stags:?}");
-        let perms = rt.block_on(ec2.describe_image_attribute().image_id(a["image_id"].as_str().unwrap()).attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission).send()).unwrap();
-        assert!(perms.launch_permissions().iter().any(|p| p.user_id() == Some("123456789012")), "{region}: not shared");
+        assert_eq!(
+            stags.get("appversion").map(String::as_str),
+            Some("cloud-app-2.5-4"),
+            "{region}: snapshot tags {stags:?}"
+        );
+        let perms = rt
+            .block_on(
+                ec2.describe_image_attribute()
+                    .image_id(a["image_id"].as_str().unwrap())
+                    .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                    .send(),
+            )
+            .unwrap();
+        assert!(
+            perms
+                .launch_permissions()
+                .iter()
+                .any(|p| p.user_id() == Some("123456789012")),
+            "{region}: not shared"
+        );
     }
     assert_eq!(amis[0]["snapshot_id"], new_snap.as_str());
 
     // 4. Read the new snapshot back (EBS direct; the parent's blocks are inherited) and mount it.
     let back = t.path("readback.raw");
-    rt.block_on(bakery::aws::ebs::download_snapshot(&ctx.ebs("us-east-1"), &new_snap, &back, 16)).unwrap();
+    rt.block_on(bakery::aws::ebs::download_snapshot(
+        &ctx.ebs("us-east-1"),
+        &new_snap,
+        &back,
+        16,
+    ))
+    .unwrap();
     {
         let img = Mounted::open(&back);
         assert_eq!(img.read("/opt/cloud-app/VERSION"), "2.5-4");
@@ -137,7 +265,13 @@ fn base_ami_then_direct_bake_into_three_regions() {
             let mut out = Vec::new();
             let mut token = None;
             loop {
-                let page = ebs.list_snapshot_blocks().snapshot_id(snap).set_next_token(token.clone()).send().await.unwrap();
+                let page = ebs
+                    .list_snapshot_blocks()
+                    .snapshot_id(snap)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .unwrap();
                 out.extend(page.blocks().iter().filter_map(|b| b.block_index()));
                 token = page.next_token().map(str::to_string);
                 if token.is_none() {
@@ -150,51 +284,120 @@ fn base_ami_then_direct_bake_into_three_regions() {
     };
     let source_blocks = blocks_of("us-east-1", &new_snap);
     assert!(!source_blocks.is_empty());
-    assert_eq!(blocks_of("eu-west-1", amis[2]["snapshot_id"].as_str().unwrap()), source_blocks, "the eu-west-1 copy differs from the source");
+    assert_eq!(
+        blocks_of("eu-west-1", amis[2]["snapshot_id"].as_str().unwrap()),
+        source_blocks,
+        "the eu-west-1 copy differs from the source"
+    );
 
     // 5. Only what changed went up: uploaded bytes within 1.2x of the blocks that really differ.
     // The bake's own cache of the base snapshot, as downloaded (and checksum-verified) by the bake.
     let base_file = t.work().join("snapshots").join(format!("{base_snap}.raw"));
-    assert!(base_file.exists(), "direct mode did not cache the base snapshot");
+    assert!(
+        base_file.exists(),
+        "direct mode did not cache the base snapshot"
+    );
     let really = differing_blocks(&base_file, &back) * bakery::aws::ebs::BLOCK_SIZE;
     let uploaded = up["bytes_uploaded"].as_u64().unwrap();
-    eprintln!("uploaded {uploaded} bytes for {really} changed bytes ({} blocks of {})", up["blocks_changed"], up["blocks_total"]);
+    eprintln!(
+        "uploaded {uploaded} bytes for {really} changed bytes ({} blocks of {})",
+        up["blocks_changed"], up["blocks_total"]
+    );
     assert!(really > 0);
-    assert!(uploaded as f64 <= 1.2 * really as f64, "uploaded {uploaded} bytes for {really} changed");
+    assert!(
+        uploaded as f64 <= 1.2 * really as f64,
+        "uploaded {uploaded} bytes for {really} changed"
+    );
     // A tiny app changes ~30 blocks of 4096 (journal, dpkg database, its files); free space the
     // bake used and released must be trimmed, not uploaded.
-    assert!(up["blocks_changed"].as_u64().unwrap() * 20 < up["blocks_total"].as_u64().unwrap(), "a small app changed {} of {} blocks", up["blocks_changed"], up["blocks_total"]);
+    assert!(
+        up["blocks_changed"].as_u64().unwrap() * 20 < up["blocks_total"].as_u64().unwrap(),
+        "a small app changed {} of {} blocks",
+        up["blocks_changed"],
+        up["blocks_total"]
+    );
     std::fs::remove_file(&back).unwrap();
 
     // 6. Ops refresh the base: OS updates on the newest base, published incrementally.
     let mut c = t.bakery();
-    with_env(&emu, c.args(["base", "refresh", "--base-name", "bakery-base-bookworm-*", "--region", "us-east-1", "--mode", "direct"]));
+    with_env(
+        &emu,
+        c.args([
+            "base",
+            "refresh",
+            "--base-name",
+            "bakery-base-bookworm-*",
+            "--region",
+            "us-east-1",
+            "--mode",
+            "direct",
+        ]),
+    );
     let rf = run(&mut c);
     rf.assert_ok();
     let rm = rf.json();
     assert_eq!(rm["kind"], "base");
-    assert!(rm["name"].as_str().unwrap().starts_with("bakery-base-bookworm-"));
+    assert!(rm["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("bakery-base-bookworm-"));
     assert_ne!(rm["amis"][0]["image_id"], base_ami.as_str());
-    assert_eq!(rm["upload"]["base_snapshot_id"], base_snap.as_str(), "the refresh is not incremental on the old base");
+    assert_eq!(
+        rm["upload"]["base_snapshot_id"],
+        base_snap.as_str(),
+        "the refresh is not incremental on the old base"
+    );
     assert_eq!(rm["tags"]["refreshed_from"], base_ami.as_str());
     let mut c = t.bakery();
-    with_env(&emu, c.args(["base", "list", "--name", "bakery-base-bookworm-*", "--region", "us-east-1"]));
+    with_env(
+        &emu,
+        c.args([
+            "base",
+            "list",
+            "--name",
+            "bakery-base-bookworm-*",
+            "--region",
+            "us-east-1",
+        ]),
+    );
     let list = run(&mut c);
     list.assert_ok();
     let versions = list.json()["us-east-1"].as_array().unwrap().clone();
     assert_eq!(versions.len(), 2, "{versions:?}");
-    assert_eq!(versions[0]["image_id"], rm["amis"][0]["image_id"], "the refreshed base is not listed first");
+    assert_eq!(
+        versions[0]["image_id"], rm["amis"][0]["image_id"],
+        "the refreshed base is not listed first"
+    );
 
     // 7. A failure after registration (CopyImage refused) removes everything the bake made. (A
     // new version: the same name would be reused, and nothing would be copied.)
-    let app2 = build_deb(t.dir.path(), &Deb { name: "cloud-app", version: "2.5-5", files: &[("/opt/cloud-app/VERSION", "2.5-5")], ..Default::default() });
+    let app2 = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "cloud-app",
+            version: "2.5-5",
+            files: &[("/opt/cloud-app/VERSION", "2.5-5")],
+            ..Default::default()
+        },
+    );
     let mut c = t.bakery();
     with_env(
         &emu,
         c.env("BAKERY_FAIL_API", "CopyImage")
             .args(["bake", "--base-name", "bakery-base-bookworm-*", "--package"])
             .arg(&app2)
-            .args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2", "--mode", "direct", "--tag", "attempt=failing"]),
+            .args([
+                "--output",
+                "ami",
+                "--region",
+                "us-east-1",
+                "--copy-to",
+                "us-west-2",
+                "--mode",
+                "direct",
+                "--tag",
+                "attempt=failing",
+            ]),
     );
     let r = run(&mut c);
     assert_eq!(r.code, 1, "{}", r.stderr);

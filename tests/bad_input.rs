@@ -39,18 +39,42 @@ impl Fx {
     }
     /// A local bake of `pkg` (a fixture name) with the cached base to `out/out.raw`, plus `extra`.
     fn local(&self, c: &mut Command, pkg: &str, extra: &[&str]) {
-        c.args(["bake", "--base", &self.base, "--package", &self.p(pkg), "--output", &self.out]).args(extra);
+        c.args([
+            "bake",
+            "--base",
+            &self.base,
+            "--package",
+            &self.p(pkg),
+            "--output",
+            &self.out,
+        ])
+        .args(extra);
     }
     /// The good package baked to another output path.
     fn local_to(&self, c: &mut Command, out: &str) {
-        c.args(["bake", "--base", &self.base, "--package", &self.p("app_1.0-1_all.deb"), "--output", out]);
+        c.args([
+            "bake",
+            "--base",
+            &self.base,
+            "--package",
+            &self.p("app_1.0-1_all.deb"),
+            "--output",
+            out,
+        ]);
     }
     /// An AMI bake of the good package against the emulator, plus `extra`.
     fn ami(&self, c: &mut Command, extra: &[&str]) {
         if let Some(e) = &self.emulator {
             e.apply(c);
         }
-        c.args(["bake", "--package", &self.p("app_1.0-1_all.deb"), "--output", "ami"]).args(extra);
+        c.args([
+            "bake",
+            "--package",
+            &self.p("app_1.0-1_all.deb"),
+            "--output",
+            "ami",
+        ])
+        .args(extra);
     }
 }
 
@@ -62,8 +86,18 @@ struct Case {
     setup: fn(&Fx, &mut Command),
 }
 
-const fn case(name: &'static str, code: i32, needles: &'static [&'static str], setup: fn(&Fx, &mut Command)) -> Case {
-    Case { name, code, needles, setup }
+const fn case(
+    name: &'static str,
+    code: i32,
+    needles: &'static [&'static str],
+    setup: fn(&Fx, &mut Command),
+) -> Case {
+    Case {
+        name,
+        code,
+        needles,
+        setup,
+    }
 }
 
 const AMI0: &str = "ami-0123456789abcdef0";
@@ -150,9 +184,19 @@ fn fixtures(name: &str, with_base: bool) -> Fx {
     std::fs::create_dir_all(&fx).unwrap();
     std::fs::create_dir_all(t.path("out")).unwrap();
     build_deb(&fx, &Deb::default());
-    let base = if with_base { base_image().display().to_string() } else { "/nonexistent/base.raw".into() };
+    let base = if with_base {
+        base_image().display().to_string()
+    } else {
+        "/nonexistent/base.raw".into()
+    };
     let out = t.path("out").join("out.raw").display().to_string();
-    Fx { t, base, out, emulator: None, closed_port: 0 }
+    Fx {
+        t,
+        base,
+        out,
+        emulator: None,
+        closed_port: 0,
+    }
 }
 
 /// Run every case; collect every failure, then fail once with all of them.
@@ -184,7 +228,11 @@ fn run_table(f: &Fx, cases: &[Case], keep: &[&str], after_each: &dyn Fn(&str) ->
             assert_no_leaks(f.t.dir.path());
         });
         if let Err(e) = left {
-            bad.push(e.downcast_ref::<String>().cloned().unwrap_or_else(|| "leak check failed".into()));
+            bad.push(
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "leak check failed".into()),
+            );
         }
         if let Some(e) = after_each(c.name) {
             bad.push(e);
@@ -192,12 +240,26 @@ fn run_table(f: &Fx, cases: &[Case], keep: &[&str], after_each: &dyn Fn(&str) ->
         if bad.is_empty() {
             eprintln!("ok   {:<45} exit {}  {}", c.name, r.code, line);
         } else {
-            eprintln!("FAIL {:<45} {}\n     {line}\n{}", c.name, bad.join("; "), r.stderr);
+            eprintln!(
+                "FAIL {:<45} {}\n     {line}\n{}",
+                c.name,
+                bad.join("; "),
+                r.stderr
+            );
             failures.push(format!("{}: {}", c.name, bad.join("; ")));
         }
     }
-    eprintln!("bad input: {} cases, {} refused cleanly, {} failed", cases.len(), cases.len() - failures.len(), failures.len());
-    assert!(failures.is_empty(), "bad input cases failed:\n{}", failures.join("\n"));
+    eprintln!(
+        "bad input: {} cases, {} refused cleanly, {} failed",
+        cases.len(),
+        cases.len() - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "bad input cases failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -212,23 +274,69 @@ fn local_bad_input_is_refused_with_one_line_and_nothing_left() {
     w("notes.txt", "just some text, not a disk\n");
     w("fake.deb", "PK\u{3}\u{4} this is a zip, not a deb");
     write(&f.out_dir().join("exists.raw"), "");
-    let base_yaml = BASE_YAML.lines().map(|l| if l.starts_with("name:") { "name: \"web base!\"".to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    let base_yaml = BASE_YAML
+        .lines()
+        .map(|l| {
+            if l.starts_with("name:") {
+                "name: \"web base!\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     w("badname.yaml", &base_yaml);
 
-    build_deb(&fx, &Deb { name: "armapp", arch: "arm64", ..Default::default() });
-    build_deb(&fx, &Deb { name: "needy", depends: "libdoesnotexist1 (>= 2)", ..Default::default() });
-    build_deb(&fx, &Deb { name: "broken", postinst: Some("echo 'broken: cannot configure' >&2; exit 3"), ..Default::default() });
+    build_deb(
+        &fx,
+        &Deb {
+            name: "armapp",
+            arch: "arm64",
+            ..Default::default()
+        },
+    );
+    build_deb(
+        &fx,
+        &Deb {
+            name: "needy",
+            depends: "libdoesnotexist1 (>= 2)",
+            ..Default::default()
+        },
+    );
+    build_deb(
+        &fx,
+        &Deb {
+            name: "broken",
+            postinst: Some("echo 'broken: cannot configure' >&2; exit 3"),
+            ..Default::default()
+        },
+    );
     let good = std::fs::read(fx.join("app_1.0-1_all.deb")).unwrap();
     std::fs::write(fx.join("trunc.deb"), &good[..good.len() / 2]).unwrap();
-    let rpm = build_rpm(&fx, &Rpm { name: "tr", version: "1", release: "1", requires: &[], files: &[("/opt/tr", "x")], post: None });
+    let rpm = build_rpm(
+        &fx,
+        &Rpm {
+            name: "tr",
+            version: "1",
+            release: "1",
+            requires: &[],
+            files: &[("/opt/tr", "x")],
+            post: None,
+        },
+    );
     let bytes = std::fs::read(&rpm).unwrap();
     std::fs::write(fx.join("trunc.rpm"), &bytes[..bytes.len() - 10]).unwrap();
 
     // A base whose disk is all zeros, and one with a GPT partition but no filesystem in it.
     std::fs::write(fx.join("zeros.img"), vec![0u8; 1 << 20]).unwrap();
     let nofs = fx.join("nofs.img");
-    std::fs::File::create(&nofs).unwrap().set_len(20 << 20).unwrap();
-    let r = run(Command::new("sgdisk").args(["-n", "1:2048:+8M", "-t", "1:8304"]).arg(&nofs));
+    std::fs::File::create(&nofs)
+        .unwrap()
+        .set_len(20 << 20)
+        .unwrap();
+    let r = run(Command::new("sgdisk")
+        .args(["-n", "1:2048:+8M", "-t", "1:8304"])
+        .arg(&nofs));
     assert_eq!(r.code, 0, "sgdisk: {}", r.stderr);
 
     // A package bigger than the whole base disk: its payload cannot fit (zeros: a small .deb).
@@ -237,8 +345,14 @@ fn local_bad_input_is_refused_with_one_line_and_nothing_left() {
     std::fs::create_dir_all(big.join("opt/bigapp")).unwrap();
     write(&big.join("DEBIAN/control"), "Package: bigapp\nVersion: 1.0-1\nArchitecture: all\nMaintainer: t <t@t.invalid>\nDescription: too big\n");
     let base_len = std::fs::metadata(&f.base).unwrap().len();
-    std::fs::File::create(big.join("opt/bigapp/blob")).unwrap().set_len(base_len).unwrap();
-    let r = run(Command::new("dpkg-deb").args(["-Zgzip", "-z1", "--build", "--root-owner-group"]).arg(&big).arg(fx.join("bigapp_1.0-1_all.deb")));
+    std::fs::File::create(big.join("opt/bigapp/blob"))
+        .unwrap()
+        .set_len(base_len)
+        .unwrap();
+    let r = run(Command::new("dpkg-deb")
+        .args(["-Zgzip", "-z1", "--build", "--root-owner-group"])
+        .arg(&big)
+        .arg(fx.join("bigapp_1.0-1_all.deb")));
     assert_eq!(r.code, 0, "dpkg-deb: {}", r.stderr);
     std::fs::remove_dir_all(&big).unwrap();
 
@@ -247,17 +361,37 @@ fn local_bad_input_is_refused_with_one_line_and_nothing_left() {
 }
 
 /// Images, snapshots and volumes of this account in the regions the cases touch.
-fn aws_resources(rt: &tokio::runtime::Runtime, ctx: &bakery::aws::client::AwsContext) -> Vec<String> {
+fn aws_resources(
+    rt: &tokio::runtime::Runtime,
+    ctx: &bakery::aws::client::AwsContext,
+) -> Vec<String> {
     rt.block_on(async {
         let mut all = Vec::new();
         for r in ["us-east-1", "us-west-2"] {
             let ec2 = ctx.ec2(r);
             let i = ec2.describe_images().owners("self").send().await.unwrap();
-            all.extend(i.images().iter().map(|x| format!("{r} {}", x.image_id().unwrap_or_default())));
-            let s = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
-            all.extend(s.snapshots().iter().map(|x| format!("{r} {}", x.snapshot_id().unwrap_or_default())));
+            all.extend(
+                i.images()
+                    .iter()
+                    .map(|x| format!("{r} {}", x.image_id().unwrap_or_default())),
+            );
+            let s = ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .send()
+                .await
+                .unwrap();
+            all.extend(
+                s.snapshots()
+                    .iter()
+                    .map(|x| format!("{r} {}", x.snapshot_id().unwrap_or_default())),
+            );
             let v = ec2.describe_volumes().send().await.unwrap();
-            all.extend(v.volumes().iter().map(|x| format!("{r} {}", x.volume_id().unwrap_or_default())));
+            all.extend(
+                v.volumes()
+                    .iter()
+                    .map(|x| format!("{r} {}", x.volume_id().unwrap_or_default())),
+            );
         }
         all.sort();
         all
@@ -270,7 +404,11 @@ fn aws_bad_input_is_refused_with_one_line_and_nothing_made() {
     let mut f = fixtures("awsbadinput", false);
     f.emulator = Some(emu.clone());
     f.closed_port = emulator::free_port();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
     let before = aws_resources(&rt, &ctx);
     run_table(&f, AWS, &[], &|name| {
@@ -281,5 +419,12 @@ fn aws_bad_input_is_refused_with_one_line_and_nothing_made() {
     let mut c = f.t.bakery();
     f.ami(&mut c, &["--base", AMI0, "--region", "us-east-1"]);
     let r = run(c.env("BAKERY_THROTTLE_API", "DescribeImages"));
-    assert_eq!(r.stderr.matches("injected throttling of DescribeImages").count(), bakery::aws::client::MAX_ATTEMPTS as usize, "{}", r.stderr);
+    assert_eq!(
+        r.stderr
+            .matches("injected throttling of DescribeImages")
+            .count(),
+        bakery::aws::client::MAX_ATTEMPTS as usize,
+        "{}",
+        r.stderr
+    );
 }

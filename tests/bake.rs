@@ -18,7 +18,11 @@ fn wait_for_log(t: &TestDir, needle: &str) {
             .ok()
             .and_then(|mut rd| rd.next())
             .and_then(|e| e.ok())
-            .is_some_and(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains(needle));
+            .is_some_and(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .contains(needle)
+            });
         if seen {
             return;
         }
@@ -36,7 +40,10 @@ fn base_image_is_a_bootable_cloud_disk() {
     let base = base_image();
     let layout = bakery::disk::layout::read_layout(&base).unwrap();
     assert_eq!(layout.table, bakery::disk::layout::TableKind::Gpt);
-    assert_eq!(layout.partitions[0].type_id, bakery::disk::layout::GPT_BIOS_BOOT);
+    assert_eq!(
+        layout.partitions[0].type_id,
+        bakery::disk::layout::GPT_BIOS_BOOT
+    );
     let root = layout.root().unwrap();
     let fs = root.fs.as_ref().unwrap();
     assert_eq!(fs.kind, "ext4");
@@ -50,28 +57,57 @@ fn base_image_is_a_bootable_cloud_disk() {
     use std::io::{Read, Seek, SeekFrom};
     let mut mbr = [0u8; 512];
     f.read_exact(&mut mbr).unwrap();
-    assert!(mbr[..440].iter().any(|&b| b != 0), "no boot code in the MBR");
+    assert!(
+        mbr[..440].iter().any(|&b| b != 0),
+        "no boot code in the MBR"
+    );
     let mut core = [0u8; 512];
     f.seek(SeekFrom::Start(layout.partitions[0].start)).unwrap();
     f.read_exact(&mut core).unwrap();
-    assert!(core.iter().any(|&b| b != 0), "BIOS boot partition is empty: grub-install did not embed core.img");
+    assert!(
+        core.iter().any(|&b| b != 0),
+        "BIOS boot partition is empty: grub-install did not embed core.img"
+    );
 
     let m = Mounted::open(&base);
-    assert!(m.read("/etc/fstab").contains(&format!("UUID={uuid} / ext4")));
+    assert!(m
+        .read("/etc/fstab")
+        .contains(&format!("UUID={uuid} / ext4")));
     let grub = m.read("/boot/grub/grub.cfg");
-    assert!(grub.contains(&format!("root=UUID={uuid}")), "grub.cfg does not boot by UUID");
+    assert!(
+        grub.contains(&format!("root=UUID={uuid}")),
+        "grub.cfg does not boot by UUID"
+    );
     assert!(grub.contains("console=ttyS0,115200n8"));
     assert!(grub.contains("serial --speed=115200"));
     assert!(m.path("/boot/grub/i386-pc/normal.mod").exists());
-    assert!(std::fs::read_dir(m.path("/boot")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")));
-    assert!(std::fs::read_dir(m.path("/boot")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("initrd.img-")));
+    assert!(std::fs::read_dir(m.path("/boot"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")));
+    assert!(std::fs::read_dir(m.path("/boot"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("initrd.img-")));
     assert!(m.dpkg_version("linux-image-cloud-amd64").is_some());
     assert!(m.dpkg_version("cloud-init").is_some());
     assert!(m.dpkg_version("systemd-sysv").is_some());
-    assert!(std::fs::symlink_metadata(m.path("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")).is_ok());
-    assert!(m.read("/etc/systemd/network/90-bakery-dhcp.network").contains("DHCP=yes"));
-    assert_eq!(m.read("/etc/machine-id"), "", "machine-id must be empty so each instance gets its own");
-    assert!(!std::fs::read_dir(m.path("/etc/ssh")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("ssh_host_")));
+    assert!(std::fs::symlink_metadata(
+        m.path("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
+    )
+    .is_ok());
+    assert!(m
+        .read("/etc/systemd/network/90-bakery-dhcp.network")
+        .contains("DHCP=yes"));
+    assert_eq!(
+        m.read("/etc/machine-id"),
+        "",
+        "machine-id must be empty so each instance gets its own"
+    );
+    assert!(!std::fs::read_dir(m.path("/etc/ssh"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("ssh_host_")));
     let info: serde_json::Value = serde_json::from_str(&m.read("/etc/bakery/base.json")).unwrap();
     assert_eq!(info["name"], "bakery-base-bookworm");
     assert!(!m.path("/usr/sbin/policy-rc.d").exists());
@@ -90,11 +126,24 @@ fn deb_app_with_jvm_tomcat_layer() {
             version: "1.2-3",
             arch: "all",
             depends: "hello-lib (>= 2.0), tomcat10, jq",
-            files: &[("/var/lib/tomcat10/webapps/hello/index.html", "<h1>hello from bakery</h1>")],
-            postinst: Some("mkdir -p /var/lib/hello-web\nid tomcat > /var/lib/hello-web/postinst-ran"),
+            files: &[(
+                "/var/lib/tomcat10/webapps/hello/index.html",
+                "<h1>hello from bakery</h1>",
+            )],
+            postinst: Some(
+                "mkdir -p /var/lib/hello-web\nid tomcat > /var/lib/hello-web/postinst-ran",
+            ),
         },
     );
-    let lib = build_deb(t.dir.path(), &Deb { name: "hello-lib", version: "2.0-1", files: &[("/usr/share/hello-lib/VERSION", "2.0")], ..Default::default() });
+    let lib = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "hello-lib",
+            version: "2.0-1",
+            files: &[("/usr/share/hello-lib/VERSION", "2.0")],
+            ..Default::default()
+        },
+    );
     let out = t.path("app.qcow2");
     let manifest_file = t.path("manifest.json");
     let started = Instant::now();
@@ -111,14 +160,18 @@ fn deb_app_with_jvm_tomcat_layer() {
         .arg("--manifest")
         .arg(&manifest_file));
     r.assert_ok();
-    eprintln!("bake with jvm-tomcat took {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "bake with jvm-tomcat took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     assert_no_leaks(t.dir.path());
     assert_no_output(t.dir.path(), &["app.qcow2"]);
     assert_eq!(base_mtime(&base), before, "the base image was modified");
 
     // The manifest: read from the packages themselves, not their file names.
     let m = r.json();
-    let on_disk: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_file).unwrap()).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_file).unwrap()).unwrap();
     assert_eq!(m, on_disk);
     assert_eq!(m["package"]["name"], "hello-web");
     assert_eq!(m["package"]["version"], "1.2");
@@ -127,7 +180,10 @@ fn deb_app_with_jvm_tomcat_layer() {
     assert_eq!(m["package"]["installed_version"], "1.2-3");
     assert_eq!(m["packages"].as_array().unwrap().len(), 2);
     let name = m["name"].as_str().unwrap();
-    assert!(name.starts_with("hello-web-1.2-3-all-") && name.len() == "hello-web-1.2-3-all-".len() + 12, "{name}");
+    assert!(
+        name.starts_with("hello-web-1.2-3-all-") && name.len() == "hello-web-1.2-3-all-".len() + 12,
+        "{name}"
+    );
     assert_eq!(m["layers"], serde_json::json!(["jvm-tomcat"]));
     assert_eq!(m["output"]["format"], "qcow2");
     assert_eq!(m["output"]["size_bytes"], 2u64 << 30);
@@ -139,25 +195,58 @@ fn deb_app_with_jvm_tomcat_layer() {
     assert!(tags["creator"].as_str().is_some_and(|c| !c.is_empty()));
     assert!(tags["creation_time"].as_str().unwrap().starts_with("20"));
     assert_eq!(tags["team"], "web");
-    let steps: Vec<&str> = m["timings"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
-    assert!(steps.iter().any(|s| s.starts_with("jvm-tomcat: apt install")), "{steps:?}");
-    assert!(steps.iter().any(|s| s.starts_with("install hello-web")), "{steps:?}");
+    let steps: Vec<&str> = m["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("jvm-tomcat: apt install")),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.starts_with("install hello-web")),
+        "{steps:?}"
+    );
 
     // The image: packages, their dependency from the image's sources, scriptlet effects.
     let img = Mounted::open(&out);
     assert_eq!(img.dpkg_version("hello-web").as_deref(), Some("1.2-3"));
     assert_eq!(img.dpkg_version("hello-lib").as_deref(), Some("2.0-1"));
-    assert!(img.dpkg_version("jq").is_some(), "dependency from the image's own sources not installed");
-    assert!(img.read("/var/lib/tomcat10/webapps/hello/index.html").contains("hello from bakery"));
-    assert!(img.read("/var/lib/hello-web/postinst-ran").contains("tomcat"));
+    assert!(
+        img.dpkg_version("jq").is_some(),
+        "dependency from the image's own sources not installed"
+    );
+    assert!(img
+        .read("/var/lib/tomcat10/webapps/hello/index.html")
+        .contains("hello from bakery"));
+    assert!(img
+        .read("/var/lib/hello-web/postinst-ran")
+        .contains("tomcat"));
     // The JVM/Tomcat layer: installed, enabled at boot, logs rotated.
     assert!(img.dpkg_version("tomcat10").is_some());
     assert!(img.dpkg_version("openjdk-17-jre-headless").is_some());
-    assert!(std::fs::symlink_metadata(img.path("/etc/systemd/system/multi-user.target.wants/tomcat10.service")).is_ok(), "tomcat10 not enabled");
-    assert!(img.read("/etc/logrotate.d/bakery-tomcat10").contains("rotate 14"));
-    assert!(img.read("/etc/default/tomcat10").contains("MaxRAMPercentage"));
+    assert!(
+        std::fs::symlink_metadata(
+            img.path("/etc/systemd/system/multi-user.target.wants/tomcat10.service")
+        )
+        .is_ok(),
+        "tomcat10 not enabled"
+    );
+    assert!(img
+        .read("/etc/logrotate.d/bakery-tomcat10")
+        .contains("rotate 14"));
+    assert!(img
+        .read("/etc/default/tomcat10")
+        .contains("MaxRAMPercentage"));
     // Nothing of the bake stays in the image.
-    assert!(!img.path("/usr/sbin/policy-rc.d").exists(), "policy-rc.d left in the image");
+    assert!(
+        !img.path("/usr/sbin/policy-rc.d").exists(),
+        "policy-rc.d left in the image"
+    );
     assert!(!img.path("/etc/resolv.conf.bakery-orig").exists());
     assert!(!img.path("/tmp/bakery-packages").exists());
     let base_img = Mounted::open(&base);
@@ -166,14 +255,27 @@ fn deb_app_with_jvm_tomcat_layer() {
         std::fs::read_link(base_img.path("/etc/resolv.conf")).ok(),
         "resolv.conf differs from the base's"
     );
-    assert!(std::fs::read_dir(img.path("/var/cache/apt/archives")).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().ends_with(".deb")));
+    assert!(std::fs::read_dir(img.path("/var/cache/apt/archives"))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".deb")));
 }
 
 #[test]
 fn rpm_packages_on_a_debian_base_run_their_scriptlets() {
     let t = TestDir::new("rpm");
     let base = base_image();
-    let lib = build_rpm(t.dir.path(), &Rpm { name: "hello-rpmlib", version: "3.1", release: "2", requires: &[], files: &[("/opt/hello/lib.txt", "lib")], post: None });
+    let lib = build_rpm(
+        t.dir.path(),
+        &Rpm {
+            name: "hello-rpmlib",
+            version: "3.1",
+            release: "2",
+            requires: &[],
+            files: &[("/opt/hello/lib.txt", "lib")],
+            post: None,
+        },
+    );
     let app = build_rpm(
         t.dir.path(),
         &Rpm {
@@ -186,7 +288,16 @@ fn rpm_packages_on_a_debian_base_run_their_scriptlets() {
         },
     );
     let out = t.path("rpm.raw");
-    let r = run(t.bakery().args(["bake", "--base"]).arg(&base).arg("--package").arg(&app).arg("--package").arg(&lib).arg("--output").arg(&out));
+    let r = run(t
+        .bakery()
+        .args(["bake", "--base"])
+        .arg(&base)
+        .arg("--package")
+        .arg(&app)
+        .arg("--package")
+        .arg(&lib)
+        .arg("--output")
+        .arg(&out));
     r.assert_ok();
     assert_no_leaks(t.dir.path());
     let m = r.json();
@@ -199,13 +310,34 @@ fn rpm_packages_on_a_debian_base_run_their_scriptlets() {
     assert_eq!(img.rpm_q("hello-rpm").as_deref(), Some("1.0-7"));
     assert_eq!(img.rpm_q("hello-rpmlib").as_deref(), Some("3.1-2"));
     assert_eq!(img.read("/opt/hello/app.txt").trim(), "app");
-    assert_eq!(img.read("/var/lib/hello-rpm/post-ran").trim(), "lib", "%post did not run inside the image");
+    assert_eq!(
+        img.read("/var/lib/hello-rpm/post-ran").trim(),
+        "lib",
+        "%post did not run inside the image"
+    );
     drop(img);
 
     // An rpm whose dependency nothing in the image provides is refused, with the name.
-    let orphan = build_rpm(t.dir.path(), &Rpm { name: "needs-missing", version: "1", release: "1", requires: &["libnothere"], files: &[("/opt/x", "x")], post: None });
+    let orphan = build_rpm(
+        t.dir.path(),
+        &Rpm {
+            name: "needs-missing",
+            version: "1",
+            release: "1",
+            requires: &["libnothere"],
+            files: &[("/opt/x", "x")],
+            post: None,
+        },
+    );
     let out2 = t.path("orphan.raw");
-    let r = run(t.bakery().args(["bake", "--base"]).arg(&base).arg("--package").arg(&orphan).arg("--output").arg(&out2));
+    let r = run(t
+        .bakery()
+        .args(["bake", "--base"])
+        .arg(&base)
+        .arg("--package")
+        .arg(&orphan)
+        .arg("--output")
+        .arg(&out2));
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.error_line().contains("libnothere"), "{}", r.stderr);
     assert!(!out2.exists());
@@ -215,29 +347,68 @@ fn rpm_packages_on_a_debian_base_run_their_scriptlets() {
 #[test]
 fn recipe_file_flags_dry_run_and_print_config() {
     let t = TestDir::new("recipe");
-    let app = build_deb(t.dir.path(), &Deb { name: "recipe-app", version: "0.9-1", ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "recipe-app",
+            version: "0.9-1",
+            ..Default::default()
+        },
+    );
     let recipe = t.path("recipe.yaml");
     write(&recipe, &format!("base: base.raw\npackages: [{}]\nlayers: [jvm-tomcat]\noutput: from-recipe.raw\ntags: {{team: a, env: dev}}\n", app.file_name().unwrap().to_string_lossy()));
-    let r = run(t.bakery().arg("bake").arg(&recipe).args(["--output", "/elsewhere/over.qcow2", "--tag", "env=prod", "--print-config"]));
+    let r = run(t.bakery().arg("bake").arg(&recipe).args([
+        "--output",
+        "/elsewhere/over.qcow2",
+        "--tag",
+        "env=prod",
+        "--print-config",
+    ]));
     r.assert_ok();
     let cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(&r.stdout).unwrap();
     assert_eq!(cfg["output"].as_str(), Some("/elsewhere/over.qcow2"));
-    assert_eq!(cfg["base"].as_str().unwrap(), t.path("base.raw").display().to_string(), "recipe paths are relative to the recipe file");
+    assert_eq!(
+        cfg["base"].as_str().unwrap(),
+        t.path("base.raw").display().to_string(),
+        "recipe paths are relative to the recipe file"
+    );
     assert_eq!(cfg["tags"]["env"].as_str(), Some("prod"));
     assert_eq!(cfg["tags"]["team"].as_str(), Some("a"));
     assert_eq!(cfg["layers"][0].as_str(), Some("jvm-tomcat"));
 
     let base = base_image();
     let out = t.path("dry.qcow2");
-    let r = run(t.bakery().arg("bake").arg(&recipe).arg("--base").arg(&base).arg("--output").arg(&out).arg("--dry-run"));
+    let r = run(t
+        .bakery()
+        .arg("bake")
+        .arg(&recipe)
+        .arg("--base")
+        .arg(&base)
+        .arg("--output")
+        .arg(&out)
+        .arg("--dry-run"));
     r.assert_ok();
     let plan = r.json();
-    assert!(plan["name"].as_str().unwrap().starts_with("recipe-app-0.9-1-all-"));
-    let steps: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(plan["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("recipe-app-0.9-1-all-"));
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert!(steps[0].starts_with("jvm-tomcat: apt install"), "{steps:?}");
     assert_eq!(steps.last().unwrap(), &"install recipe-app_0.9-1_all.deb");
     assert!(!out.exists());
-    assert!(!t.work().join("work").exists() || std::fs::read_dir(t.work().join("work")).unwrap().next().is_none());
+    assert!(
+        !t.work().join("work").exists()
+            || std::fs::read_dir(t.work().join("work"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
     assert_no_leaks(t.dir.path());
 }
 
@@ -245,7 +416,14 @@ fn recipe_file_flags_dry_run_and_print_config() {
 fn ctrl_c_mid_bake_releases_everything() {
     let t = TestDir::new("sigint");
     let base = base_image();
-    let app = build_deb(t.dir.path(), &Deb { name: "slow", postinst: Some("sleep 30"), ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "slow",
+            postinst: Some("sleep 30"),
+            ..Default::default()
+        },
+    );
     let out = t.path("slow.qcow2");
     let child = t
         .bakery()
@@ -267,13 +445,23 @@ fn ctrl_c_mid_bake_releases_everything() {
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(20), "cleanup after Ctrl-C took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "cleanup after Ctrl-C took {:?}",
+        started.elapsed()
+    );
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(!out.exists());
     assert_no_output(t.dir.path(), &[]);
     assert_no_leaks(t.dir.path());
-    let strays = Command::new("pgrep").args(["-f", "sleep 30"]).output().unwrap();
-    assert!(strays.stdout.is_empty(), "the postinst's sleep survived the interrupt");
+    let strays = Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .output()
+        .unwrap();
+    assert!(
+        strays.stdout.is_empty(),
+        "the postinst's sleep survived the interrupt"
+    );
 }
 
 #[test]
@@ -281,12 +469,30 @@ fn doctor_reports_a_ready_host() {
     let t = TestDir::new("doctor");
     let r = run(t.bakery().args(["doctor", "--json"]));
     let v = r.json();
-    let missing: Vec<&serde_json::Value> = v["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "missing").collect();
+    let missing: Vec<&serde_json::Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "missing")
+        .collect();
     assert!(missing.is_empty(), "doctor: {missing:?}");
     assert_eq!(v["ready"], true);
     assert_eq!(r.code, 0);
-    let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    for n in ["root", "loop-control", "free loop devices", "partx", "debootstrap", "qemu-img", "mkfs.ext4"] {
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "root",
+        "loop-control",
+        "free loop devices",
+        "partx",
+        "debootstrap",
+        "qemu-img",
+        "mkfs.ext4",
+    ] {
         assert!(names.contains(&n), "doctor does not check {n}");
     }
 }
@@ -295,7 +501,14 @@ fn doctor_reports_a_ready_host() {
 fn kill_9_mid_bake_then_gc_removes_everything() {
     let t = TestDir::new("kill9");
     let base = base_image();
-    let app = build_deb(t.dir.path(), &Deb { name: "sleepy", postinst: Some("sleep 300"), ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "sleepy",
+            postinst: Some("sleep 300"),
+            ..Default::default()
+        },
+    );
     let out = t.path("killed.raw");
     let mut child = t
         .bakery()
@@ -316,25 +529,49 @@ fn kill_9_mid_bake_then_gc_removes_everything() {
     let dry = run(t.bakery().args(["gc", "--dry-run"]));
     dry.assert_ok();
     let found = dry.json()["found"].as_array().unwrap().clone();
-    assert!(found.iter().any(|l| l["kind"] == "work-dir"), "gc --dry-run lists nothing: {found:?}");
-    assert!(found.iter().any(|l| l["kind"] == "partial-output"), "the half-written output is not listed: {found:?}");
-    assert!(t.work().join("work").read_dir().unwrap().next().is_some(), "--dry-run removed something");
+    assert!(
+        found.iter().any(|l| l["kind"] == "work-dir"),
+        "gc --dry-run lists nothing: {found:?}"
+    );
+    assert!(
+        found.iter().any(|l| l["kind"] == "partial-output"),
+        "the half-written output is not listed: {found:?}"
+    );
+    assert!(
+        t.work().join("work").read_dir().unwrap().next().is_some(),
+        "--dry-run removed something"
+    );
 
     let r = run(t.bakery().arg("gc"));
     r.assert_ok();
     assert_no_leaks(t.dir.path());
     assert_no_output(t.dir.path(), &[]);
-    let strays = Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    let strays = Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
     assert!(strays.stdout.is_empty(), "the postinst's sleep survived gc");
     let again = run(t.bakery().args(["gc", "--dry-run"]));
-    assert_eq!(again.json()["found"].as_array().unwrap().len(), 0, "{}", again.stdout);
+    assert_eq!(
+        again.json()["found"].as_array().unwrap().len(),
+        0,
+        "{}",
+        again.stdout
+    );
 }
 
 #[test]
 fn plugins_run_at_hook_points_and_add_tags() {
     let t = TestDir::new("plugins");
     let base = base_image();
-    let app = build_deb(t.dir.path(), &Deb { name: "plugged", files: &[("/opt/plugged/ok", "ok")], ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "plugged",
+            files: &[("/opt/plugged/ok", "ok")],
+            ..Default::default()
+        },
+    );
     let bin = t.path("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let seen = t.path("seen");
@@ -350,20 +587,52 @@ fn plugins_run_at_hook_points_and_add_tags() {
     chmod(&plugin, 0o755);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let out = t.path("plugged.raw");
-    let r = run(t.bakery().env("PATH", &path).args(["bake", "--plugin", "scan", "--base"]).arg(&base).arg("--package").arg(&app).arg("--output").arg(&out));
+    let r = run(t
+        .bakery()
+        .env("PATH", &path)
+        .args(["bake", "--plugin", "scan", "--base"])
+        .arg(&base)
+        .arg("--package")
+        .arg(&app)
+        .arg("--output")
+        .arg(&out));
     r.assert_ok();
-    assert_eq!(r.json()["tags"]["scanned"], "clean", "post-provision tags missing from the manifest");
+    assert_eq!(
+        r.json()["tags"]["scanned"],
+        "clean",
+        "post-provision tags missing from the manifest"
+    );
     for hook in ["pre-provision", "post-provision", "post-bake"] {
-        assert!(seen.join(format!("{hook}.json")).exists(), "{hook} was not called");
+        assert!(
+            seen.join(format!("{hook}.json")).exists(),
+            "{hook} was not called"
+        );
     }
-    let post: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(seen.join("post-bake.json")).unwrap()).unwrap();
+    let post: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seen.join("post-bake.json")).unwrap())
+            .unwrap();
     assert_eq!(post["status"], "succeeded");
     assert_eq!(post["manifest"]["package"]["name"], "plugged");
     // Its package needs nothing from the image's sources: no `apt-get update` round trip.
-    let log = std::fs::read_dir(t.work().join("logs")).unwrap().flatten().next().unwrap().path();
-    assert!(!std::fs::read_to_string(log).unwrap().contains("InRelease"), "apt-get update ran for a self-contained .deb");
+    let log = std::fs::read_dir(t.work().join("logs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert!(
+        !std::fs::read_to_string(log).unwrap().contains("InRelease"),
+        "apt-get update ran for a self-contained .deb"
+    );
     // A plugin that is not there is an input error before anything is made.
-    let r = run(t.bakery().args(["bake", "--plugin", "no-such-plugin", "--base"]).arg(&base).arg("--package").arg(&app).arg("--output").arg(t.path("x.raw")));
+    let r = run(t
+        .bakery()
+        .args(["bake", "--plugin", "no-such-plugin", "--base"])
+        .arg(&base)
+        .arg("--package")
+        .arg(&app)
+        .arg("--output")
+        .arg(t.path("x.raw")));
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.error_line().contains("no-such-plugin"));
     assert_no_leaks(t.dir.path());

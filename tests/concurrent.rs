@@ -23,11 +23,17 @@ awk '{ for (i = 1; i <= NF; i++) if ($i == \"-\") print $(i+2) }' /proc/self/mou
 
 /// Loop devices backed by files under `dir`, as `losetup` shows them now: (device, backing file).
 fn loops_under(dir: &str) -> Vec<(String, String)> {
-    let out = Command::new("losetup").args(["-a", "-n", "-O", "NAME,BACK-FILE"]).output().unwrap();
+    let out = Command::new("losetup")
+        .args(["-a", "-n", "-O", "NAME,BACK-FILE"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(dir))
-        .filter_map(|l| l.split_once(' ').map(|(n, f)| (n.trim().to_string(), f.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(n, f)| (n.trim().to_string(), f.trim().to_string()))
+        })
         .collect()
 }
 
@@ -58,7 +64,15 @@ fn four_concurrent_bakes_get_their_own_devices_and_see_only_them() {
         .map(|i| {
             let name = format!("para{i}");
             let files = [("/opt/para/id", name.as_str())];
-            let deb = build_deb(t.dir.path(), &Deb { name: &name, files: &files, postinst: Some(POSTINST), ..Default::default() });
+            let deb = build_deb(
+                t.dir.path(),
+                &Deb {
+                    name: &name,
+                    files: &files,
+                    postinst: Some(POSTINST),
+                    ..Default::default()
+                },
+            );
             t.bakery()
                 .args(["bake", "--base"])
                 .arg(&base)
@@ -75,27 +89,46 @@ fn four_concurrent_bakes_get_their_own_devices_and_see_only_them() {
     let mut device_of = BTreeMap::new();
     for (i, c) in children.into_iter().enumerate() {
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "bake {i} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "bake {i} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(m["package"]["name"], format!("para{i}"));
         let attach = m["timings"]
             .as_array()
             .unwrap()
             .iter()
-            .find_map(|s| s["step"].as_str().and_then(|s| s.strip_prefix("attach /dev/")).map(str::to_string))
+            .find_map(|s| {
+                s["step"]
+                    .as_str()
+                    .and_then(|s| s.strip_prefix("attach /dev/"))
+                    .map(str::to_string)
+            })
             .expect("no attach step in the manifest");
         device_of.insert(i, attach);
     }
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let devices: BTreeSet<&String> = device_of.values().collect();
-    assert_eq!(devices.len(), 4, "bakes shared a loop device: {device_of:?}");
+    assert_eq!(
+        devices.len(),
+        4,
+        "bakes shared a loop device: {device_of:?}"
+    );
 
     // What losetup showed agrees: each bake's file on its own device, never another's.
     let (pairs, most_at_once) = seen.lock().unwrap().clone();
     for (dev, file) in &pairs {
-        let i = (0..4).find(|i| file.contains(&format!(".para{i}.raw."))).unwrap_or_else(|| panic!("unexpected loop {dev} -> {file}"));
-        assert_eq!(dev.trim_start_matches("/dev/"), device_of[&i], "bake {i}'s file was on {dev}");
+        let i = (0..4)
+            .find(|i| file.contains(&format!(".para{i}.raw.")))
+            .unwrap_or_else(|| panic!("unexpected loop {dev} -> {file}"));
+        assert_eq!(
+            dev.trim_start_matches("/dev/"),
+            device_of[&i],
+            "bake {i}'s file was on {dev}"
+        );
     }
     eprintln!("devices: {device_of:?}; losetup samples saw {} attachments, at most {most_at_once} at once", pairs.len());
 
@@ -103,30 +136,72 @@ fn four_concurrent_bakes_get_their_own_devices_and_see_only_them() {
     for i in 0..4 {
         let own = &device_of[&i];
         let img = Mounted::open(&t.path(&format!("para{i}.raw")));
-        assert_eq!(img.read("/opt/para/id"), format!("para{i}"), "bake {i} got another bake's files");
-        let nodes: Vec<String> = img.read("/opt/para/devices").lines().map(str::to_string).collect();
-        assert!(nodes.contains(own), "bake {i}: its own disk {own} is not in its /dev: {nodes:?}");
+        assert_eq!(
+            img.read("/opt/para/id"),
+            format!("para{i}"),
+            "bake {i} got another bake's files"
+        );
+        let nodes: Vec<String> = img
+            .read("/opt/para/devices")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(
+            nodes.contains(own),
+            "bake {i}: its own disk {own} is not in its /dev: {nodes:?}"
+        );
         for n in &nodes {
-            assert!(n == own || n.strip_prefix(own.as_str()).is_some_and(|p| p.starts_with('p')), "bake {i} ({own}) could see block device {n}");
+            assert!(
+                n == own
+                    || n.strip_prefix(own.as_str())
+                        .is_some_and(|p| p.starts_with('p')),
+                "bake {i} ({own}) could see block device {n}"
+            );
         }
         let sources = img.read("/opt/para/sources");
         let loops: Vec<&str> = sources.lines().filter(|s| s.contains("loop")).collect();
-        assert!(!loops.is_empty(), "bake {i}: no loop device mounted? {sources}");
+        assert!(
+            !loops.is_empty(),
+            "bake {i}: no loop device mounted? {sources}"
+        );
         for s in loops {
             let name = s.trim_start_matches("/dev/");
-            assert!(name == own || name.strip_prefix(own.as_str()).is_some_and(|p| p.starts_with('p')), "bake {i} ({own}) mounted {s}");
+            assert!(
+                name == own
+                    || name
+                        .strip_prefix(own.as_str())
+                        .is_some_and(|p| p.starts_with('p')),
+                "bake {i} ({own}) mounted {s}"
+            );
         }
     }
     assert_no_leaks(t.dir.path());
-    assert_no_output(t.dir.path(), &["para0.raw", "para1.raw", "para2.raw", "para3.raw"]);
+    assert_no_output(
+        t.dir.path(),
+        &["para0.raw", "para1.raw", "para2.raw", "para3.raw"],
+    );
 }
 
 const REGION: &str = "us-east-1";
 
 async fn snapshot(ec2: &aws_sdk_ec2::Client) -> String {
-    let v = ec2.create_volume().availability_zone("us-east-1a").size(1).send().await.unwrap();
+    let v = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(1)
+        .send()
+        .await
+        .unwrap();
     let vid = v.volume_id().unwrap().to_string();
-    let s = ec2.create_snapshot().volume_id(&vid).send().await.unwrap().snapshot_id().unwrap().to_string();
+    let s = ec2
+        .create_snapshot()
+        .volume_id(&vid)
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
     ec2.delete_volume().volume_id(&vid).send().await.unwrap();
     s
 }
@@ -166,18 +241,30 @@ fn base(root_snapshot: &str) -> BaseAmi {
 #[test]
 fn two_bakes_registering_one_ami_name_make_one_ami() {
     let _emu = emulator::shared(&[]);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let ctx = AwsContext::load().await;
         let ec2 = ctx.ec2(REGION);
-        let wait = WaitConfig { timeout: Duration::from_secs(60), poll: Duration::from_millis(100), max_poll: Duration::from_millis(500), log_every: Duration::from_secs(5) };
+        let wait = WaitConfig {
+            timeout: Duration::from_secs(60),
+            poll: Duration::from_millis(100),
+            max_poll: Duration::from_millis(500),
+            log_every: Duration::from_secs(5),
+        };
         for round in 0..3 {
             let name = format!("race-app-1.0-1-all-{}-{round}", std::process::id());
             let base_snap = snapshot(&ec2).await;
             let (snap_a, snap_b) = (snapshot(&ec2).await, snapshot(&ec2).await);
             let (la, lb) = (Ledger::new("bk-race-a"), Ledger::new("bk-race-b"));
             for (l, s) in [(&la, &snap_a), (&lb, &snap_b)] {
-                l.record(Resource::Snapshot { region: REGION.into(), id: s.clone() });
+                l.record(Resource::Snapshot {
+                    region: REGION.into(),
+                    id: s.clone(),
+                });
             }
             let spec = |s: &str| RegisterSpec {
                 name: name.clone(),
@@ -188,22 +275,68 @@ fn two_bakes_registering_one_ami_name_make_one_ami() {
                 tags: BTreeMap::from([("appversion".to_string(), "race-app-1.0-1".to_string())]),
             };
             let (sa, sb) = (spec(&snap_a), spec(&snap_b));
-            let (ra, rb) = tokio::join!(ami::register_with(&ctx, REGION, &sa, &la, &wait), ami::register_with(&ctx, REGION, &sb, &lb, &wait));
+            let (ra, rb) = tokio::join!(
+                ami::register_with(&ctx, REGION, &sa, &la, &wait),
+                ami::register_with(&ctx, REGION, &sb, &lb, &wait)
+            );
             let (ra, rb) = (ra.unwrap(), rb.unwrap());
-            assert_eq!(ra.image_id, rb.image_id, "round {round}: the bakes report different images");
-            assert_eq!(ra.reused as u8 + rb.reused as u8, 1, "round {round}: exactly one bake registers: {ra:?} {rb:?}");
+            assert_eq!(
+                ra.image_id, rb.image_id,
+                "round {round}: the bakes report different images"
+            );
+            assert_eq!(
+                ra.reused as u8 + rb.reused as u8,
+                1,
+                "round {round}: exactly one bake registers: {ra:?} {rb:?}"
+            );
 
-            let f = aws_sdk_ec2::types::Filter::builder().name("name").values(&name).build();
-            let same = ec2.describe_images().owners("self").filters(f).send().await.unwrap();
-            assert_eq!(same.images().len(), 1, "round {round}: {} AMIs named {name}", same.images().len());
+            let f = aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values(&name)
+                .build();
+            let same = ec2
+                .describe_images()
+                .owners("self")
+                .filters(f)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                same.images().len(),
+                1,
+                "round {round}: {} AMIs named {name}",
+                same.images().len()
+            );
 
-            let (winner, loser, loser_ledger) = if ra.reused { (&snap_b, &snap_a, &la) } else { (&snap_a, &snap_b, &lb) };
-            let snaps = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
-            let ids: BTreeSet<&str> = snaps.snapshots().iter().filter_map(|s| s.snapshot_id()).collect();
-            assert!(ids.contains(winner.as_str()), "round {round}: the registered image's snapshot is gone");
-            assert!(!ids.contains(loser.as_str()), "round {round}: the losing bake's snapshot {loser} was left behind");
+            let (winner, loser, loser_ledger) = if ra.reused {
+                (&snap_b, &snap_a, &la)
+            } else {
+                (&snap_a, &snap_b, &lb)
+            };
+            let snaps = ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .send()
+                .await
+                .unwrap();
+            let ids: BTreeSet<&str> = snaps
+                .snapshots()
+                .iter()
+                .filter_map(|s| s.snapshot_id())
+                .collect();
             assert!(
-                !loser_ledger.entries().iter().any(|r| matches!(r, Resource::Snapshot { id, .. } if id == loser)),
+                ids.contains(winner.as_str()),
+                "round {round}: the registered image's snapshot is gone"
+            );
+            assert!(
+                !ids.contains(loser.as_str()),
+                "round {round}: the losing bake's snapshot {loser} was left behind"
+            );
+            assert!(
+                !loser_ledger
+                    .entries()
+                    .iter()
+                    .any(|r| matches!(r, Resource::Snapshot { id, .. } if id == loser)),
                 "round {round}: the deleted snapshot is still in the loser's ledger"
             );
         }

@@ -27,17 +27,27 @@ fn emulator() -> Arc<Emulator> {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// `bakery` against the emulator, polling fast, in the repo (so `plugins/NAME` is found).
 fn bakery(args: &[&str]) -> Run {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bakery"));
-    c.args(args).env("BAKERY_DEPLOY_POLL_MS", "50").env("RUST_LOG", "bakery=info").current_dir(support::repo());
+    c.args(args)
+        .env("BAKERY_DEPLOY_POLL_MS", "50")
+        .env("RUST_LOG", "bakery=info")
+        .current_dir(support::repo());
     support::run(&mut c)
 }
 
@@ -56,10 +66,26 @@ struct Region {
 impl Region {
     async fn new(ctx: &AwsContext, region: &str) -> Region {
         let ec2 = ctx.ec2(region);
-        let vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.1.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc
+            .unwrap()
+            .vpc_id
+            .unwrap();
         let mut subnets = Vec::new();
         for (i, az) in ["a", "b"].iter().enumerate() {
-            let s = ec2.create_subnet().vpc_id(&vpc).cidr_block(format!("10.1.{i}.0/24")).availability_zone(format!("{region}{az}")).send().await.unwrap();
+            let s = ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(format!("10.1.{i}.0/24"))
+                .availability_zone(format!("{region}{az}"))
+                .send()
+                .await
+                .unwrap();
             subnets.push(s.subnet.unwrap().subnet_id.unwrap());
         }
         let tg = ctx
@@ -92,7 +118,12 @@ impl Region {
                     .tag_specifications(
                         aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
                             .resource_type(ResourceType::Instance)
-                            .tags(aws_sdk_ec2::types::Tag::builder().key("team").value("payments").build())
+                            .tags(
+                                aws_sdk_ec2::types::Tag::builder()
+                                    .key("team")
+                                    .value("payments")
+                                    .build(),
+                            )
                             .build(),
                     )
                     .build(),
@@ -104,7 +135,16 @@ impl Region {
             .unwrap()
             .launch_template_id
             .unwrap();
-        Region { region: region.into(), ctx: ctx.clone(), subnets: subnets.join(","), tg, old_ami, new_ami, lt_id, lt_name }
+        Region {
+            region: region.into(),
+            ctx: ctx.clone(),
+            subnets: subnets.join(","),
+            tg,
+            old_ami,
+            new_ami,
+            lt_id,
+            lt_name,
+        }
     }
 
     fn asg(&self) -> aws_sdk_autoscaling::Client {
@@ -116,62 +156,165 @@ impl Region {
         self.asg()
             .create_auto_scaling_group()
             .auto_scaling_group_name(name)
-            .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&self.lt_name).version(version).build())
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name(&self.lt_name)
+                    .version(version)
+                    .build(),
+            )
             .min_size(size)
             .max_size(size + 2)
             .desired_capacity(size)
             .vpc_zone_identifier(&self.subnets)
             .target_group_arns(&self.tg)
             .health_check_type("ELB")
-            .tags(Tag::builder().resource_id(name).resource_type("auto-scaling-group").key("team").value("payments").propagate_at_launch(true).build())
+            .tags(
+                Tag::builder()
+                    .resource_id(name)
+                    .resource_type("auto-scaling-group")
+                    .key("team")
+                    .value("payments")
+                    .propagate_at_launch(true)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
     }
 
     async fn describe(&self, name: &str) -> Option<aws_sdk_autoscaling::types::AutoScalingGroup> {
-        let out = self.asg().describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.unwrap();
+        let out = self
+            .asg()
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
         out.auto_scaling_groups().first().cloned()
     }
 
     /// Template versions: number -> Debug of its data.
     async fn versions(&self) -> BTreeMap<i64, String> {
-        let out = self.ctx.ec2(&self.region).describe_launch_template_versions().launch_template_id(&self.lt_id).send().await.unwrap();
-        out.launch_template_versions().iter().map(|v| (v.version_number().unwrap(), format!("{:?}", v.launch_template_data().unwrap()))).collect()
+        let out = self
+            .ctx
+            .ec2(&self.region)
+            .describe_launch_template_versions()
+            .launch_template_id(&self.lt_id)
+            .send()
+            .await
+            .unwrap();
+        out.launch_template_versions()
+            .iter()
+            .map(|v| {
+                (
+                    v.version_number().unwrap(),
+                    format!("{:?}", v.launch_template_data().unwrap()),
+                )
+            })
+            .collect()
     }
 
     async fn template(&self) -> (i64, i64) {
-        let out = self.ctx.ec2(&self.region).describe_launch_templates().launch_template_ids(&self.lt_id).send().await.unwrap();
+        let out = self
+            .ctx
+            .ec2(&self.region)
+            .describe_launch_templates()
+            .launch_template_ids(&self.lt_id)
+            .send()
+            .await
+            .unwrap();
         let t = &out.launch_templates()[0];
-        (t.default_version_number().unwrap(), t.latest_version_number().unwrap())
+        (
+            t.default_version_number().unwrap(),
+            t.latest_version_number().unwrap(),
+        )
     }
 
     /// target id -> state, for every target registered.
     async fn targets(&self) -> BTreeMap<String, String> {
-        let out = self.ctx.elbv2(&self.region).describe_target_health().target_group_arn(&self.tg).send().await.unwrap();
+        let out = self
+            .ctx
+            .elbv2(&self.region)
+            .describe_target_health()
+            .target_group_arn(&self.tg)
+            .send()
+            .await
+            .unwrap();
         out.target_health_descriptions()
             .iter()
-            .map(|d| (d.target().unwrap().id().unwrap().to_string(), d.target_health().unwrap().state().unwrap().as_str().to_string()))
+            .map(|d| {
+                (
+                    d.target().unwrap().id().unwrap().to_string(),
+                    d.target_health()
+                        .unwrap()
+                        .state()
+                        .unwrap()
+                        .as_str()
+                        .to_string(),
+                )
+            })
             .collect()
     }
 
     async fn instance_ids(&self, name: &str) -> BTreeSet<String> {
-        self.describe(name).await.map(|g| g.instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect()).unwrap_or_default()
+        self.describe(name)
+            .await
+            .map(|g| {
+                g.instances()
+                    .iter()
+                    .map(|i| i.instance_id().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// instance -> image it runs (EC2's view).
     async fn images_of(&self, name: &str) -> BTreeMap<String, String> {
         let ids: Vec<String> = self.instance_ids(name).await.into_iter().collect();
-        let out = self.ctx.ec2(&self.region).describe_instances().set_instance_ids(Some(ids)).send().await.unwrap();
-        out.reservations().iter().flat_map(|r| r.instances()).map(|i| (i.instance_id().unwrap().to_string(), i.image_id().unwrap().to_string())).collect()
+        let out = self
+            .ctx
+            .ec2(&self.region)
+            .describe_instances()
+            .set_instance_ids(Some(ids))
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_string(),
+                    i.image_id().unwrap().to_string(),
+                )
+            })
+            .collect()
     }
 
     async fn suspended(&self, name: &str) -> BTreeSet<String> {
-        self.describe(name).await.unwrap().suspended_processes().iter().map(|p| p.process_name().unwrap().to_string()).collect()
+        self.describe(name)
+            .await
+            .unwrap()
+            .suspended_processes()
+            .iter()
+            .map(|p| p.process_name().unwrap().to_string())
+            .collect()
     }
 
     async fn mark_unhealthy(&self, ami: &str) {
-        self.ctx.ec2(&self.region).create_tags().resources(ami).tags(aws_sdk_ec2::types::Tag::builder().key(UNHEALTHY).value("unhealthy").build()).send().await.unwrap();
+        self.ctx
+            .ec2(&self.region)
+            .create_tags()
+            .resources(ami)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(UNHEALTHY)
+                    .value("unhealthy")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
     }
 }
 
@@ -182,7 +325,17 @@ async fn ami(ctx: &AwsContext, region: &str, appversion: &str) -> String {
         .name(unique(appversion))
         .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
         .virtualization_type("hvm")
-        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Image).tags(aws_sdk_ec2::types::Tag::builder().key("appversion").value(appversion).build()).build())
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Image)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("appversion")
+                        .value(appversion)
+                        .build(),
+                )
+                .build(),
+        )
         .send()
         .await
         .unwrap()
@@ -206,13 +359,22 @@ fn manifest(dir: &std::path::Path, regions: &[&Region]) -> std::path::PathBuf {
 }
 
 fn by_region(out: &Value) -> BTreeMap<String, Value> {
-    out["regions"].as_array().unwrap().iter().map(|r| (r["region"].as_str().unwrap().to_string(), r.clone())).collect()
+    out["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["region"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
 }
 
 /// Only ImageId differs between two versions' data.
 fn only_image_differs(old: &str, new: &str, old_ami: &str, new_ami: &str) {
     assert!(new.contains(new_ami), "{new}");
-    assert_eq!(new.replace(new_ami, old_ami), old, "the new version must differ only in ImageId");
+    assert_eq!(
+        new.replace(new_ami, old_ami),
+        old,
+        "the new version must differ only in ImageId"
+    );
 }
 
 // --- the pipeline: manifest -> swap -> red/black -> rollback, 3 regions --------------------
@@ -223,7 +385,9 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let ctx = rt.block_on(AwsContext::load());
-    let regions: Vec<Region> = rt.block_on(futures::future::join_all(REGIONS.iter().map(|r| Region::new(&ctx, r))));
+    let regions: Vec<Region> = rt.block_on(futures::future::join_all(
+        REGIONS.iter().map(|r| Region::new(&ctx, r)),
+    ));
     let refs: Vec<&Region> = regions.iter().collect();
     let m = manifest(dir.path(), &refs);
     let m = m.to_str().unwrap();
@@ -236,8 +400,18 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
             r.group(&api, v, 2).await;
         }
     });
-    let before: Vec<BTreeMap<i64, String>> = rt.block_on(futures::future::join_all(regions.iter().map(|r| r.versions())));
-    let out = bakery(&["deploy", "--manifest", m, "--asg", &api, "--strategy", "swap"]);
+    let before: Vec<BTreeMap<i64, String>> = rt.block_on(futures::future::join_all(
+        regions.iter().map(|r| r.versions()),
+    ));
+    let out = bakery(&[
+        "deploy",
+        "--manifest",
+        m,
+        "--asg",
+        &api,
+        "--strategy",
+        "swap",
+    ]);
     out.assert_ok();
     let res = by_region(&out.json());
     assert_eq!(out.json()["status"], "succeeded");
@@ -252,15 +426,24 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
             let (default, latest) = r.template().await;
             match follows[i] {
                 "1" => {
-                    assert_eq!((spec.version(), d["applied"].as_str()), (Some("2"), Some("asg")));
+                    assert_eq!(
+                        (spec.version(), d["applied"].as_str()),
+                        (Some("2"), Some("asg"))
+                    );
                     assert_eq!(default, 1);
                 }
                 "$Default" => {
-                    assert_eq!((spec.version(), d["applied"].as_str()), (Some("$Default"), Some("default")));
+                    assert_eq!(
+                        (spec.version(), d["applied"].as_str()),
+                        (Some("$Default"), Some("default"))
+                    );
                     assert_eq!(default, 2);
                 }
                 _ => {
-                    assert_eq!((spec.version(), d["applied"].as_str()), (Some("$Latest"), Some("latest")));
+                    assert_eq!(
+                        (spec.version(), d["applied"].as_str()),
+                        (Some("$Latest"), Some("latest"))
+                    );
                     assert_eq!((default, latest), (1, 2));
                 }
             }
@@ -277,7 +460,10 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
         for (i, r) in regions.iter().enumerate() {
             let g = r.describe(&api).await.unwrap();
             assert_eq!(g.launch_template().unwrap().version(), Some(follows[i]));
-            assert_eq!(g.launch_template().unwrap().launch_template_name(), Some(r.lt_name.as_str()));
+            assert_eq!(
+                g.launch_template().unwrap().launch_template_name(),
+                Some(r.lt_name.as_str())
+            );
             let (default, latest) = r.template().await;
             assert_eq!(default, 1, "{}", r.region);
             if follows[i] == "$Latest" {
@@ -289,11 +475,21 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
     // A second rollback has nothing to undo: input error.
     let again = bakery(&["rollback", "--asg", &api, "--region", "us-east-1"]);
     assert_eq!(again.code, 2, "{}", again.stderr);
-    assert!(again.error_line().contains("already rolled back"), "{}", again.error_line());
+    assert!(
+        again.error_line().contains("already rolled back"),
+        "{}",
+        again.error_line()
+    );
     // The swap group shares the target group: take it away before the cluster uses it.
     rt.block_on(async {
         for r in &regions {
-            r.asg().delete_auto_scaling_group().auto_scaling_group_name(&api).force_delete(true).send().await.unwrap();
+            r.asg()
+                .delete_auto_scaling_group()
+                .auto_scaling_group_name(&api)
+                .force_delete(true)
+                .send()
+                .await
+                .unwrap();
             assert!(r.targets().await.is_empty());
         }
     });
@@ -321,8 +517,20 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
                 .unwrap();
         }
     });
-    let old_instances: Vec<BTreeSet<String>> = rt.block_on(futures::future::join_all(regions.iter().map(|r| r.instance_ids(&v000))));
-    let out = bakery(&["deploy", "--manifest", m, "--cluster", &cluster, "--strategy", "red-black", "--waves", "us-east-1:eu-west-1,us-west-2"]);
+    let old_instances: Vec<BTreeSet<String>> = rt.block_on(futures::future::join_all(
+        regions.iter().map(|r| r.instance_ids(&v000)),
+    ));
+    let out = bakery(&[
+        "deploy",
+        "--manifest",
+        m,
+        "--cluster",
+        &cluster,
+        "--strategy",
+        "red-black",
+        "--waves",
+        "us-east-1:eu-west-1,us-west-2",
+    ]);
     out.assert_ok();
     let res = by_region(&out.json());
     rt.block_on(async {
@@ -330,13 +538,30 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
             assert_eq!(res[&r.region]["detail"]["serving"], v001.as_str());
             let new = r.describe(&v001).await.expect("v001 exists");
             let old = r.describe(&v000).await.unwrap();
-            assert_eq!((new.min_size(), new.max_size(), new.desired_capacity()), (old.min_size(), old.max_size(), old.desired_capacity()));
+            assert_eq!(
+                (new.min_size(), new.max_size(), new.desired_capacity()),
+                (old.min_size(), old.max_size(), old.desired_capacity())
+            );
             assert_eq!(new.vpc_zone_identifier(), old.vpc_zone_identifier());
             assert_eq!(new.target_group_arns(), [r.tg.clone()]);
             assert_eq!(new.health_check_type(), Some("ELB"));
-            assert!(new.tags().iter().any(|t| t.key() == Some("team") && t.value() == Some("payments") && t.propagate_at_launch() == Some(true)));
-            let pols = r.asg().describe_policies().auto_scaling_group_name(&v001).send().await.unwrap();
-            assert_eq!(pols.scaling_policies().iter().map(|p| p.policy_name().unwrap()).collect::<Vec<_>>(), ["cpu"]);
+            assert!(new.tags().iter().any(|t| t.key() == Some("team")
+                && t.value() == Some("payments")
+                && t.propagate_at_launch() == Some(true)));
+            let pols = r
+                .asg()
+                .describe_policies()
+                .auto_scaling_group_name(&v001)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                pols.scaling_policies()
+                    .iter()
+                    .map(|p| p.policy_name().unwrap())
+                    .collect::<Vec<_>>(),
+                ["cpu"]
+            );
             // v001 launches a version that is v000's with only the image changed.
             let spec = new.launch_template().unwrap();
             let vnum: i64 = spec.version().unwrap().parse().unwrap();
@@ -349,29 +574,68 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
             let t = r.targets().await;
             assert_eq!(t.keys().cloned().collect::<BTreeSet<_>>(), new_ids);
             assert!(t.values().all(|s| s == "healthy"));
-            assert_eq!(r.suspended(&v000).await, ["AddToLoadBalancer", "Launch", "Terminate"].map(String::from).into());
+            assert_eq!(
+                r.suspended(&v000).await,
+                ["AddToLoadBalancer", "Launch", "Terminate"]
+                    .map(String::from)
+                    .into()
+            );
             assert_eq!(r.instance_ids(&v000).await, old_instances[i]);
             assert!(r.suspended(&v001).await.is_empty());
         }
     });
 
     // status: both generations, v001 serving with its appversion, no deploy in progress.
-    let st = bakery(&["status", "--cluster", &cluster, "--region", &regions_arg, "--json"]);
+    let st = bakery(&[
+        "status",
+        "--cluster",
+        &cluster,
+        "--region",
+        &regions_arg,
+        "--json",
+    ]);
     st.assert_ok();
     for r in st.json()["regions"].as_array().unwrap() {
         assert_eq!(r["serving"], v001.as_str());
         assert!(r["in_progress"].is_null());
         let gens = r["generations"].as_array().unwrap();
         assert_eq!(gens.len(), 2);
-        assert_eq!((gens[0]["name"].as_str(), gens[0]["appversion"].as_str(), gens[0]["serving"].as_bool()), (Some(v001.as_str()), Some("app-1.1-1"), Some(true)));
-        assert_eq!((gens[1]["appversion"].as_str(), gens[1]["enabled"].as_bool()), (Some("app-1.0-1"), Some(false)));
-        assert!(gens[0]["instances"].as_array().unwrap().iter().all(|i| i["targets"].as_object().unwrap().values().all(|s| s == "healthy")));
+        assert_eq!(
+            (
+                gens[0]["name"].as_str(),
+                gens[0]["appversion"].as_str(),
+                gens[0]["serving"].as_bool()
+            ),
+            (Some(v001.as_str()), Some("app-1.1-1"), Some(true))
+        );
+        assert_eq!(
+            (gens[1]["appversion"].as_str(), gens[1]["enabled"].as_bool()),
+            (Some("app-1.0-1"), Some(false))
+        );
+        assert!(gens[0]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["targets"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|s| s == "healthy")));
     }
 
     let table = bakery(&["status", "--cluster", &cluster, "--region", "eu-west-1"]);
     table.assert_ok();
-    let line = table.stdout.lines().find(|l| l.contains(&v001)).unwrap_or_default().to_string();
-    assert!(line.contains("serving") && line.contains("app-1.1-1") && line.contains("2/2 healthy"), "{}", table.stdout);
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.contains(&v001))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("serving") && line.contains("app-1.1-1") && line.contains("2/2 healthy"),
+        "{}",
+        table.stdout
+    );
 
     // rollback, no manifest: v000 serves again, v001 disabled but kept.
     let rb = bakery(&["rollback", "--cluster", &cluster, "--region", &regions_arg]);
@@ -379,28 +643,65 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
     rt.block_on(async {
         for (i, r) in regions.iter().enumerate() {
             assert!(r.suspended(&v000).await.is_empty());
-            assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), old_instances[i]);
+            assert_eq!(
+                r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+                old_instances[i]
+            );
             assert_eq!(r.suspended(&v001).await.len(), 3);
             assert_eq!(r.instance_ids(&v001).await.len(), 2);
         }
     });
 
     // Deploy again with --keep 2: v002 from v000; v001 (neither serving nor the rollback target) goes.
-    let v001_version: i64 = rt.block_on(regions[0].describe(&v001)).unwrap().launch_template().unwrap().version().unwrap().parse().unwrap();
-    let out = bakery(&["deploy", "--manifest", m, "--cluster", &cluster, "--keep", "2", "--region", "us-east-1"]);
+    let v001_version: i64 = rt
+        .block_on(regions[0].describe(&v001))
+        .unwrap()
+        .launch_template()
+        .unwrap()
+        .version()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = bakery(&[
+        "deploy",
+        "--manifest",
+        m,
+        "--cluster",
+        &cluster,
+        "--keep",
+        "2",
+        "--region",
+        "us-east-1",
+    ]);
     out.assert_ok();
     let r = &regions[0];
     rt.block_on(async {
         assert!(r.describe(&format!("{cluster}-v002")).await.is_some());
-        assert!(r.describe(&v001).await.is_none(), "v001 deleted by retention");
+        assert!(
+            r.describe(&v001).await.is_none(),
+            "v001 deleted by retention"
+        );
         let v = r.versions().await;
-        assert!(!v.contains_key(&v001_version) && v.contains_key(&1) && v.len() == 3, "v001's version {v001_version} goes with it: {:?}", v.keys());
-        assert!(r.describe(&v000).await.is_some(), "the generation rollback needs is kept");
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&format!("{cluster}-v002")).await);
+        assert!(
+            !v.contains_key(&v001_version) && v.contains_key(&1) && v.len() == 3,
+            "v001's version {v001_version} goes with it: {:?}",
+            v.keys()
+        );
+        assert!(
+            r.describe(&v000).await.is_some(),
+            "the generation rollback needs is kept"
+        );
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&format!("{cluster}-v002")).await
+        );
     });
     // The other regions were not touched by a deploy narrowed to us-east-1.
     rt.block_on(async {
-        assert!(regions[1].describe(&format!("{cluster}-v002")).await.is_none());
+        assert!(regions[1]
+            .describe(&format!("{cluster}-v002"))
+            .await
+            .is_none());
     });
 }
 
@@ -415,34 +716,85 @@ fn rolling_replaces_every_instance_and_a_failed_one_rolls_back() {
     let good = unique("web");
     rt.block_on(r.group(&good, "1", 3));
     let before = rt.block_on(r.instance_ids(&good));
-    let out = bakery(&["deploy", "--image", &r.new_ami, "--region", "us-east-1", "--asg", &good, "--strategy", "rolling", "--min-healthy-percentage", "66"]);
+    let out = bakery(&[
+        "deploy",
+        "--image",
+        &r.new_ami,
+        "--region",
+        "us-east-1",
+        "--asg",
+        &good,
+        "--strategy",
+        "rolling",
+        "--min-healthy-percentage",
+        "66",
+    ]);
     out.assert_ok();
-    assert_eq!(out.json()["regions"][0]["detail"]["replaced_with"], "batches", "{}", out.stdout);
+    assert_eq!(
+        out.json()["regions"][0]["detail"]["replaced_with"],
+        "batches",
+        "{}",
+        out.stdout
+    );
     rt.block_on(async {
         let imgs = r.images_of(&good).await;
         assert_eq!(imgs.len(), 3);
         assert!(imgs.values().all(|i| i == &r.new_ami), "{imgs:?}");
         assert!(imgs.keys().all(|i| !before.contains(i)));
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&good).await);
-        assert_eq!(r.describe(&good).await.unwrap().launch_template().unwrap().version(), Some("2"));
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&good).await
+        );
+        assert_eq!(
+            r.describe(&good)
+                .await
+                .unwrap()
+                .launch_template()
+                .unwrap()
+                .version(),
+            Some("2")
+        );
     });
 
     // A new image that never becomes healthy: stop, point back, replace what was launched.
     let bad_ami = rt.block_on(ami(&ctx, "us-east-1", "app-1.2-1"));
     rt.block_on(r.mark_unhealthy(&bad_ami));
     let before = rt.block_on(r.instance_ids(&good));
-    let out = bakery(&["deploy", "--image", &bad_ami, "--region", "us-east-1", "--asg", &good, "--strategy", "rolling", "--wait-timeout", "2"]);
+    let out = bakery(&[
+        "deploy",
+        "--image",
+        &bad_ami,
+        "--region",
+        "us-east-1",
+        "--asg",
+        &good,
+        "--strategy",
+        "rolling",
+        "--wait-timeout",
+        "2",
+    ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.error_line().contains("rolled back to launch template version 2"), "{}", out.error_line());
+    assert!(
+        out.error_line()
+            .contains("rolled back to launch template version 2"),
+        "{}",
+        out.error_line()
+    );
     rt.block_on(async {
         let g = r.describe(&good).await.unwrap();
         assert_eq!(g.launch_template().unwrap().version(), Some("2"));
-        assert!(!r.versions().await.contains_key(&3), "the failed version is deleted");
+        assert!(
+            !r.versions().await.contains_key(&3),
+            "the failed version is deleted"
+        );
         let imgs = r.images_of(&good).await;
         assert_eq!(imgs.len(), 3);
         assert!(imgs.values().all(|i| i == &r.new_ami), "{imgs:?}");
         let t = r.targets().await;
-        assert_eq!(t.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&good).await);
+        assert_eq!(
+            t.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&good).await
+        );
         assert!(t.values().all(|s| s == "healthy"), "{t:?}");
         assert!(before.len() == 3);
     });
@@ -462,14 +814,38 @@ fn red_black_that_never_gets_healthy_leaves_nothing_and_the_old_generation_servi
     rt.block_on(r.mark_unhealthy(&r.new_ami));
     let ids = rt.block_on(r.instance_ids(&v000));
     let versions = rt.block_on(r.versions());
-    let out = bakery(&["deploy", "--image", &r.new_ami, "--region", "eu-west-1", "--cluster", &cluster, "--wait-timeout", "2"]);
+    let out = bakery(&[
+        "deploy",
+        "--image",
+        &r.new_ami,
+        "--region",
+        "eu-west-1",
+        "--cluster",
+        &cluster,
+        "--wait-timeout",
+        "2",
+    ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.error_line().contains("healthy in every target group"), "{}", out.error_line());
+    assert!(
+        out.error_line().contains("healthy in every target group"),
+        "{}",
+        out.error_line()
+    );
     rt.block_on(async {
-        assert!(r.describe(&format!("{cluster}-v001")).await.is_none(), "the new generation is deleted");
-        assert_eq!(r.versions().await, versions, "the version made for it is deleted");
+        assert!(
+            r.describe(&format!("{cluster}-v001")).await.is_none(),
+            "the new generation is deleted"
+        );
+        assert_eq!(
+            r.versions().await,
+            versions,
+            "the version made for it is deleted"
+        );
         assert!(r.suspended(&v000).await.is_empty());
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), ids);
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            ids
+        );
     });
 }
 
@@ -487,8 +863,23 @@ fn canary_passes_then_fails_by_the_judges_score() {
     let judge_config = json!({"metrics": metrics}).to_string();
     let canary = |image: &str| {
         bakery(&[
-            "deploy", "--image", image, "--region", "us-west-2", "--cluster", &cluster, "--canary-size", "1", "--canary-minutes", "0.001",
-            "--judge", "judge-metrics-file", "--judge-config", &judge_config, "--min-score", "95",
+            "deploy",
+            "--image",
+            image,
+            "--region",
+            "us-west-2",
+            "--cluster",
+            &cluster,
+            "--canary-size",
+            "1",
+            "--canary-minutes",
+            "0.001",
+            "--judge",
+            "judge-metrics-file",
+            "--judge-config",
+            &judge_config,
+            "--min-score",
+            "95",
         ])
     };
     std::fs::write(&metrics, r#"{"baseline": {"error_rate": 0.01, "latency_ms": 100}, "canary": {"error_rate": 0.01, "latency_ms": 101}}"#).unwrap();
@@ -498,10 +889,25 @@ fn canary_passes_then_fails_by_the_judges_score() {
     let v001 = format!("{cluster}-v001");
     rt.block_on(async {
         let g = r.describe(&v001).await.unwrap();
-        assert_eq!((g.min_size(), g.desired_capacity()), (Some(3), Some(3)), "the canary grew to full size");
+        assert_eq!(
+            (g.min_size(), g.desired_capacity()),
+            (Some(3), Some(3)),
+            "the canary grew to full size"
+        );
         // v000 followed $Latest: pinned to the version it ran, so a rollback brings back the old image.
-        assert_eq!(r.describe(&v000).await.unwrap().launch_template().unwrap().version(), Some("1"));
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
+        assert_eq!(
+            r.describe(&v000)
+                .await
+                .unwrap()
+                .launch_template()
+                .unwrap()
+                .version(),
+            Some("1")
+        );
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&v001).await
+        );
     });
 
     // A bad canary: torn down, v001 keeps serving.
@@ -509,11 +915,21 @@ fn canary_passes_then_fails_by_the_judges_score() {
     std::fs::write(&metrics, r#"{"baseline": {"error_rate": 0.01, "latency_ms": 100}, "canary": {"error_rate": 0.05, "latency_ms": 100}}"#).unwrap();
     let out = canary(&next);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.error_line().contains("below --min-score 95"), "{}", out.error_line());
+    assert!(
+        out.error_line().contains("below --min-score 95"),
+        "{}",
+        out.error_line()
+    );
     rt.block_on(async {
-        assert!(r.describe(&format!("{cluster}-v002")).await.is_none(), "the canary is torn down");
+        assert!(
+            r.describe(&format!("{cluster}-v002")).await.is_none(),
+            "the canary is torn down"
+        );
         assert!(r.suspended(&v001).await.is_empty());
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&v001).await
+        );
     });
 }
 
@@ -557,7 +973,9 @@ fn swap_of_a_mixed_instances_group_by_template_id_notifies_the_webhook() {
     let r = rt.block_on(Region::new(&ctx, "us-east-1"));
     let name = unique("mixed");
     rt.block_on(async {
-        use aws_sdk_autoscaling::types::{InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy};
+        use aws_sdk_autoscaling::types::{
+            InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy,
+        };
         r.asg()
             .create_auto_scaling_group()
             .auto_scaling_group_name(&name)
@@ -565,12 +983,29 @@ fn swap_of_a_mixed_instances_group_by_template_id_notifies_the_webhook() {
                 MixedInstancesPolicy::builder()
                     .launch_template(
                         LaunchTemplate::builder()
-                            .launch_template_specification(LaunchTemplateSpecification::builder().launch_template_id(&r.lt_id).version("1").build())
-                            .overrides(LaunchTemplateOverrides::builder().instance_type("t3.micro").build())
-                            .overrides(LaunchTemplateOverrides::builder().instance_type("t3.small").build())
+                            .launch_template_specification(
+                                LaunchTemplateSpecification::builder()
+                                    .launch_template_id(&r.lt_id)
+                                    .version("1")
+                                    .build(),
+                            )
+                            .overrides(
+                                LaunchTemplateOverrides::builder()
+                                    .instance_type("t3.micro")
+                                    .build(),
+                            )
+                            .overrides(
+                                LaunchTemplateOverrides::builder()
+                                    .instance_type("t3.small")
+                                    .build(),
+                            )
                             .build(),
                     )
-                    .instances_distribution(InstancesDistribution::builder().on_demand_base_capacity(1).build())
+                    .instances_distribution(
+                        InstancesDistribution::builder()
+                            .on_demand_base_capacity(1)
+                            .build(),
+                    )
                     .build(),
             )
             .min_size(1)
@@ -583,28 +1018,84 @@ fn swap_of_a_mixed_instances_group_by_template_id_notifies_the_webhook() {
     });
     let (url, got) = webhook();
     let cfg = format!("notify-webhook={}", json!({"url": url}));
-    let out = bakery(&["deploy", "--image", &r.new_ami, "--region", "us-east-1", "--asg", &name, "--plugin", "notify-webhook", "--plugin-config", &cfg]);
+    let out = bakery(&[
+        "deploy",
+        "--image",
+        &r.new_ami,
+        "--region",
+        "us-east-1",
+        "--asg",
+        &name,
+        "--plugin",
+        "notify-webhook",
+        "--plugin-config",
+        &cfg,
+    ]);
     out.assert_ok();
     rt.block_on(async {
         let g = r.describe(&name).await.unwrap();
         let p = g.mixed_instances_policy().unwrap();
         let lt = p.launch_template().unwrap();
         let spec = lt.launch_template_specification().unwrap();
-        assert_eq!((spec.launch_template_id(), spec.version()), (Some(r.lt_id.as_str()), Some("2")));
+        assert_eq!(
+            (spec.launch_template_id(), spec.version()),
+            (Some(r.lt_id.as_str()), Some("2"))
+        );
         assert_eq!(lt.overrides().len(), 2, "overrides kept");
-        assert_eq!(p.instances_distribution().unwrap().on_demand_base_capacity(), Some(1));
+        assert_eq!(
+            p.instances_distribution()
+                .unwrap()
+                .on_demand_base_capacity(),
+            Some(1)
+        );
     });
-    let texts: Vec<String> = got.lock().unwrap().iter().map(|v| v["text"].as_str().unwrap_or("").to_string()).collect();
+    let texts: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(texts.len(), 2, "{texts:?}");
-    assert!(texts[0].contains("swap deploy to asg") && texts[0].contains("started"), "{texts:?}");
+    assert!(
+        texts[0].contains("swap deploy to asg") && texts[0].contains("started"),
+        "{texts:?}"
+    );
     assert!(texts[1].contains("succeeded"), "{texts:?}");
-    bakery(&["rollback", "--asg", &name, "--region", "us-east-1", "--plugin", "notify-webhook", "--plugin-config", &cfg]).assert_ok();
+    bakery(&[
+        "rollback",
+        "--asg",
+        &name,
+        "--region",
+        "us-east-1",
+        "--plugin",
+        "notify-webhook",
+        "--plugin-config",
+        &cfg,
+    ])
+    .assert_ok();
     rt.block_on(async {
         let g = r.describe(&name).await.unwrap();
-        assert_eq!(g.mixed_instances_policy().unwrap().launch_template().unwrap().launch_template_specification().unwrap().version(), Some("1"));
+        assert_eq!(
+            g.mixed_instances_policy()
+                .unwrap()
+                .launch_template()
+                .unwrap()
+                .launch_template_specification()
+                .unwrap()
+                .version(),
+            Some("1")
+        );
     });
-    let texts: Vec<String> = got.lock().unwrap().iter().map(|v| v["text"].as_str().unwrap_or("").to_string()).collect();
-    assert!(texts.len() == 3 && texts[2].contains("rollback of"), "{texts:?}");
+    let texts: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        texts.len() == 3 && texts[2].contains("rollback of"),
+        "{texts:?}"
+    );
 }
 
 // --- bad input: one line, exit 2, nothing changed -----------------------------------------
@@ -622,34 +1113,142 @@ fn bad_input_is_one_line_exit_2_and_changes_nothing() {
     let lc_group = unique("legacy");
     rt.block_on(async {
         let lc = unique("lc");
-        r.asg().create_launch_configuration().launch_configuration_name(&lc).image_id(&r.old_ami).instance_type("t3.micro").send().await.unwrap();
-        r.asg().create_auto_scaling_group().auto_scaling_group_name(&lc_group).launch_configuration_name(&lc).min_size(0).max_size(1).desired_capacity(0).vpc_zone_identifier(&r.subnets).send().await.unwrap();
+        r.asg()
+            .create_launch_configuration()
+            .launch_configuration_name(&lc)
+            .image_id(&r.old_ami)
+            .instance_type("t3.micro")
+            .send()
+            .await
+            .unwrap();
+        r.asg()
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&lc_group)
+            .launch_configuration_name(&lc)
+            .min_size(0)
+            .max_size(1)
+            .desired_capacity(0)
+            .vpc_zone_identifier(&r.subnets)
+            .send()
+            .await
+            .unwrap();
     });
     let m = manifest(dir.path(), &[&r]);
     let m = m.to_str().unwrap();
     let versions = rt.block_on(r.versions());
-    let groups = |rt: &tokio::runtime::Runtime| rt.block_on(async { r.asg().describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().len() });
+    let groups = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            r.asg()
+                .describe_auto_scaling_groups()
+                .send()
+                .await
+                .unwrap()
+                .auto_scaling_groups()
+                .len()
+        })
+    };
     let n_groups = groups(&rt);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["deploy", "--manifest", m, "--asg", "no-such-group"], "no Auto Scaling group named no-such-group in us-east-1"),
-        (vec!["deploy", "--manifest", m, "--asg", &lc_group], "uses launch configuration"),
-        (vec!["deploy", "--manifest", m, "--asg", &name, "--region", "ap-south-1"], "has no AMI for region ap-south-1"),
-        (vec!["deploy", "--image", &other.new_ami, "--region", "us-east-1", "--asg", &name], "is not in region us-east-1"),
-        (vec!["deploy", "--manifest", m, "--cluster", "nothing-here-prod", "--canary-size", "1", "--judge", "no-such-judge"], "judge plugin"),
-        (vec!["deploy", "--manifest", m, "--cluster", "nothing-here-prod"], "cluster nothing-here-prod has no generation in us-east-1"),
-        (vec!["deploy", "--manifest", m, "--asg", &name, "--strategy", "red-black"], "use --cluster"),
-        (vec!["rollback", "--cluster", "nothing-here-prod", "--region", "us-east-1"], "no generation"),
+        (
+            vec!["deploy", "--manifest", m, "--asg", "no-such-group"],
+            "no Auto Scaling group named no-such-group in us-east-1",
+        ),
+        (
+            vec!["deploy", "--manifest", m, "--asg", &lc_group],
+            "uses launch configuration",
+        ),
+        (
+            vec![
+                "deploy",
+                "--manifest",
+                m,
+                "--asg",
+                &name,
+                "--region",
+                "ap-south-1",
+            ],
+            "has no AMI for region ap-south-1",
+        ),
+        (
+            vec![
+                "deploy",
+                "--image",
+                &other.new_ami,
+                "--region",
+                "us-east-1",
+                "--asg",
+                &name,
+            ],
+            "is not in region us-east-1",
+        ),
+        (
+            vec![
+                "deploy",
+                "--manifest",
+                m,
+                "--cluster",
+                "nothing-here-prod",
+                "--canary-size",
+                "1",
+                "--judge",
+                "no-such-judge",
+            ],
+            "judge plugin",
+        ),
+        (
+            vec!["deploy", "--manifest", m, "--cluster", "nothing-here-prod"],
+            "cluster nothing-here-prod has no generation in us-east-1",
+        ),
+        (
+            vec![
+                "deploy",
+                "--manifest",
+                m,
+                "--asg",
+                &name,
+                "--strategy",
+                "red-black",
+            ],
+            "use --cluster",
+        ),
+        (
+            vec![
+                "rollback",
+                "--cluster",
+                "nothing-here-prod",
+                "--region",
+                "us-east-1",
+            ],
+            "no generation",
+        ),
     ];
     for (args, want) in cases {
         let out = bakery(&args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
         let line = out.error_line();
         assert!(line.contains(want), "{args:?}: {line}");
-        assert_eq!(out.stderr.lines().filter(|l| l.starts_with("bakery: error:")).count(), 1);
+        assert_eq!(
+            out.stderr
+                .lines()
+                .filter(|l| l.starts_with("bakery: error:"))
+                .count(),
+            1
+        );
     }
-    assert_eq!(rt.block_on(r.versions()), versions, "no launch template version made");
+    assert_eq!(
+        rt.block_on(r.versions()),
+        versions,
+        "no launch template version made"
+    );
     assert_eq!(groups(&rt), n_groups, "no group made");
-    assert_eq!(rt.block_on(r.describe(&name)).unwrap().launch_template().unwrap().version(), Some("1"));
+    assert_eq!(
+        rt.block_on(r.describe(&name))
+            .unwrap()
+            .launch_template()
+            .unwrap()
+            .version(),
+        Some("1")
+    );
 }
 
 // --- an interrupted deploy: status shows it, a rerun resumes it, or rollback removes it ------
@@ -666,32 +1265,88 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
     // The new generation stays unhealthy, so the deploy waits: kill -9 it mid-wait.
     let kill_mid_wait = |image: &str, generation: &str| {
         rt.block_on(r.mark_unhealthy(image));
-        let mut child = spawn_deploy(&["--image", image, "--region", "eu-west-1", "--cluster", &cluster], &[]);
-        wait_for(&format!("{generation} with 2 instances"), || rt.block_on(r.instance_ids(generation)).len() >= 2);
+        let mut child = spawn_deploy(
+            &[
+                "--image",
+                image,
+                "--region",
+                "eu-west-1",
+                "--cluster",
+                &cluster,
+            ],
+            &[],
+        );
+        wait_for(&format!("{generation} with 2 instances"), || {
+            rt.block_on(r.instance_ids(generation)).len() >= 2
+        });
         child.kill().unwrap();
         child.wait().unwrap();
     };
 
     kill_mid_wait(&r.new_ami, &v001);
     rt.block_on(async {
-        ctx.ec2("eu-west-1").delete_tags().resources(&r.new_ami).tags(aws_sdk_ec2::types::Tag::builder().key(UNHEALTHY).build()).send().await.unwrap();
+        ctx.ec2("eu-west-1")
+            .delete_tags()
+            .resources(&r.new_ami)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(UNHEALTHY).build())
+            .send()
+            .await
+            .unwrap();
     });
-    let st = bakery(&["status", "--cluster", &cluster, "--region", "eu-west-1", "--json"]);
+    let st = bakery(&[
+        "status",
+        "--cluster",
+        &cluster,
+        "--region",
+        "eu-west-1",
+        "--json",
+    ]);
     st.assert_ok();
     let reg = &st.json()["regions"][0];
-    assert_eq!((reg["serving"].as_str(), reg["in_progress"]["generation"].as_str(), reg["in_progress"]["phase"].as_str()), (Some(v000.as_str()), Some(v001.as_str()), Some("deploying")), "{reg}");
+    assert_eq!(
+        (
+            reg["serving"].as_str(),
+            reg["in_progress"]["generation"].as_str(),
+            reg["in_progress"]["phase"].as_str()
+        ),
+        (Some(v000.as_str()), Some(v001.as_str()), Some("deploying")),
+        "{reg}"
+    );
     // Another image while it is in progress: refused, nothing changes.
     let other = rt.block_on(ami(&ctx, "eu-west-1", "app-9-1"));
-    let out = bakery(&["deploy", "--image", &other, "--region", "eu-west-1", "--cluster", &cluster]);
+    let out = bakery(&[
+        "deploy",
+        "--image",
+        &other,
+        "--region",
+        "eu-west-1",
+        "--cluster",
+        &cluster,
+    ]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.error_line().contains("is in progress"), "{}", out.error_line());
+    assert!(
+        out.error_line().contains("is in progress"),
+        "{}",
+        out.error_line()
+    );
     // The same deploy again resumes it: same generation, finished.
-    let out = bakery(&["deploy", "--image", &r.new_ami, "--region", "eu-west-1", "--cluster", &cluster]);
+    let out = bakery(&[
+        "deploy",
+        "--image",
+        &r.new_ami,
+        "--region",
+        "eu-west-1",
+        "--cluster",
+        &cluster,
+    ]);
     out.assert_ok();
     assert_eq!(out.json()["regions"][0]["detail"]["resumed"], true);
     rt.block_on(async {
         assert!(r.describe(&format!("{cluster}-v002")).await.is_none());
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&v001).await
+        );
         assert_eq!(r.suspended(&v000).await.len(), 3);
     });
 
@@ -702,9 +1357,19 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
     kill_mid_wait(&next, &v002);
     bakery(&["rollback", "--cluster", &cluster, "--region", "eu-west-1"]).assert_ok();
     rt.block_on(async {
-        assert!(r.describe(&v002).await.is_none(), "the interrupted generation is deleted");
-        assert_eq!(r.versions().await, versions, "and its launch template version");
-        assert_eq!(r.targets().await.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&v001).await);
+        assert!(
+            r.describe(&v002).await.is_none(),
+            "the interrupted generation is deleted"
+        );
+        assert_eq!(
+            r.versions().await,
+            versions,
+            "and its launch template version"
+        );
+        assert_eq!(
+            r.targets().await.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&v001).await
+        );
         assert!(r.suspended(&v001).await.is_empty());
     });
 }
@@ -728,16 +1393,49 @@ fn a_failed_wave_stops_the_later_waves() {
         first.mark_unhealthy(&first.new_ami).await;
     });
     let m = manifest(dir.path(), &[&first, &second]);
-    let out = bakery(&["deploy", "--manifest", m.to_str().unwrap(), "--cluster", &cluster, "--waves", "us-east-1:us-west-2", "--wait-timeout", "1"]);
+    let out = bakery(&[
+        "deploy",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--cluster",
+        &cluster,
+        "--waves",
+        "us-east-1:us-west-2",
+        "--wait-timeout",
+        "1",
+    ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let res = by_region(&out.json());
-    assert_eq!((res["us-east-1"]["status"].as_str(), res["us-west-2"]["status"].as_str()), (Some("failed"), Some("skipped")));
+    assert_eq!(
+        (
+            res["us-east-1"]["status"].as_str(),
+            res["us-west-2"]["status"].as_str()
+        ),
+        (Some("failed"), Some("skipped"))
+    );
     rt.block_on(async {
         for r in [&first, &second] {
-            assert!(r.describe(&format!("{cluster}-v001")).await.is_none(), "{}", r.region);
+            assert!(
+                r.describe(&format!("{cluster}-v001")).await.is_none(),
+                "{}",
+                r.region
+            );
             assert!(r.suspended(&v000).await.is_empty());
-            assert_eq!(r.versions().await.len(), 1, "{}: no version left behind", r.region);
-            assert_eq!(r.describe(&v000).await.unwrap().launch_template().unwrap().version(), Some("$Latest"));
+            assert_eq!(
+                r.versions().await.len(),
+                1,
+                "{}: no version left behind",
+                r.region
+            );
+            assert_eq!(
+                r.describe(&v000)
+                    .await
+                    .unwrap()
+                    .launch_template()
+                    .unwrap()
+                    .version(),
+                Some("$Latest")
+            );
         }
     });
 }
@@ -756,14 +1454,41 @@ fn a_failing_pre_deploy_plugin_stops_the_deploy_before_anything_changes() {
     let plugin = dir.path().join("bakery-plugin-freeze");
     std::fs::write(&plugin, "#!/bin/sh\ncat >/dev/null\n[ \"$1\" = pre-deploy ] || exit 0\necho 'change freeze until Monday' >&2\nexit 3\n").unwrap();
     support::chmod(&plugin, 0o755);
-    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut c = Command::new(env!("CARGO_BIN_EXE_bakery"));
-    c.args(["deploy", "--image", &r.new_ami, "--region", "us-west-2", "--asg", &name, "--plugin", "freeze"]).env("PATH", path).current_dir(support::repo());
+    c.args([
+        "deploy",
+        "--image",
+        &r.new_ami,
+        "--region",
+        "us-west-2",
+        "--asg",
+        &name,
+        "--plugin",
+        "freeze",
+    ])
+    .env("PATH", path)
+    .current_dir(support::repo());
     let out = support::run(&mut c);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.error_line().contains("change freeze until Monday"), "{}", out.error_line());
+    assert!(
+        out.error_line().contains("change freeze until Monday"),
+        "{}",
+        out.error_line()
+    );
     assert_eq!(rt.block_on(r.versions()).len(), 1);
-    assert_eq!(rt.block_on(r.describe(&name)).unwrap().launch_template().unwrap().version(), Some("1"));
+    assert_eq!(
+        rt.block_on(r.describe(&name))
+            .unwrap()
+            .launch_template()
+            .unwrap()
+            .version(),
+        Some("1")
+    );
 }
 
 // --- Ctrl-C: the deploy stops waiting, rolls back, exits 130; a killed rolling deploy resumes ----
@@ -786,7 +1511,10 @@ fn spawn_deploy(args: &[&str], extra: &[&str]) -> std::process::Child {
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -808,26 +1536,66 @@ fn ctrl_c_during_a_red_black_deploy_rolls_it_back_and_exits_130() {
     let (url, got) = webhook();
     let cfg = format!("notify-webhook={}", json!({"url": url}));
     let child = spawn_deploy(
-        &["--image", &r.new_ami, "--region", "us-west-2", "--cluster", &cluster, "--wait-timeout", "600"],
+        &[
+            "--image",
+            &r.new_ami,
+            "--region",
+            "us-west-2",
+            "--cluster",
+            &cluster,
+            "--wait-timeout",
+            "600",
+        ],
         &["--plugin", "notify-webhook", "--plugin-config", &cfg],
     );
     // Once the new generation exists (and the deploy waits for it to get healthy): Ctrl-C.
-    wait_for(&format!("{v001} with 2 instances"), || rt.block_on(r.instance_ids(&v001)).len() == 2);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    wait_for(&format!("{v001} with 2 instances"), || {
+        rt.block_on(r.instance_ids(&v001)).len() == 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert_eq!(out.status.code(), Some(130), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("bakery: error:")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("bakery: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("interrupted") && errors[0].contains("rolled back in us-west-2"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("interrupted") && errors[0].contains("rolled back in us-west-2"),
+        "{}",
+        errors[0]
+    );
     let v: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!((v["status"].as_str(), v["regions"][0]["status"].as_str()), (Some("interrupted"), Some("interrupted")), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["regions"][0]["status"].as_str()),
+        (Some("interrupted"), Some("interrupted")),
+        "{v}"
+    );
     rt.block_on(async {
-        assert!(r.describe(&v001).await.is_none(), "the new generation is deleted");
-        assert_eq!(r.versions().await, versions, "no launch template version left");
+        assert!(
+            r.describe(&v001).await.is_none(),
+            "the new generation is deleted"
+        );
+        assert_eq!(
+            r.versions().await,
+            versions,
+            "no launch template version left"
+        );
         assert_eq!(r.template().await, template);
         let g = r.describe(&v000).await.unwrap();
-        assert_eq!(g.launch_template().unwrap().version(), Some("$Latest"), "v000 follows $Latest again");
+        assert_eq!(
+            g.launch_template().unwrap().version(),
+            Some("$Latest"),
+            "v000 follows $Latest again"
+        );
         assert!(r.suspended(&v000).await.is_empty(), "v000 still enabled");
         assert_eq!(r.instance_ids(&v000).await, ids);
         let t = r.targets().await;
@@ -835,7 +1603,12 @@ fn ctrl_c_during_a_red_black_deploy_rolls_it_back_and_exits_130() {
         assert!(t.values().all(|s| s == "healthy"), "{t:?}");
     });
     // The deploy-failed hook ran.
-    let texts: Vec<String> = got.lock().unwrap().iter().map(|v| v["text"].as_str().unwrap_or("").to_string()).collect();
+    let texts: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts[1].contains("failed"), "{texts:?}");
 }
@@ -849,25 +1622,50 @@ fn a_killed_rolling_deploy_is_finished_by_running_it_again() {
     let name = unique("roll");
     rt.block_on(r.group(&name, "1", 3));
     let before = rt.block_on(r.instance_ids(&name));
-    let args = ["--image", r.new_ami.as_str(), "--region", "eu-west-1", "--asg", name.as_str(), "--strategy", "rolling", "--replace-with", "batches", "--min-healthy-percentage", "66"];
+    let args = [
+        "--image",
+        r.new_ami.as_str(),
+        "--region",
+        "eu-west-1",
+        "--asg",
+        name.as_str(),
+        "--strategy",
+        "rolling",
+        "--replace-with",
+        "batches",
+        "--min-healthy-percentage",
+        "66",
+    ];
     // One instance per batch, and a long warm-up after each: kill -9 once the first replacement is healthy.
     let mut child = spawn_deploy(&args, &["--instance-warmup", "600"]);
     wait_for("a healthy instance on the new image", || {
         rt.block_on(async {
             let t = r.targets().await;
-            r.images_of(&name).await.iter().any(|(id, img)| img == &r.new_ami && t.get(id).map(String::as_str) == Some("healthy"))
+            r.images_of(&name).await.iter().any(|(id, img)| {
+                img == &r.new_ami && t.get(id).map(String::as_str) == Some("healthy")
+            })
         })
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    let old_left = rt.block_on(async { r.images_of(&name).await.values().filter(|i| **i == r.old_ami).count() });
+    let old_left = rt.block_on(async {
+        r.images_of(&name)
+            .await
+            .values()
+            .filter(|i| **i == r.old_ami)
+            .count()
+    });
     assert_eq!(old_left, 2, "killed after the first batch");
 
     // The same deploy again: the template already has the image; the two old instances go.
     let out = bakery(&[&["deploy"][..], &args[..]].concat());
     out.assert_ok();
     let d = &out.json()["regions"][0]["detail"];
-    assert_eq!((d["resumed"].as_bool(), d["replaced"].as_u64()), (Some(true), Some(2)), "{d}");
+    assert_eq!(
+        (d["resumed"].as_bool(), d["replaced"].as_u64()),
+        (Some(true), Some(2)),
+        "{d}"
+    );
     rt.block_on(async {
         let imgs = r.images_of(&name).await;
         assert_eq!(imgs.len(), 3);
@@ -875,11 +1673,26 @@ fn a_killed_rolling_deploy_is_finished_by_running_it_again() {
         assert!(imgs.keys().all(|i| !before.contains(i)));
         let g = r.describe(&name).await.unwrap();
         assert_eq!(g.launch_template().unwrap().version(), Some("2"));
-        assert_eq!(r.versions().await.len(), 2, "no new version made by the rerun");
-        let rec: Value = serde_json::from_str(g.tags().iter().find(|t| t.key() == Some("bakery:swap")).unwrap().value().unwrap()).unwrap();
+        assert_eq!(
+            r.versions().await.len(),
+            2,
+            "no new version made by the rerun"
+        );
+        let rec: Value = serde_json::from_str(
+            g.tags()
+                .iter()
+                .find(|t| t.key() == Some("bakery:swap"))
+                .unwrap()
+                .value()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(rec["ph"], "done", "{rec}");
         let t = r.targets().await;
-        assert_eq!(t.keys().cloned().collect::<BTreeSet<_>>(), r.instance_ids(&name).await);
+        assert_eq!(
+            t.keys().cloned().collect::<BTreeSet<_>>(),
+            r.instance_ids(&name).await
+        );
         assert!(t.values().all(|s| s == "healthy"), "{t:?}");
     });
     // Once more: nothing to do.
@@ -895,12 +1708,18 @@ fn ctrl_c_during_a_rolling_deploy_rolls_it_back_and_a_second_one_says_how_to_fin
     let ctx = rt.block_on(AwsContext::load());
     let r = rt.block_on(Region::new(&ctx, "us-west-2"));
     let sigint = |child: &std::process::Child| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
     };
     let healthy_new = |name: &str| {
         rt.block_on(async {
             let t = r.targets().await;
-            r.images_of(name).await.iter().any(|(id, img)| img == &r.new_ami && t.get(id).map(String::as_str) == Some("healthy"))
+            r.images_of(name).await.iter().any(|(id, img)| {
+                img == &r.new_ami && t.get(id).map(String::as_str) == Some("healthy")
+            })
         })
     };
     let all_on = |name: &str, image: &str| {
@@ -910,7 +1729,11 @@ fn ctrl_c_during_a_rolling_deploy_rolls_it_back_and_a_second_one_says_how_to_fin
             assert!(imgs.values().all(|i| i == image), "{imgs:?}");
             let t = r.targets().await;
             let ids = r.instance_ids(name).await;
-            assert!(ids.iter().all(|i| t.get(i).map(String::as_str) == Some("healthy")), "{t:?}");
+            assert!(
+                ids.iter()
+                    .all(|i| t.get(i).map(String::as_str) == Some("healthy")),
+                "{t:?}"
+            );
         })
     };
     let stderr_of = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
@@ -918,21 +1741,59 @@ fn ctrl_c_during_a_rolling_deploy_rolls_it_back_and_a_second_one_says_how_to_fin
     // One Ctrl-C while it pauses at a checkpoint after the first batch: everything goes back.
     let a = unique("roll");
     rt.block_on(r.group(&a, "1", 3));
-    let common = ["--image", r.new_ami.as_str(), "--region", "us-west-2", "--strategy", "rolling", "--replace-with", "batches", "--min-healthy-percentage", "66"];
-    let child = spawn_deploy(&common, &["--asg", &a, "--checkpoints", "30", "--checkpoint-delay", "600"]);
+    let common = [
+        "--image",
+        r.new_ami.as_str(),
+        "--region",
+        "us-west-2",
+        "--strategy",
+        "rolling",
+        "--replace-with",
+        "batches",
+        "--min-healthy-percentage",
+        "66",
+    ];
+    let child = spawn_deploy(
+        &common,
+        &[
+            "--asg",
+            &a,
+            "--checkpoints",
+            "30",
+            "--checkpoint-delay",
+            "600",
+        ],
+    );
     wait_for("a healthy instance on the new image", || healthy_new(&a));
     sigint(&child);
     let out = child.wait_with_output().unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    let line = err.lines().filter(|l| l.starts_with("bakery: error:")).collect::<Vec<_>>();
-    assert!(line.len() == 1 && line[0].contains("interrupted: rolled back in us-west-2"), "{err}");
+    let line = err
+        .lines()
+        .filter(|l| l.starts_with("bakery: error:"))
+        .collect::<Vec<_>>();
+    assert!(
+        line.len() == 1 && line[0].contains("interrupted: rolled back in us-west-2"),
+        "{err}"
+    );
     all_on(&a, &r.old_ami);
     rt.block_on(async {
         let g = r.describe(&a).await.unwrap();
         assert_eq!(g.launch_template().unwrap().version(), Some("1"));
-        assert!(!r.versions().await.contains_key(&2), "the version made is deleted");
-        let rec: Value = serde_json::from_str(g.tags().iter().find(|t| t.key() == Some("bakery:swap")).unwrap().value().unwrap()).unwrap();
+        assert!(
+            !r.versions().await.contains_key(&2),
+            "the version made is deleted"
+        );
+        let rec: Value = serde_json::from_str(
+            g.tags()
+                .iter()
+                .find(|t| t.key() == Some("bakery:swap"))
+                .unwrap()
+                .value()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(rec["ph"], "failed", "{rec}");
     });
 
@@ -944,30 +1805,85 @@ fn ctrl_c_during_a_rolling_deploy_rolls_it_back_and_a_second_one_says_how_to_fin
     wait_for("a healthy instance on the new image", || healthy_new(&b));
     sigint(&child);
     wait_for("the rollback to point the group back at version 1", || {
-        rt.block_on(r.describe(&b)).unwrap().launch_template().unwrap().version() == Some("1")
+        rt.block_on(r.describe(&b))
+            .unwrap()
+            .launch_template()
+            .unwrap()
+            .version()
+            == Some("1")
     });
     sigint(&child);
     let out = child.wait_with_output().unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    let line = err.lines().filter(|l| l.starts_with("bakery: error:")).collect::<Vec<_>>();
+    let line = err
+        .lines()
+        .filter(|l| l.starts_with("bakery: error:"))
+        .collect::<Vec<_>>();
     assert_eq!(line.len(), 1, "{err}");
     let finish = format!("`bakery rollback --asg {b} --region us-west-2` puts version 1 back, then `bakery deploy --strategy rolling --image {} --asg {b} --region us-west-2`", r.old_ami);
-    assert!(line[0].contains("a signal stopped its rollback") && line[0].contains(&finish), "{}", line[0]);
+    assert!(
+        line[0].contains("a signal stopped its rollback") && line[0].contains(&finish),
+        "{}",
+        line[0]
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["regions"][0]["status"], "interrupted-rollback-stopped", "{v}");
+    assert_eq!(
+        v["regions"][0]["status"], "interrupted-rollback-stopped",
+        "{v}"
+    );
     rt.block_on(async {
         // The rollback really stopped midway: not recorded as done, the version it deletes last is there.
         let g = r.describe(&b).await.unwrap();
-        let rec: Value = serde_json::from_str(g.tags().iter().find(|t| t.key() == Some("bakery:swap")).unwrap().value().unwrap()).unwrap();
+        let rec: Value = serde_json::from_str(
+            g.tags()
+                .iter()
+                .find(|t| t.key() == Some("bakery:swap"))
+                .unwrap()
+                .value()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(rec["ph"], "rolling", "{rec}");
-        assert!(r.versions().await.contains_key(&rec["new"].as_i64().unwrap()), "{rec}");
+        assert!(
+            r.versions()
+                .await
+                .contains_key(&rec["new"].as_i64().unwrap()),
+            "{rec}"
+        );
     });
     bakery(&["rollback", "--asg", &b, "--region", "us-west-2"]).assert_ok();
-    bakery(&["deploy", "--strategy", "rolling", "--image", &r.old_ami, "--asg", &b, "--region", "us-west-2", "--replace-with", "batches", "--min-healthy-percentage", "66"]).assert_ok();
+    bakery(&[
+        "deploy",
+        "--strategy",
+        "rolling",
+        "--image",
+        &r.old_ami,
+        "--asg",
+        &b,
+        "--region",
+        "us-west-2",
+        "--replace-with",
+        "batches",
+        "--min-healthy-percentage",
+        "66",
+    ])
+    .assert_ok();
     all_on(&b, &r.old_ami);
     rt.block_on(async {
-        assert_eq!(r.describe(&b).await.unwrap().launch_template().unwrap().version(), Some("1"));
-        assert_eq!(r.versions().await.len(), before + 1, "only the interrupted deploy's version is left (unused)");
+        assert_eq!(
+            r.describe(&b)
+                .await
+                .unwrap()
+                .launch_template()
+                .unwrap()
+                .version(),
+            Some("1")
+        );
+        assert_eq!(
+            r.versions().await.len(),
+            before + 1,
+            "only the interrupted deploy's version is left (unused)"
+        );
     });
 }

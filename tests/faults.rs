@@ -17,25 +17,52 @@ fn check_failed_bake(point: &str, r: &Run, dir: &Path) -> Vec<String> {
     if r.code != 1 {
         problems.push(format!("exit code {} (want 1)", r.code));
     }
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("bakery: error:")).collect();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("bakery: error:"))
+        .collect();
     if errors.len() != 1 {
         problems.push(format!("{} error lines: {errors:?}", errors.len()));
     }
     let want = format!("injected failure after `{point}`");
     if !r.error_line().contains(&want) {
-        problems.push(format!("error line does not name the point: {}", r.error_line()));
+        problems.push(format!(
+            "error line does not name the point: {}",
+            r.error_line()
+        ));
     }
     problems.extend(leaks_of(dir));
     problems
 }
 
-fn local_bake(t: &TestDir, base: &Path, layer: &Path, app: &Path, out: &Path, log: &Path, fail_at: Option<&str>) -> Run {
+fn local_bake(
+    t: &TestDir,
+    base: &Path,
+    layer: &Path,
+    app: &Path,
+    out: &Path,
+    log: &Path,
+    fail_at: Option<&str>,
+) -> Run {
     let mut c = t.bakery();
-    c.env("BAKERY_FAULT_LOG", log).env("TMPDIR", t.path("tmp")).env_remove("BAKERY_FAIL_AT").env_remove("BAKERY_FAULT_ACTION");
+    c.env("BAKERY_FAULT_LOG", log)
+        .env("TMPDIR", t.path("tmp"))
+        .env_remove("BAKERY_FAIL_AT")
+        .env_remove("BAKERY_FAULT_ACTION");
     if let Some(p) = fail_at {
         c.env("BAKERY_FAIL_AT", p);
     }
-    c.args(["bake", "--base"]).arg(base).arg("--layer").arg(layer).arg("--package").arg(app).arg("--output").arg(out).arg("--manifest").arg(out.with_extension("json"));
+    c.args(["bake", "--base"])
+        .arg(base)
+        .arg("--layer")
+        .arg(layer)
+        .arg("--package")
+        .arg(app)
+        .arg("--output")
+        .arg(out)
+        .arg("--manifest")
+        .arg(out.with_extension("json"));
     run(&mut c)
 }
 
@@ -46,7 +73,15 @@ fn every_local_fault_point_fails_cleanly() {
     std::fs::create_dir_all(t.path("out")).unwrap();
     let base = base_image();
     let layer = tiny_layer(t.dir.path());
-    let app = build_deb(t.dir.path(), &Deb { name: "faulty", files: &[("/opt/faulty/VERSION", "1.0-1")], postinst: Some("echo ok > /opt/faulty/postinst-ran"), ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "faulty",
+            files: &[("/opt/faulty/VERSION", "1.0-1")],
+            postinst: Some("echo ok > /opt/faulty/postinst-ran"),
+            ..Default::default()
+        },
+    );
     let out = t.path("out/app.qcow2");
     let manifest = out.with_extension("json");
 
@@ -56,12 +91,44 @@ fn every_local_fault_point_fails_cleanly() {
     r.assert_ok();
     let points = fault_points(&log);
     eprintln!("local fault points ({}): {points:?}", points.len());
-    for must in ["copy base", "attach loop device", "map partitions", "mount /", "mount /proc", "mount /sys", "mount /dev", "mount /dev/pts", "mount /tmp", "populate /dev", "prepare chroot", "seal", "unmount", "unmap partitions", "detach loop device", "write qcow2", "sync app.qcow2", "sync app.json"] {
-        assert!(points.iter().any(|p| p == must), "no fault point `{must}` in {points:?}");
+    for must in [
+        "copy base",
+        "attach loop device",
+        "map partitions",
+        "mount /",
+        "mount /proc",
+        "mount /sys",
+        "mount /dev",
+        "mount /dev/pts",
+        "mount /tmp",
+        "populate /dev",
+        "prepare chroot",
+        "seal",
+        "unmount",
+        "unmap partitions",
+        "detach loop device",
+        "write qcow2",
+        "sync app.qcow2",
+        "sync app.json",
+    ] {
+        assert!(
+            points.iter().any(|p| p == must),
+            "no fault point `{must}` in {points:?}"
+        );
     }
-    assert!(points.iter().any(|p| p.starts_with("tiny: run")), "no point for the layer's run step: {points:?}");
-    assert!(points.iter().any(|p| p.starts_with("install faulty")), "no point for the package install: {points:?}");
-    assert!(leaks_of(t.dir.path()).is_empty(), "the reference bake leaked: {:?}", leaks_of(t.dir.path()));
+    assert!(
+        points.iter().any(|p| p.starts_with("tiny: run")),
+        "no point for the layer's run step: {points:?}"
+    );
+    assert!(
+        points.iter().any(|p| p.starts_with("install faulty")),
+        "no point for the package install: {points:?}"
+    );
+    assert!(
+        leaks_of(t.dir.path()).is_empty(),
+        "the reference bake leaked: {:?}",
+        leaks_of(t.dir.path())
+    );
     let output_done = points.iter().position(|p| p == "sync app.qcow2").unwrap();
     std::fs::remove_file(&out).unwrap();
     std::fs::remove_file(&manifest).unwrap();
@@ -95,7 +162,14 @@ fn every_local_fault_point_fails_cleanly() {
                             std::fs::remove_file(&out).unwrap();
                         }
                         problems.extend(went_on_past(point, &fault_points(&log)));
-                        eprintln!("fault after `{point}`: {}", if problems.is_empty() { "clean".to_string() } else { format!("{problems:?}") });
+                        eprintln!(
+                            "fault after `{point}`: {}",
+                            if problems.is_empty() {
+                                "clean".to_string()
+                            } else {
+                                format!("{problems:?}")
+                            }
+                        );
                         if !problems.is_empty() {
                             failures.push(format!("{point}: {problems:?}\n{}", r.stderr));
                         }
@@ -105,9 +179,16 @@ fn every_local_fault_point_fails_cleanly() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
-    eprintln!("faults: {} local steps x 1 mode (fail after), {} with problems", points.len(), failures.len());
+    eprintln!(
+        "faults: {} local steps x 1 mode (fail after), {} with problems",
+        points.len(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_no_leaks(t.dir.path());
 }
@@ -115,19 +196,38 @@ fn every_local_fault_point_fails_cleanly() {
 // --- AWS (direct mode, on the emulator) -------------------------------------------------------
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn aws_bake(t: &TestDir, emu: &Emulator, app: &Path, log: &Path, fail_at: Option<&str>) -> Run {
     let mut c = t.bakery();
     emu.apply(&mut c);
-    c.env("BAKERY_FAULT_LOG", log).env("TMPDIR", t.path("tmp")).env("BAKERY_AMI_WAIT_TIMEOUT", "60").env_remove("BAKERY_FAIL_AT").env_remove("BAKERY_FAULT_ACTION");
+    c.env("BAKERY_FAULT_LOG", log)
+        .env("TMPDIR", t.path("tmp"))
+        .env("BAKERY_AMI_WAIT_TIMEOUT", "60")
+        .env_remove("BAKERY_FAIL_AT")
+        .env_remove("BAKERY_FAULT_ACTION");
     if let Some(p) = fail_at {
         c.env("BAKERY_FAIL_AT", p);
     }
     c.args(["bake", "--base-name", "faults-base-*", "--package"])
         .arg(app)
-        .args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2", "--mode", "direct", "--share-with", "123456789012"]);
+        .args([
+            "--output",
+            "ami",
+            "--region",
+            "us-east-1",
+            "--copy-to",
+            "us-west-2",
+            "--mode",
+            "direct",
+            "--share-with",
+            "123456789012",
+        ]);
     run(&mut c)
 }
 
@@ -148,13 +248,29 @@ fn every_aws_fault_point_fails_cleanly() {
 
     // The reference bake of a local file lists the local points (tested above); the AWS bake's
     // own points are the rest. Each version is new, so no bake reuses an earlier AMI.
-    let app = |v: u32| -> PathBuf { build_deb(t.dir.path(), &Deb { name: "cloudy", version: &format!("1.{v}-1"), ..Default::default() }) };
+    let app = |v: u32| -> PathBuf {
+        build_deb(
+            t.dir.path(),
+            &Deb {
+                name: "cloudy",
+                version: &format!("1.{v}-1"),
+                ..Default::default()
+            },
+        )
+    };
     let local = {
         let layer_free = t.path("local-points");
         let app = app(0);
         let out = t.path("ref.raw");
         let mut c = t.bakery();
-        c.env("BAKERY_FAULT_LOG", &layer_free).env("TMPDIR", t.path("tmp")).args(["bake", "--base"]).arg(base_image()).arg("--package").arg(&app).arg("--output").arg(&out);
+        c.env("BAKERY_FAULT_LOG", &layer_free)
+            .env("TMPDIR", t.path("tmp"))
+            .args(["bake", "--base"])
+            .arg(base_image())
+            .arg("--package")
+            .arg(&app)
+            .arg("--output")
+            .arg(&out);
         run(&mut c).assert_ok();
         std::fs::remove_file(&out).unwrap();
         fault_points(&layer_free)
@@ -167,16 +283,52 @@ fn every_aws_fault_point_fails_cleanly() {
     let points: Vec<String> = all
         .iter()
         .filter(|p| !local.contains(p))
-        .filter(|p| !["api:Describe", "api:List", "api:Get"].iter().any(|r| p.starts_with(r)))
+        .filter(|p| {
+            !["api:Describe", "api:List", "api:Get"]
+                .iter()
+                .any(|r| p.starts_with(r))
+        })
         .cloned()
         .collect();
-    eprintln!("AWS fault points ({} of {} passed): {points:?}", points.len(), all.len());
-    for must in ["download base snapshot", "start snapshot in us-east-1", "upload snapshot", "snapshot completed", "register image in us-east-1", "tag image in us-east-1", "share image in us-east-1", "copy image to us-west-2", "image available in us-west-2", "tag image in us-west-2", "share image in us-west-2", "copy to regions", "mark complete", "api:StartSnapshot", "api:PutSnapshotBlock", "api:CompleteSnapshot", "api:RegisterImage", "api:CopyImage", "api:CreateTags"] {
-        assert!(points.iter().any(|p| p == must), "no fault point `{must}` in {points:?}");
+    eprintln!(
+        "AWS fault points ({} of {} passed): {points:?}",
+        points.len(),
+        all.len()
+    );
+    for must in [
+        "download base snapshot",
+        "start snapshot in us-east-1",
+        "upload snapshot",
+        "snapshot completed",
+        "register image in us-east-1",
+        "tag image in us-east-1",
+        "share image in us-east-1",
+        "copy image to us-west-2",
+        "image available in us-west-2",
+        "tag image in us-west-2",
+        "share image in us-west-2",
+        "copy to regions",
+        "mark complete",
+        "api:StartSnapshot",
+        "api:PutSnapshotBlock",
+        "api:CompleteSnapshot",
+        "api:RegisterImage",
+        "api:CopyImage",
+        "api:CreateTags",
+    ] {
+        assert!(
+            points.iter().any(|p| p == must),
+            "no fault point `{must}` in {points:?}"
+        );
     }
     // The product of the reference bake is complete: gc must never take it.
     let reference_id = bake_id_in(&r.stderr).unwrap();
-    assert!(!rt.block_on(tagged_pending(&ctx, &regions, &reference_id)).iter().any(|_| true), "the reference bake's products are still pending");
+    assert!(
+        !rt.block_on(tagged_pending(&ctx, &regions, &reference_id))
+            .iter()
+            .any(|_| true),
+        "the reference bake's products are still pending"
+    );
 
     let mut failures = Vec::new();
     for (i, point) in points.iter().enumerate() {
@@ -189,7 +341,10 @@ fn every_aws_fault_point_fails_cleanly() {
                 p.push(format!("exit code {} (want 1)", r.code));
             }
             if !r.error_line().contains(&format!("`{point}`")) {
-                p.push(format!("error line does not name the call: {}", r.error_line()));
+                p.push(format!(
+                    "error line does not name the call: {}",
+                    r.error_line()
+                ));
             }
             p.extend(leaks_of(t.dir.path()));
             p
@@ -207,19 +362,38 @@ fn every_aws_fault_point_fails_cleanly() {
             }
             None => problems.push("no bake id in the log".into()),
         }
-        eprintln!("fault at `{point}`: {}", if problems.is_empty() { "clean".to_string() } else { format!("{problems:?}") });
+        eprintln!(
+            "fault at `{point}`: {}",
+            if problems.is_empty() {
+                "clean".to_string()
+            } else {
+                format!("{problems:?}")
+            }
+        );
         if !problems.is_empty() {
             failures.push(format!("{point}: {problems:?}\n{}", r.stderr));
         }
     }
-    eprintln!("faults: {} AWS steps x 1 mode (fail after / call fails), {} with problems", points.len(), failures.len());
+    eprintln!(
+        "faults: {} AWS steps x 1 mode (fail after / call fails), {} with problems",
+        points.len(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_no_leaks(t.dir.path());
 }
 
 /// Points passed after `point` other than the release of the disk and AWS calls of the cleanup.
 fn went_on_past(point: &str, passed: &[String]) -> Option<String> {
-    let Some(i) = passed.iter().position(|p| p == point) else { return Some(format!("`{point}` was never reached: {passed:?}")) };
-    let after: Vec<&String> = passed[i + 1..].iter().filter(|p| !["unmap partitions", "detach loop device"].contains(&p.as_str()) && !p.starts_with("api:")).collect();
+    let Some(i) = passed.iter().position(|p| p == point) else {
+        return Some(format!("`{point}` was never reached: {passed:?}"));
+    };
+    let after: Vec<&String> = passed[i + 1..]
+        .iter()
+        .filter(|p| {
+            !["unmap partitions", "detach loop device"].contains(&p.as_str())
+                && !p.starts_with("api:")
+        })
+        .collect();
     (!after.is_empty()).then(|| format!("the bake went on past `{point}`: {after:?}"))
 }

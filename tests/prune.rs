@@ -8,8 +8,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::{LaunchTemplate, LaunchTemplateSpecification, MixedInstancesPolicy};
-use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Filter, RequestLaunchTemplateData, ResourceType};
+use aws_sdk_autoscaling::types::{
+    LaunchTemplate, LaunchTemplateSpecification, MixedInstancesPolicy,
+};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, RequestLaunchTemplateData, ResourceType,
+};
 use bakery::aws::ami;
 use bakery::aws::client::AwsContext;
 
@@ -18,23 +22,54 @@ use support::*;
 const REGION: &str = "us-east-1";
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// An AMI as a bake registers it: a root snapshot of its own, bakery's tags.
 async fn register(ec2: &aws_sdk_ec2::Client, name: &str, appversion: &str) -> (String, String) {
-    let v = ec2.create_volume().availability_zone("us-east-1a").size(1).send().await.unwrap();
+    let v = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(1)
+        .send()
+        .await
+        .unwrap();
     let vid = v.volume_id().unwrap().to_string();
-    let snap = ec2.create_snapshot().volume_id(&vid).send().await.unwrap().snapshot_id().unwrap().to_string();
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(&vid)
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
     ec2.delete_volume().volume_id(&vid).send().await.unwrap();
-    let tags = BTreeMap::from([("appversion".to_string(), appversion.to_string()), ("creator".to_string(), "prune-test".to_string())]);
+    let tags = BTreeMap::from([
+        ("appversion".to_string(), appversion.to_string()),
+        ("creator".to_string(), "prune-test".to_string()),
+    ]);
     let out = ec2
         .register_image()
         .name(name)
         .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
         .virtualization_type("hvm")
         .root_device_name("/dev/xvda")
-        .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/xvda").ebs(EbsBlockDevice::builder().snapshot_id(&snap).volume_size(1).build()).build())
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .snapshot_id(&snap)
+                        .volume_size(1)
+                        .build(),
+                )
+                .build(),
+        )
         .tag_specifications(ami::tag_spec_for(ResourceType::Image, &tags))
         .send()
         .await
@@ -43,18 +78,42 @@ async fn register(ec2: &aws_sdk_ec2::Client, name: &str, appversion: &str) -> (S
 }
 
 async fn own_images(ec2: &aws_sdk_ec2::Client) -> BTreeSet<String> {
-    let f = Filter::builder().name("tag-key").values("appversion").build();
-    let out = ec2.describe_images().owners("self").filters(f).send().await.unwrap();
-    out.images().iter().filter(|i| i.state().map(|s| s.as_str()) != Some("deregistered")).map(|i| i.image_id().unwrap().to_string()).collect()
+    let f = Filter::builder()
+        .name("tag-key")
+        .values("appversion")
+        .build();
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    out.images()
+        .iter()
+        .filter(|i| i.state().map(|s| s.as_str()) != Some("deregistered"))
+        .map(|i| i.image_id().unwrap().to_string())
+        .collect()
 }
 
 async fn snapshots(ec2: &aws_sdk_ec2::Client) -> BTreeSet<String> {
-    let out = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
-    out.snapshots().iter().map(|s| s.snapshot_id().unwrap().to_string()).collect()
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    out.snapshots()
+        .iter()
+        .map(|s| s.snapshot_id().unwrap().to_string())
+        .collect()
 }
 
 fn lt_spec(id: &str, version: Option<&str>) -> LaunchTemplateSpecification {
-    LaunchTemplateSpecification::builder().launch_template_id(id).set_version(version.map(String::from)).build()
+    LaunchTemplateSpecification::builder()
+        .launch_template_id(id)
+        .set_version(version.map(String::from))
+        .build()
 }
 
 #[test]
@@ -68,17 +127,35 @@ fn prune_keeps_the_newest_and_everything_in_use() {
     let app = format!("pruneapp{}", std::process::id());
 
     // Oldest first, one second apart (EC2 creation dates have one-second resolution).
-    let roles = ["lt-latest", "lt-v1-only", "launch-config", "unused-a", "instance", "mixed-default", "unused-b", "new-1", "new-2"];
+    let roles = [
+        "lt-latest",
+        "lt-v1-only",
+        "launch-config",
+        "unused-a",
+        "instance",
+        "mixed-default",
+        "unused-b",
+        "new-1",
+        "new-2",
+    ];
     let mut ids: BTreeMap<&str, (String, String)> = BTreeMap::new();
     for (i, role) in roles.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(Duration::from_millis(1050));
         }
-        let id = rt.block_on(register(&ec2, &format!("{app}-1.{i}-1-all-2026112600{i:02}"), &format!("{app}-1.{i}-1")));
+        let id = rt.block_on(register(
+            &ec2,
+            &format!("{app}-1.{i}-1-all-2026112600{i:02}"),
+            &format!("{app}-1.{i}-1"),
+        ));
         ids.insert(role, id);
     }
     // Another app whose name starts the same: never this prune's business.
-    let other = rt.block_on(register(&ec2, &format!("{app}-admin-1.0-1-all-202611250000"), &format!("{app}-admin-1.0-1")));
+    let other = rt.block_on(register(
+        &ec2,
+        &format!("{app}-admin-1.0-1-all-202611250000"),
+        &format!("{app}-admin-1.0-1"),
+    ));
     let img = |role: &str| ids[role].0.clone();
 
     rt.block_on(async {
@@ -86,14 +163,29 @@ fn prune_keeps_the_newest_and_everything_in_use() {
         let lt = ec2
             .create_launch_template()
             .launch_template_name(format!("{app}-lt"))
-            .launch_template_data(RequestLaunchTemplateData::builder().image_id(img("lt-v1-only")).instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build())
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(img("lt-v1-only"))
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
-        let lt_id = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
+        let lt_id = lt
+            .launch_template()
+            .unwrap()
+            .launch_template_id()
+            .unwrap()
+            .to_string();
         ec2.create_launch_template_version()
             .launch_template_id(&lt_id)
-            .launch_template_data(RequestLaunchTemplateData::builder().image_id(img("lt-latest")).instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build())
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(img("lt-latest"))
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -111,14 +203,32 @@ fn prune_keeps_the_newest_and_everything_in_use() {
         let lt2 = ec2
             .create_launch_template()
             .launch_template_name(format!("{app}-mixed"))
-            .launch_template_data(RequestLaunchTemplateData::builder().image_id(img("mixed-default")).instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build())
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(img("mixed-default"))
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
-        let lt2_id = lt2.launch_template().unwrap().launch_template_id().unwrap().to_string();
+        let lt2_id = lt2
+            .launch_template()
+            .unwrap()
+            .launch_template_id()
+            .unwrap()
+            .to_string();
         asc.create_auto_scaling_group()
             .auto_scaling_group_name(format!("{app}-mixed-v001"))
-            .mixed_instances_policy(MixedInstancesPolicy::builder().launch_template(LaunchTemplate::builder().launch_template_specification(lt_spec(&lt2_id, None)).build()).build())
+            .mixed_instances_policy(
+                MixedInstancesPolicy::builder()
+                    .launch_template(
+                        LaunchTemplate::builder()
+                            .launch_template_specification(lt_spec(&lt2_id, None))
+                            .build(),
+                    )
+                    .build(),
+            )
             .min_size(0)
             .max_size(0)
             .desired_capacity(0)
@@ -145,14 +255,26 @@ fn prune_keeps_the_newest_and_everything_in_use() {
             .await
             .unwrap();
         // A running instance.
-        ec2.run_instances().image_id(img("instance")).min_count(1).max_count(1).instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).send().await.unwrap();
+        ec2.run_instances()
+            .image_id(img("instance"))
+            .min_count(1)
+            .max_count(1)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .send()
+            .await
+            .unwrap();
     });
 
     let before_images = rt.block_on(own_images(&ec2));
     let before_snaps = rt.block_on(snapshots(&ec2));
     let prune = |extra: &[&str]| {
         let mut c = t.bakery();
-        emu.apply(c.args(["images", "prune", "--app", &app, "--keep", "2", "--region", REGION]).args(extra));
+        emu.apply(
+            c.args([
+                "images", "prune", "--app", &app, "--keep", "2", "--region", REGION,
+            ])
+            .args(extra),
+        );
         run(&mut c)
     };
 
@@ -165,50 +287,128 @@ fn prune_keeps_the_newest_and_everything_in_use() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["image_id"].as_str().unwrap().to_string(), (d["action"].as_str().unwrap().to_string(), d["reasons"].to_string())))
+        .map(|d| {
+            (
+                d["image_id"].as_str().unwrap().to_string(),
+                (
+                    d["action"].as_str().unwrap().to_string(),
+                    d["reasons"].to_string(),
+                ),
+            )
+        })
         .collect();
     assert_eq!(decisions.len(), roles.len(), "{plan:#}");
-    assert!(!decisions.contains_key(&other.0), "another app's image is in the plan");
+    assert!(
+        !decisions.contains_key(&other.0),
+        "another app's image is in the plan"
+    );
     let expect_deleted = ["lt-v1-only", "unused-a", "unused-b"];
     for role in roles {
         let (action, reasons) = &decisions[&img(role)];
-        let want = if expect_deleted.contains(&role) { "delete" } else { "keep" };
+        let want = if expect_deleted.contains(&role) {
+            "delete"
+        } else {
+            "keep"
+        };
         assert_eq!(action, want, "{role}: {reasons}");
     }
-    assert!(decisions[&img("lt-latest")].1.contains(&format!("ASG {app}-v001 (launch template")), "{}", decisions[&img("lt-latest")].1);
-    assert!(decisions[&img("lt-latest")].1.contains("version 2 ($Latest)"), "{}", decisions[&img("lt-latest")].1);
-    assert!(decisions[&img("mixed-default")].1.contains("version 1 ($Default)"), "{}", decisions[&img("mixed-default")].1);
-    assert!(decisions[&img("launch-config")].1.contains(&format!("launch configuration {app}-lc")));
+    assert!(
+        decisions[&img("lt-latest")]
+            .1
+            .contains(&format!("ASG {app}-v001 (launch template")),
+        "{}",
+        decisions[&img("lt-latest")].1
+    );
+    assert!(
+        decisions[&img("lt-latest")]
+            .1
+            .contains("version 2 ($Latest)"),
+        "{}",
+        decisions[&img("lt-latest")].1
+    );
+    assert!(
+        decisions[&img("mixed-default")]
+            .1
+            .contains("version 1 ($Default)"),
+        "{}",
+        decisions[&img("mixed-default")].1
+    );
+    assert!(decisions[&img("launch-config")]
+        .1
+        .contains(&format!("launch configuration {app}-lc")));
     assert!(decisions[&img("instance")].1.contains("(running)"));
     assert!(decisions[&img("new-2")].1.contains("newest 1 of 9"));
     assert!(decisions[&img("new-1")].1.contains("newest 2 of 9"));
-    assert_eq!(rt.block_on(own_images(&ec2)), before_images, "--dry-run deregistered something");
-    assert_eq!(rt.block_on(snapshots(&ec2)), before_snaps, "--dry-run deleted a snapshot");
+    assert_eq!(
+        rt.block_on(own_images(&ec2)),
+        before_images,
+        "--dry-run deregistered something"
+    );
+    assert_eq!(
+        rt.block_on(snapshots(&ec2)),
+        before_snaps,
+        "--dry-run deleted a snapshot"
+    );
     // The text form says the same, one line per image.
     let r = prune(&["--dry-run"]);
     r.assert_ok();
-    assert_eq!(r.stdout.lines().filter(|l| l.contains("\twould delete\t")).count(), 3, "{}", r.stdout);
+    assert_eq!(
+        r.stdout
+            .lines()
+            .filter(|l| l.contains("\twould delete\t"))
+            .count(),
+        3,
+        "{}",
+        r.stdout
+    );
 
     // The real thing.
     let r = prune(&["--json"]);
     r.assert_ok();
     let left = rt.block_on(own_images(&ec2));
-    let want: BTreeSet<String> = roles.iter().filter(|r| !expect_deleted.contains(r)).map(|r| img(r)).chain([other.0.clone()]).collect();
-    assert_eq!(left, want, "exactly the used, the newest two and the other app's images remain");
+    let want: BTreeSet<String> = roles
+        .iter()
+        .filter(|r| !expect_deleted.contains(r))
+        .map(|r| img(r))
+        .chain([other.0.clone()])
+        .collect();
+    assert_eq!(
+        left, want,
+        "exactly the used, the newest two and the other app's images remain"
+    );
     let snaps = rt.block_on(snapshots(&ec2));
     for role in roles {
         let s = &ids[role].1;
-        assert_eq!(snaps.contains(s), !expect_deleted.contains(&role), "{role}'s snapshot {s}");
+        assert_eq!(
+            snaps.contains(s),
+            !expect_deleted.contains(&role),
+            "{role}'s snapshot {s}"
+        );
     }
     assert!(snaps.contains(&other.1));
     let report = r.json();
-    assert_eq!(report["regions"][0]["deleted_images"].as_array().unwrap().len(), 3);
-    assert_eq!(report["regions"][0]["deleted_snapshots"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        report["regions"][0]["deleted_images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        report["regions"][0]["deleted_snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // Again: nothing more to do.
     let r = prune(&["--json"]);
     r.assert_ok();
-    assert!(r.json()["regions"][0]["deleted_images"].as_array().unwrap().is_empty());
+    assert!(r.json()["regions"][0]["deleted_images"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert_eq!(rt.block_on(own_images(&ec2)), want);
 
     // Bad input is refused before any call.

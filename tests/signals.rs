@@ -25,7 +25,11 @@ struct Running {
 
 impl Running {
     fn start(mut c: Command) -> Running {
-        let mut child = c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -46,7 +50,13 @@ impl Running {
     /// Wait (up to `secs`) for a stderr line containing `needle`.
     fn wait_for_line(&self, needle: &str, secs: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        if self.lines.lock().unwrap().iter().any(|l| l.contains(needle)) {
+        if self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
             return true;
         }
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -63,16 +73,35 @@ impl Running {
         let status = self.child.wait().unwrap();
         // The reader ends at EOF, right after the process.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok() {}
+        while self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
         let stderr = self.lines.lock().unwrap().join("\n");
-        Run { code: status.code().unwrap_or(-1), stdout: String::new(), stderr }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr,
+        }
     }
 }
 
 fn local_cmd(t: &TestDir, base: &Path, layer: &Path, app: &Path, out: &Path) -> Command {
     let mut c = t.bakery();
-    c.env("TMPDIR", t.path("tmp")).env_remove("BAKERY_FAIL_AT").env_remove("BAKERY_FAULT_LOG");
-    c.args(["bake", "--base"]).arg(base).arg("--layer").arg(layer).arg("--package").arg(app).arg("--output").arg(out).arg("--manifest").arg(out.with_extension("json"));
+    c.env("TMPDIR", t.path("tmp"))
+        .env_remove("BAKERY_FAIL_AT")
+        .env_remove("BAKERY_FAULT_LOG");
+    c.args(["bake", "--base"])
+        .arg(base)
+        .arg("--layer")
+        .arg(layer)
+        .arg("--package")
+        .arg(app)
+        .arg("--output")
+        .arg(out)
+        .arg("--manifest")
+        .arg(out.with_extension("json"));
     c
 }
 
@@ -82,9 +111,17 @@ fn judge(r: &Run, out: &Path, dir: &Path, what: &str) -> (bool, Vec<String>) {
     let interrupted = match r.code {
         130 => {
             if !r.error_line().contains("interrupted") {
-                problems.push(format!("exit 130 without the interrupted line: {}", r.error_line()));
+                problems.push(format!(
+                    "exit 130 without the interrupted line: {}",
+                    r.error_line()
+                ));
             }
-            if r.stderr.lines().filter(|l| l.starts_with("bakery: error:")).count() != 1 {
+            if r.stderr
+                .lines()
+                .filter(|l| l.starts_with("bakery: error:"))
+                .count()
+                != 1
+            {
                 problems.push("not exactly one error line".into());
             }
             if out.exists() || out.with_extension("json").exists() {
@@ -99,7 +136,9 @@ fn judge(r: &Run, out: &Path, dir: &Path, what: &str) -> (bool, Vec<String>) {
             false
         }
         c => {
-            problems.push(format!("exit code {c} (want 130, or 0 when the bake finished first)"));
+            problems.push(format!(
+                "exit code {c} (want 130, or 0 when the bake finished first)"
+            ));
             true
         }
     };
@@ -116,7 +155,15 @@ fn sigint_and_sigterm_at_random_points_leave_nothing() {
     std::fs::create_dir_all(t.path("tmp")).unwrap();
     let base = base_image();
     let layer = tiny_layer(t.dir.path());
-    let app = build_deb(t.dir.path(), &Deb { name: "sigapp", files: &[("/opt/sigapp/VERSION", "1")], postinst: Some("sleep 1"), ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "sigapp",
+            files: &[("/opt/sigapp/VERSION", "1")],
+            postinst: Some("sleep 1"),
+            ..Default::default()
+        },
+    );
     let out = t.path("sig.qcow2");
 
     // How long a whole bake takes here: the random delays cover it (and a little past the end).
@@ -131,20 +178,39 @@ fn sigint_and_sigterm_at_random_points_leave_nothing() {
     let (mut interrupted, mut finished, mut problems) = (0, 0, Vec::new());
     for i in 0..n {
         let delay = Duration::from_millis(rng.range(20, whole.as_millis() as u64 * 21 / 20));
-        let sig = if rng.next() % 2 == 0 { Signal::SIGINT } else { Signal::SIGTERM };
+        let sig = if rng.next() % 2 == 0 {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
         let bake = Running::start(local_cmd(&t, &base, &layer, &app, &out));
         std::thread::sleep(delay);
         bake.signal(sig);
         let r = bake.finish();
         let what = format!("bake {i}: {sig:?} after {delay:?}");
         let (was_interrupted, p) = judge(&r, &out, t.dir.path(), &what);
-        eprintln!("{what}: exit {}{}", r.code, if p.is_empty() { String::new() } else { format!(" PROBLEMS {p:?}") });
-        if was_interrupted { interrupted += 1 } else { finished += 1 }
+        eprintln!(
+            "{what}: exit {}{}",
+            r.code,
+            if p.is_empty() {
+                String::new()
+            } else {
+                format!(" PROBLEMS {p:?}")
+            }
+        );
+        if was_interrupted {
+            interrupted += 1
+        } else {
+            finished += 1
+        }
         problems.extend(p);
     }
     eprintln!("signals: {n} local bakes ({interrupted} interrupted with 130, {finished} finished before the signal), {} problems", problems.len());
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(interrupted >= n / 2, "too few bakes were interrupted ({interrupted} of {n}): the delays miss the bake");
+    assert!(
+        interrupted >= n / 2,
+        "too few bakes were interrupted ({interrupted} of {n}): the delays miss the bake"
+    );
     assert_no_leaks(t.dir.path());
 }
 
@@ -152,8 +218,15 @@ fn sigint_and_sigterm_at_random_points_leave_nothing() {
 fn wait_for_log(work: &Path, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        for e in std::fs::read_dir(work.join("logs")).into_iter().flatten().flatten() {
-            if std::fs::read_to_string(e.path()).unwrap_or_default().contains(needle) {
+        for e in std::fs::read_dir(work.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains(needle)
+            {
                 return;
             }
         }
@@ -170,27 +243,61 @@ fn a_second_ctrl_c_during_cleanup_says_what_is_left_and_how_to_remove_it() {
     let layer = tiny_layer(t.dir.path());
     // A postinst that ignores SIGTERM: stopping it takes the session's whole grace period, so
     // the cleanup is still going when the second Ctrl-C comes.
-    let app = build_deb(t.dir.path(), &Deb { name: "stubborn", postinst: Some("trap '' TERM; echo stubborn-running; sleep 60"), ..Default::default() });
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "stubborn",
+            postinst: Some("trap '' TERM; echo stubborn-running; sleep 60"),
+            ..Default::default()
+        },
+    );
     let out = t.path("twice.raw");
     let bake = Running::start(local_cmd(&t, &base, &layer, &app, &out));
     wait_for_log(&t.work(), "Setting up stubborn");
     bake.signal(Signal::SIGINT);
-    assert!(bake.wait_for_line("interrupted: stopping the chroot session", 30), "the first Ctrl-C was not acknowledged");
+    assert!(
+        bake.wait_for_line("interrupted: stopping the chroot session", 30),
+        "the first Ctrl-C was not acknowledged"
+    );
     bake.signal(Signal::SIGINT);
     let r = bake.finish();
     assert_eq!(r.code, 130, "{}", r.stderr);
-    let again: Vec<&str> = r.stderr.lines().filter(|l| l.contains("interrupted again")).collect();
-    assert_eq!(again.len(), 1, "the second Ctrl-C must be answered once: {}", r.stderr);
-    assert!(again[0].contains("bakery gc"), "it does not say how to remove what is left: {}", again[0]);
-    assert!(again[0].contains("/dev/loop"), "it does not name the loop device: {}", again[0]);
-    assert!(again[0].contains(&t.work().display().to_string()), "the gc hint lacks the work dir: {}", again[0]);
+    let again: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("interrupted again"))
+        .collect();
+    assert_eq!(
+        again.len(),
+        1,
+        "the second Ctrl-C must be answered once: {}",
+        r.stderr
+    );
+    assert!(
+        again[0].contains("bakery gc"),
+        "it does not say how to remove what is left: {}",
+        again[0]
+    );
+    assert!(
+        again[0].contains("/dev/loop"),
+        "it does not name the loop device: {}",
+        again[0]
+    );
+    assert!(
+        again[0].contains(&t.work().display().to_string()),
+        "the gc hint lacks the work dir: {}",
+        again[0]
+    );
     assert!(r.error_line().contains("interrupted"), "{}", r.stderr);
     // The cleanup went on to the end.
     let left = leaks_of(t.dir.path());
     assert!(left.is_empty(), "{left:?}");
     assert!(!out.exists());
     assert_no_leaks(t.dir.path());
-    let strays = Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
+    let strays = Command::new("pgrep")
+        .args(["-f", "sleep 60"])
+        .output()
+        .unwrap();
     assert!(strays.stdout.is_empty(), "the postinst's sleep survived");
 }
 
@@ -199,8 +306,21 @@ fn a_second_ctrl_c_during_cleanup_says_what_is_left_and_how_to_remove_it() {
 fn aws_cmd(t: &TestDir, emu: &Emulator, app: &Path) -> Command {
     let mut c = t.bakery();
     emu.apply(&mut c);
-    c.env("TMPDIR", t.path("tmp")).env_remove("BAKERY_FAIL_AT").env_remove("BAKERY_FAULT_LOG");
-    c.args(["bake", "--base-name", "signals-base-*", "--package"]).arg(app).args(["--output", "ami", "--region", "us-east-1", "--copy-to", "us-west-2", "--mode", "direct"]);
+    c.env("TMPDIR", t.path("tmp"))
+        .env_remove("BAKERY_FAIL_AT")
+        .env_remove("BAKERY_FAULT_LOG");
+    c.args(["bake", "--base-name", "signals-base-*", "--package"])
+        .arg(app)
+        .args([
+            "--output",
+            "ami",
+            "--region",
+            "us-east-1",
+            "--copy-to",
+            "us-west-2",
+            "--mode",
+            "direct",
+        ]);
     c
 }
 
@@ -211,18 +331,40 @@ fn aws_bakes_interrupted_at_random_points_leave_nothing_tagged() {
     // rollback.
     let emu = Emulator::start_on(
         support::emulator::free_port(),
-        &["--delay-ms-for", "PutSnapshotBlock=150", "--delay-ms-for", "RegisterImage=800", "--delay-ms-for", "CopyImage=800", "--delay-ms-for", "DeregisterImage=1500"],
+        &[
+            "--delay-ms-for",
+            "PutSnapshotBlock=150",
+            "--delay-ms-for",
+            "RegisterImage=800",
+            "--delay-ms-for",
+            "CopyImage=800",
+            "--delay-ms-for",
+            "DeregisterImage=1500",
+        ],
     );
     for (k, v) in emu.env() {
         std::env::set_var(k, v);
     }
     let t = TestDir::new("sigaws");
     std::fs::create_dir_all(t.path("tmp")).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
     publish_test_base(&rt, &ctx, "us-east-1", "signals-base-1");
     let regions = ["us-east-1", "us-west-2"];
-    let app = |v: u32| -> PathBuf { build_deb(t.dir.path(), &Deb { name: "sigcloud", version: &format!("1.{v}-1"), ..Default::default() }) };
+    let app = |v: u32| -> PathBuf {
+        build_deb(
+            t.dir.path(),
+            &Deb {
+                name: "sigcloud",
+                version: &format!("1.{v}-1"),
+                ..Default::default()
+            },
+        )
+    };
 
     // The first bake downloads the base snapshot into the cache; the second is a typical one.
     run(&mut aws_cmd(&t, &emu, &app(0))).assert_ok();
@@ -236,7 +378,9 @@ fn aws_bakes_interrupted_at_random_points_leave_nothing_tagged() {
     let (mut interrupted, mut problems) = (0, Vec::new());
     for i in 0..n {
         // Past the local part (tested above): the second half of the bake is AWS work.
-        let delay = Duration::from_millis(rng.range(whole.as_millis() as u64 / 3, whole.as_millis() as u64));
+        let delay = Duration::from_millis(
+            rng.range(whole.as_millis() as u64 / 3, whole.as_millis() as u64),
+        );
         let bake = Running::start(aws_cmd(&t, &emu, &app(i + 2)));
         std::thread::sleep(delay);
         bake.signal(Signal::SIGINT);
@@ -255,29 +399,58 @@ fn aws_bakes_interrupted_at_random_points_leave_nothing_tagged() {
                 None => p.push(format!("{what}: no bake id logged")),
             }
         }
-        eprintln!("{what}: exit {}{}", r.code, if p.is_empty() { String::new() } else { format!(" PROBLEMS {p:?}") });
+        eprintln!(
+            "{what}: exit {}{}",
+            r.code,
+            if p.is_empty() {
+                String::new()
+            } else {
+                format!(" PROBLEMS {p:?}")
+            }
+        );
         problems.extend(p);
     }
 
     // A second Ctrl-C while the rollback deregisters (slowed): it names what is left and the gc
     // command, and the rollback still finishes.
     let bake = Running::start(aws_cmd(&t, &emu, &app(100)));
-    assert!(bake.wait_for_line("copy to us-west-2", 240), "the bake never reached the copy");
+    assert!(
+        bake.wait_for_line("copy to us-west-2", 240),
+        "the bake never reached the copy"
+    );
     bake.signal(Signal::SIGINT);
     assert!(bake.wait_for_line("cleaning up", 60), "no cleanup started");
     bake.signal(Signal::SIGINT);
     let r = bake.finish();
     assert_eq!(r.code, 130, "{}", r.stderr);
-    let again: Vec<&str> = r.stderr.lines().filter(|l| l.contains("interrupted again")).collect();
+    let again: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("interrupted again"))
+        .collect();
     assert_eq!(again.len(), 1, "{}", r.stderr);
-    assert!(again[0].contains("bakery gc --aws --region us-east-1"), "{}", again[0]);
-    assert!(again[0].contains("ami-") || again[0].contains("snap-"), "it does not list what is being removed: {}", again[0]);
+    assert!(
+        again[0].contains("bakery gc --aws --region us-east-1"),
+        "{}",
+        again[0]
+    );
+    assert!(
+        again[0].contains("ami-") || again[0].contains("snap-"),
+        "it does not list what is being removed: {}",
+        again[0]
+    );
     let id = bake_id_in(&r.stderr).unwrap();
     let left = rt.block_on(tagged(&ctx, &regions, &id));
-    assert!(left.is_empty(), "after a second Ctrl-C the rollback left {left:?}");
+    assert!(
+        left.is_empty(),
+        "after a second Ctrl-C the rollback left {left:?}"
+    );
 
     eprintln!("signals: {n} AWS bakes ({interrupted} interrupted with 130) + 1 double Ctrl-C, {} problems", problems.len());
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(interrupted >= n / 2, "too few AWS bakes were interrupted ({interrupted} of {n})");
+    assert!(
+        interrupted >= n / 2,
+        "too few AWS bakes were interrupted ({interrupted} of {n})"
+    );
     assert_no_leaks(t.dir.path());
 }

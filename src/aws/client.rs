@@ -20,7 +20,8 @@ pub struct AwsContext {
 macro_rules! client {
     ($name:ident, $sdk:ident) => {
         pub fn $name(&self, region: &str) -> $sdk::Client {
-            let conf = $sdk::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            let conf =
+                $sdk::config::Builder::from(&self.base).region(Region::new(region.to_string()));
             let conf = match fault::FaultHook::from_env() {
                 Some(h) => conf.interceptor(h).build(),
                 None => conf.build(),
@@ -33,7 +34,11 @@ macro_rules! client {
 impl AwsContext {
     pub async fn load() -> AwsContext {
         let base = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(Duration::from_millis(200)))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
             .load()
             .await;
         AwsContext { base }
@@ -44,7 +49,9 @@ impl AwsContext {
     pub async fn require_credentials(&self) -> Result<()> {
         use aws_sdk_ec2::config::ProvideCredentials;
         let Some(p) = self.base.credentials_provider() else {
-            return Err(input!("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"));
+            return Err(input!(
+                "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            ));
         };
         p.provide_credentials().await.map(|_| ()).map_err(|e| {
             // CredentialsNotLoaded: no provider of the chain had any (its Display says "not enabled").
@@ -62,10 +69,11 @@ impl AwsContext {
         if let Some(r) = flag {
             return Ok(r.to_string());
         }
-        self.base
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| input!("no AWS region: pass --region or set AWS_REGION (or a region in your AWS profile)"))
+        self.base.region().map(|r| r.to_string()).ok_or_else(|| {
+            input!(
+                "no AWS region: pass --region or set AWS_REGION (or a region in your AWS profile)"
+            )
+        })
     }
 
     client!(ec2, aws_sdk_ec2);
@@ -86,11 +94,13 @@ impl AwsContext {
 /// `BAKERY_FAULT_LOG`, and failed by `BAKERY_FAIL_AT=api:Operation`.
 pub mod fault {
     use aws_smithy_runtime_api::box_error::BoxError;
-    use aws_smithy_runtime_api::client::interceptors::context::{BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef};
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_runtime_api::client::interceptors::context::{
+        BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
+    };
     use aws_smithy_runtime_api::client::interceptors::Intercept;
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
     use aws_smithy_types::config_bag::ConfigBag;
 
     #[derive(Debug)]
@@ -105,14 +115,24 @@ pub mod fault {
     }
 
     fn list(var: &str) -> Vec<String> {
-        std::env::var(var).unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        std::env::var(var)
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 
     impl FaultHook {
         pub fn from_env() -> Option<FaultHook> {
             let (ops, throttle) = (list("BAKERY_FAIL_API"), list("BAKERY_THROTTLE_API"));
-            let points = std::env::var_os(crate::fault::LOG).is_some() || std::env::var(crate::fault::FAIL_AT).is_ok_and(|a| a.starts_with("api:"));
-            (!ops.is_empty() || !throttle.is_empty() || points).then_some(FaultHook { ops, throttle, points })
+            let points = std::env::var_os(crate::fault::LOG).is_some()
+                || std::env::var(crate::fault::FAIL_AT).is_ok_and(|a| a.starts_with("api:"));
+            (!ops.is_empty() || !throttle.is_empty() || points).then_some(FaultHook {
+                ops,
+                throttle,
+                points,
+            })
         }
     }
 
@@ -155,7 +175,8 @@ pub mod fault {
             }
             tracing::warn!("injected throttling of {op} (BAKERY_THROTTLE_API)");
             let resp = ctx.response_mut();
-            *resp.status_mut() = StatusCode::try_from(if service == "EC2" { 503 } else { 400 }).expect("valid status");
+            *resp.status_mut() = StatusCode::try_from(if service == "EC2" { 503 } else { 400 })
+                .expect("valid status");
             let body = match service.as_str() {
                 "EC2" => "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>bakery-injected</RequestID></Response>".to_string(),
                 "EBS" => {
@@ -170,7 +191,6 @@ pub mod fault {
         }
     }
 }
-
 
 /// One line for an SDK error: the service's code and message when there is one.
 pub fn describe_sdk_error<E, R>(e: &aws_sdk_ec2::error::SdkError<E, R>) -> String
@@ -198,8 +218,16 @@ where
             if chain.contains("credentials") || chain.contains("identity") {
                 format!("no AWS credentials ({chain}); set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
             } else {
-                let why = if d.is_io() { "connection failed" } else if d.is_timeout() { "timed out" } else { "dispatch failure" };
-                let endpoint = std::env::var("AWS_ENDPOINT_URL").map(|u| format!(" {u}")).unwrap_or_default();
+                let why = if d.is_io() {
+                    "connection failed"
+                } else if d.is_timeout() {
+                    "timed out"
+                } else {
+                    "dispatch failure"
+                };
+                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                    .map(|u| format!(" {u}"))
+                    .unwrap_or_default();
                 format!("cannot reach the AWS endpoint{endpoint} ({why}); check the network, the region and AWS_ENDPOINT_URL")
             }
         }
@@ -213,7 +241,11 @@ where
                 next = x.source();
             }
             let src = parts.join(": ");
-            if src.contains("credentials") { format!("no AWS credentials: {src}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") } else { format!("request could not be built: {src}") }
+            if src.contains("credentials") {
+                format!("no AWS credentials: {src}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+            } else {
+                format!("request could not be built: {src}")
+            }
         }
         other => {
             let mut s = other.to_string();
@@ -235,7 +267,15 @@ pub const MAX_ATTEMPTS: u32 = 6;
 pub fn is_throttling_code(code: &str) -> bool {
     matches!(
         code,
-        "Throttling" | "ThrottlingException" | "ThrottledException" | "RequestThrottledException" | "TooManyRequestsException" | "RequestLimitExceeded" | "RequestThrottled" | "SlowDown" | "EC2ThrottledException"
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "SlowDown"
+            | "EC2ThrottledException"
     )
 }
 
@@ -260,15 +300,36 @@ mod tests {
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url("http://127.0.0.1:9")
             .region(Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test")))
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test"),
+            ))
             .build();
-        let conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(fault::FaultHook { ops: vec!["CopyImage".into()], throttle: vec![], points: false }).build();
+        let conf = aws_sdk_ec2::config::Builder::from(&base)
+            .interceptor(fault::FaultHook {
+                ops: vec!["CopyImage".into()],
+                throttle: vec![],
+                points: false,
+            })
+            .build();
         let ec2 = aws_sdk_ec2::Client::from_conf(conf);
-        let e = ec2.copy_image().name("x").source_image_id("ami-1").source_region("us-east-1").send().await.unwrap_err();
-        let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+        let e = ec2
+            .copy_image()
+            .name("x")
+            .source_image_id("ami-1")
+            .source_region("us-east-1")
+            .send()
+            .await
+            .unwrap_err();
+        let msg = format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        );
         assert!(msg.contains("injected failure of CopyImage"), "{msg}");
         let e = ec2.describe_images().send().await.unwrap_err();
-        let msg = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+        let msg = format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        );
         assert!(!msg.contains("injected"), "{msg}");
     }
 }

@@ -33,13 +33,25 @@ pub struct AwsLeftover {
 
 impl AwsLeftover {
     pub fn describe(&self) -> String {
-        let att = self.attached_to.as_ref().map(|i| format!(", attached to {i}")).unwrap_or_default();
-        format!("{} {} in {} (bake {}, {} s old{att})", self.resource, self.id, self.region, self.bake_id, self.age_seconds)
+        let att = self
+            .attached_to
+            .as_ref()
+            .map(|i| format!(", attached to {i}"))
+            .unwrap_or_default();
+        format!(
+            "{} {} in {} (bake {}, {} s old{att})",
+            self.resource, self.id, self.region, self.bake_id, self.age_seconds
+        )
     }
 }
 
 /// Is a resource with these tags and this age a leftover? (Pure: the decision `gc` acts on.)
-pub fn is_leftover(tags: &BTreeMap<String, String>, age: Duration, grace: Duration, running: impl Fn(&str) -> bool) -> Option<String> {
+pub fn is_leftover(
+    tags: &BTreeMap<String, String>,
+    age: Duration,
+    grace: Duration,
+    running: impl Fn(&str) -> bool,
+) -> Option<String> {
     let id = tags.get(BAKE_ID_TAG)?;
     if tags.get(BAKE_STATE_TAG).map(String::as_str) != Some("pending") {
         return None;
@@ -54,7 +66,9 @@ pub fn is_leftover(tags: &BTreeMap<String, String>, age: Duration, grace: Durati
 pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 2h, 30m, 90s or 0"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 2h, 30m, 90s or 0"))?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -66,12 +80,19 @@ pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
 }
 
 fn age_of(created: Option<&aws_smithy_types::DateTime>) -> Duration {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    created.map(|c| Duration::from_secs((now - c.secs()).max(0) as u64)).unwrap_or(Duration::MAX)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    created
+        .map(|c| Duration::from_secs((now - c.secs()).max(0) as u64))
+        .unwrap_or(Duration::MAX)
 }
 
 fn age_of_iso(created: Option<&str>) -> Duration {
-    let t = created.and_then(|c| aws_smithy_types::DateTime::from_str(c, aws_smithy_types::date_time::Format::DateTime).ok());
+    let t = created.and_then(|c| {
+        aws_smithy_types::DateTime::from_str(c, aws_smithy_types::date_time::Format::DateTime).ok()
+    });
     age_of(t.as_ref())
 }
 
@@ -82,24 +103,63 @@ pub fn running_here(work_top: &Path, id: &str) -> bool {
     if !work_top.join("locks").join(format!("{name}.lock")).exists() {
         return false;
     }
-    !matches!(crate::sys::lock::HostLock::try_acquire(&work_top.join("locks"), &name), Ok(Some(_)))
+    !matches!(
+        crate::sys::lock::HostLock::try_acquire(&work_top.join("locks"), &name),
+        Ok(Some(_))
+    )
 }
 
 /// The pending resources of dead bakes in `region`.
-pub async fn find(ctx: &AwsContext, region: &str, grace: Duration, running: &(dyn Fn(&str) -> bool + Sync)) -> Result<Vec<AwsLeftover>> {
+pub async fn find(
+    ctx: &AwsContext,
+    region: &str,
+    grace: Duration,
+    running: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<AwsLeftover>> {
     let ec2 = ctx.ec2(region);
-    let pending = Filter::builder().name(format!("tag:{BAKE_STATE_TAG}")).values("pending").build();
-    let has_id = Filter::builder().name("tag-key").values(BAKE_ID_TAG).build();
-    let err = |what: &str, e: String| anyhow!("listing {what} tagged {BAKE_ID_TAG} in {region}: {e}");
+    let pending = Filter::builder()
+        .name(format!("tag:{BAKE_STATE_TAG}"))
+        .values("pending")
+        .build();
+    let has_id = Filter::builder()
+        .name("tag-key")
+        .values(BAKE_ID_TAG)
+        .build();
+    let err =
+        |what: &str, e: String| anyhow!("listing {what} tagged {BAKE_ID_TAG} in {region}: {e}");
     let mut out = Vec::new();
-    let mut leftover = |resource: &'static str, id: Option<&str>, tags: &[aws_sdk_ec2::types::Tag], age: Duration, attached_to: Option<String>| {
+    let mut leftover = |resource: &'static str,
+                        id: Option<&str>,
+                        tags: &[aws_sdk_ec2::types::Tag],
+                        age: Duration,
+                        attached_to: Option<String>| {
         if let (Some(id), Some(bake_id)) = (id, is_leftover(&tag_map(tags), age, grace, running)) {
-            out.push(AwsLeftover { resource, region: region.to_string(), id: id.to_string(), bake_id, age_seconds: age.as_secs().min(u32::MAX as u64), attached_to });
+            out.push(AwsLeftover {
+                resource,
+                region: region.to_string(),
+                id: id.to_string(),
+                bake_id,
+                age_seconds: age.as_secs().min(u32::MAX as u64),
+                attached_to,
+            });
         }
     };
-    let images = ec2.describe_images().owners("self").filters(pending.clone()).filters(has_id.clone()).send().await.map_err(|e| err("images", describe_sdk_error(&e)))?;
+    let images = ec2
+        .describe_images()
+        .owners("self")
+        .filters(pending.clone())
+        .filters(has_id.clone())
+        .send()
+        .await
+        .map_err(|e| err("images", describe_sdk_error(&e)))?;
     for i in images.images() {
-        leftover("image", i.image_id(), i.tags(), age_of_iso(i.creation_date()), None);
+        leftover(
+            "image",
+            i.image_id(),
+            i.tags(),
+            age_of_iso(i.creation_date()),
+            None,
+        );
     }
     let mut token = None;
     loop {
@@ -113,17 +173,39 @@ pub async fn find(ctx: &AwsContext, region: &str, grace: Duration, running: &(dy
             .await
             .map_err(|e| err("snapshots", describe_sdk_error(&e)))?;
         for s in page.snapshots() {
-            leftover("snapshot", s.snapshot_id(), s.tags(), age_of(s.start_time()), None);
+            leftover(
+                "snapshot",
+                s.snapshot_id(),
+                s.tags(),
+                age_of(s.start_time()),
+                None,
+            );
         }
         token = page.next_token().map(str::to_string);
         if token.is_none() {
             break;
         }
     }
-    let vols = ec2.describe_volumes().filters(pending).filters(has_id).send().await.map_err(|e| err("volumes", describe_sdk_error(&e)))?;
+    let vols = ec2
+        .describe_volumes()
+        .filters(pending)
+        .filters(has_id)
+        .send()
+        .await
+        .map_err(|e| err("volumes", describe_sdk_error(&e)))?;
     for v in vols.volumes() {
-        let attached = v.attachments().iter().find_map(|a| a.instance_id()).map(str::to_string);
-        leftover("volume", v.volume_id(), v.tags(), age_of(v.create_time()), attached);
+        let attached = v
+            .attachments()
+            .iter()
+            .find_map(|a| a.instance_id())
+            .map(str::to_string);
+        leftover(
+            "volume",
+            v.volume_id(),
+            v.tags(),
+            age_of(v.create_time()),
+            attached,
+        );
     }
     Ok(out)
 }
@@ -134,16 +216,29 @@ pub async fn remove(ctx: &AwsContext, found: &[AwsLeftover]) -> Vec<String> {
     // The ledger's rollback deletes newest first: record in the reverse of the deletion order.
     let ledger = Ledger::new("gc");
     for l in found.iter().filter(|l| l.resource == "volume") {
-        ledger.record(Resource::Volume { region: l.region.clone(), id: l.id.clone() });
+        ledger.record(Resource::Volume {
+            region: l.region.clone(),
+            id: l.id.clone(),
+        });
         if let Some(instance_id) = &l.attached_to {
-            ledger.record(Resource::Attachment { region: l.region.clone(), volume_id: l.id.clone(), instance_id: instance_id.clone() });
+            ledger.record(Resource::Attachment {
+                region: l.region.clone(),
+                volume_id: l.id.clone(),
+                instance_id: instance_id.clone(),
+            });
         }
     }
     for l in found.iter().filter(|l| l.resource == "snapshot") {
-        ledger.record(Resource::Snapshot { region: l.region.clone(), id: l.id.clone() });
+        ledger.record(Resource::Snapshot {
+            region: l.region.clone(),
+            id: l.id.clone(),
+        });
     }
     for l in found.iter().filter(|l| l.resource == "image") {
-        ledger.record(Resource::Image { region: l.region.clone(), id: l.id.clone() });
+        ledger.record(Resource::Image {
+            region: l.region.clone(),
+            id: l.id.clone(),
+        });
     }
     ledger.rollback(ctx).await
 }
@@ -153,7 +248,9 @@ mod tests {
     use super::*;
 
     fn tags(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -161,14 +258,41 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let dead = |_: &str| false;
         let pending = tags(&[(BAKE_ID_TAG, "bk-1"), (BAKE_STATE_TAG, "pending")]);
-        assert_eq!(is_leftover(&pending, 3 * hour, 2 * hour, dead).as_deref(), Some("bk-1"));
-        assert_eq!(is_leftover(&pending, hour, 2 * hour, dead), None, "younger than the grace period");
-        assert_eq!(is_leftover(&pending, 3 * hour, 2 * hour, |id| id == "bk-1"), None, "its bake is running");
+        assert_eq!(
+            is_leftover(&pending, 3 * hour, 2 * hour, dead).as_deref(),
+            Some("bk-1")
+        );
+        assert_eq!(
+            is_leftover(&pending, hour, 2 * hour, dead),
+            None,
+            "younger than the grace period"
+        );
+        assert_eq!(
+            is_leftover(&pending, 3 * hour, 2 * hour, |id| id == "bk-1"),
+            None,
+            "its bake is running"
+        );
         let done = tags(&[(BAKE_ID_TAG, "bk-1"), (BAKE_STATE_TAG, "complete")]);
-        assert_eq!(is_leftover(&done, 3 * hour, Duration::ZERO, dead), None, "a product is never a leftover");
+        assert_eq!(
+            is_leftover(&done, 3 * hour, Duration::ZERO, dead),
+            None,
+            "a product is never a leftover"
+        );
         let legacy = tags(&[(BAKE_ID_TAG, "bk-1")]);
-        assert_eq!(is_leftover(&legacy, 3 * hour, Duration::ZERO, dead), None, "no state tag: not ours to judge");
-        assert_eq!(is_leftover(&tags(&[(BAKE_STATE_TAG, "pending")]), 3 * hour, Duration::ZERO, dead), None);
+        assert_eq!(
+            is_leftover(&legacy, 3 * hour, Duration::ZERO, dead),
+            None,
+            "no state tag: not ours to judge"
+        );
+        assert_eq!(
+            is_leftover(
+                &tags(&[(BAKE_STATE_TAG, "pending")]),
+                3 * hour,
+                Duration::ZERO,
+                dead
+            ),
+            None
+        );
     }
 
     #[test]

@@ -13,32 +13,65 @@ use super::client::AwsContext;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Resource {
-    Volume { region: String, id: String },
+    Volume {
+        region: String,
+        id: String,
+    },
     /// A volume attached to this host: detached before the volume is deleted.
-    Attachment { region: String, volume_id: String, instance_id: String },
-    Snapshot { region: String, id: String },
-    Image { region: String, id: String },
+    Attachment {
+        region: String,
+        volume_id: String,
+        instance_id: String,
+    },
+    Snapshot {
+        region: String,
+        id: String,
+    },
+    Image {
+        region: String,
+        id: String,
+    },
     /// A launch template version a deploy made (deleted with DeleteLaunchTemplateVersions).
-    LaunchTemplateVersion { region: String, template_id: String, version: i64 },
+    LaunchTemplateVersion {
+        region: String,
+        template_id: String,
+        version: i64,
+    },
     /// An Auto Scaling group a deploy made (force-deleted: its instances go with it).
-    AutoScalingGroup { region: String, name: String },
+    AutoScalingGroup {
+        region: String,
+        name: String,
+    },
 }
 
 impl Resource {
     pub fn describe(&self) -> String {
         match self {
             Resource::Volume { region, id } => format!("volume {id} ({region})"),
-            Resource::Attachment { region, volume_id, instance_id } => format!("attachment of {volume_id} to {instance_id} ({region})"),
+            Resource::Attachment {
+                region,
+                volume_id,
+                instance_id,
+            } => format!("attachment of {volume_id} to {instance_id} ({region})"),
             Resource::Snapshot { region, id } => format!("snapshot {id} ({region})"),
             Resource::Image { region, id } => format!("image {id} ({region})"),
-            Resource::LaunchTemplateVersion { region, template_id, version } => format!("launch template {template_id} version {version} ({region})"),
-            Resource::AutoScalingGroup { region, name } => format!("Auto Scaling group {name} ({region})"),
+            Resource::LaunchTemplateVersion {
+                region,
+                template_id,
+                version,
+            } => format!("launch template {template_id} version {version} ({region})"),
+            Resource::AutoScalingGroup { region, name } => {
+                format!("Auto Scaling group {name} ({region})")
+            }
         }
     }
 
     pub fn region(&self) -> &str {
         match self {
-            Resource::Volume { region, .. } | Resource::Attachment { region, .. } | Resource::Snapshot { region, .. } | Resource::Image { region, .. }
+            Resource::Volume { region, .. }
+            | Resource::Attachment { region, .. }
+            | Resource::Snapshot { region, .. }
+            | Resource::Image { region, .. }
             | Resource::LaunchTemplateVersion { region, .. }
             | Resource::AutoScalingGroup { region, .. } => region,
         }
@@ -55,7 +88,11 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(bake_id: &str) -> Ledger {
-        Ledger { bake_id: bake_id.to_string(), entries: Mutex::new(Vec::new()), regions: Mutex::new(Default::default()) }
+        Ledger {
+            bake_id: bake_id.to_string(),
+            entries: Mutex::new(Vec::new()),
+            regions: Mutex::new(Default::default()),
+        }
     }
 
     pub fn record(&self, r: Resource) {
@@ -87,7 +124,10 @@ impl Ledger {
                 by_region.entry(region).or_default().push(id);
             }
         }
-        let done = std::collections::BTreeMap::from([(super::BAKE_STATE_TAG.to_string(), "complete".to_string())]);
+        let done = std::collections::BTreeMap::from([(
+            super::BAKE_STATE_TAG.to_string(),
+            "complete".to_string(),
+        )]);
         for (region, ids) in by_region {
             super::ami::tag_resources(&ctx.ec2(&region), &region, &ids, &done).await?;
         }
@@ -109,7 +149,8 @@ impl Ledger {
                 // A second Ctrl-C never abandons resources silently: say what is left and how to remove it.
                 told_again = true;
                 let left: Vec<String> = entries[..=i].iter().map(Resource::describe).collect();
-                let regions: std::collections::BTreeSet<&str> = entries[..=i].iter().map(Resource::region).collect();
+                let regions: std::collections::BTreeSet<&str> =
+                    entries[..=i].iter().map(Resource::region).collect();
                 warn!(
                     "interrupted again: still removing {}; cleanup goes on. If bakery is killed now, `bakery gc --aws --region {} --grace 0s` removes them (tagged {}={})",
                     left.join(", "),
@@ -129,7 +170,11 @@ impl Ledger {
         let regions: Vec<String> = self.regions.lock().unwrap().iter().cloned().collect();
         for region in regions {
             for r in tagged_with_bake_id(ctx, &region, &self.bake_id).await {
-                info!("cleanup: removing {} (found by its {} tag)", r.describe(), super::BAKE_ID_TAG);
+                info!(
+                    "cleanup: removing {} (found by its {} tag)",
+                    r.describe(),
+                    super::BAKE_ID_TAG
+                );
                 if let Err(e) = delete(ctx, &r).await {
                     warn!("cleanup: {}: {e}", r.describe());
                     failures.push(format!("{}: {e}", r.describe()));
@@ -143,13 +188,45 @@ impl Ledger {
 /// Images, then snapshots, tagged with `bake_id` in `region` (in the order they can be deleted).
 async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> Vec<Resource> {
     let ec2 = ctx.ec2(region);
-    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", super::BAKE_ID_TAG)).values(bake_id).build();
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", super::BAKE_ID_TAG))
+        .values(bake_id)
+        .build();
     let mut out = Vec::new();
-    if let Ok(imgs) = ec2.describe_images().owners("self").filters(f.clone()).send().await {
-        out.extend(imgs.images().iter().filter_map(|i| i.image_id()).map(|id| Resource::Image { region: region.to_string(), id: id.to_string() }));
+    if let Ok(imgs) = ec2
+        .describe_images()
+        .owners("self")
+        .filters(f.clone())
+        .send()
+        .await
+    {
+        out.extend(
+            imgs.images()
+                .iter()
+                .filter_map(|i| i.image_id())
+                .map(|id| Resource::Image {
+                    region: region.to_string(),
+                    id: id.to_string(),
+                }),
+        );
     }
-    if let Ok(snaps) = ec2.describe_snapshots().owner_ids("self").filters(f).send().await {
-        out.extend(snaps.snapshots().iter().filter_map(|s| s.snapshot_id()).map(|id| Resource::Snapshot { region: region.to_string(), id: id.to_string() }));
+    if let Ok(snaps) = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(f)
+        .send()
+        .await
+    {
+        out.extend(
+            snaps
+                .snapshots()
+                .iter()
+                .filter_map(|s| s.snapshot_id())
+                .map(|id| Resource::Snapshot {
+                    region: region.to_string(),
+                    id: id.to_string(),
+                }),
+        );
     }
     out
 }
@@ -186,9 +263,20 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
             }
             Ok(())
         }
-        Resource::Attachment { region, volume_id, instance_id } => {
+        Resource::Attachment {
+            region,
+            volume_id,
+            instance_id,
+        } => {
             let ec2 = ctx.ec2(region);
-            match ec2.detach_volume().volume_id(volume_id).instance_id(instance_id).force(true).send().await {
+            match ec2
+                .detach_volume()
+                .volume_id(volume_id)
+                .instance_id(instance_id)
+                .force(true)
+                .send()
+                .await
+            {
                 Ok(_) => {}
                 Err(e) => {
                     let msg = super::client::describe_sdk_error(&e);
@@ -199,8 +287,18 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
             }
             // Wait until it is available so the volume can be deleted next.
             for _ in 0..120 {
-                let v = ec2.describe_volumes().volume_ids(volume_id).send().await.map_err(|e| err(&super::client::describe_sdk_error(&e)))?;
-                let state = v.volumes().first().and_then(|v| v.state()).map(|s| s.as_str().to_string()).unwrap_or_default();
+                let v = ec2
+                    .describe_volumes()
+                    .volume_ids(volume_id)
+                    .send()
+                    .await
+                    .map_err(|e| err(&super::client::describe_sdk_error(&e)))?;
+                let state = v
+                    .volumes()
+                    .first()
+                    .and_then(|v| v.state())
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
                 if state != "in-use" {
                     return Ok(());
                 }
@@ -208,11 +306,17 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
             }
             Err(format!("{volume_id} did not detach within 2 minutes"))
         }
-        Resource::LaunchTemplateVersion { region, template_id, version } => {
-            crate::deploy::lt::delete_version(&ctx.ec2(region), template_id, *version).await.map_err(|e| format!("{e:#}"))
-        }
+        Resource::LaunchTemplateVersion {
+            region,
+            template_id,
+            version,
+        } => crate::deploy::lt::delete_version(&ctx.ec2(region), template_id, *version)
+            .await
+            .map_err(|e| format!("{e:#}")),
         Resource::AutoScalingGroup { region, name } => {
-            crate::deploy::asg::delete_group(&ctx.autoscaling(region), name).await.map_err(|e| format!("{e:#}"))
+            crate::deploy::asg::delete_group(&ctx.autoscaling(region), name)
+                .await
+                .map_err(|e| format!("{e:#}"))
         }
         Resource::Volume { region, id } => {
             let ec2 = ctx.ec2(region);
@@ -220,7 +324,11 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     let msg = super::client::describe_sdk_error(&e);
-                    if is_not_found(&msg) { Ok(()) } else { Err(msg) }
+                    if is_not_found(&msg) {
+                        Ok(())
+                    } else {
+                        Err(msg)
+                    }
                 }
             }
         }

@@ -28,19 +28,36 @@ pub struct DiskJob<'a> {
 
 pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Result<SessionOutcome> {
     let t = Instant::now();
-    let is_device = std::fs::metadata(job.disk).map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())).unwrap_or(false);
+    let is_device = std::fs::metadata(job.disk)
+        .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+        .unwrap_or(false);
     let lo = if is_device {
         None
     } else {
         progress.start_step("attach loop device");
-        Some(LoopGuard::attach(job.disk, &crate::sys::lock::host_wide_dir())?)
+        Some(LoopGuard::attach(
+            job.disk,
+            &crate::sys::lock::host_wide_dir(),
+        )?)
     };
     crate::fault::point("attach loop device")?;
-    let dev = lo.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| job.disk.to_path_buf());
-    let numbers: Vec<u32> = job.layout.partitions.iter().map(|p| p.number).filter(|&n| n > 0).collect();
+    let dev = lo
+        .as_ref()
+        .map(|l| l.path.clone())
+        .unwrap_or_else(|| job.disk.to_path_buf());
+    let numbers: Vec<u32> = job
+        .layout
+        .partitions
+        .iter()
+        .map(|p| p.number)
+        .filter(|&n| n > 0)
+        .collect();
     let parts = PartitionsGuard::add(&dev, &numbers)?;
     crate::fault::point("map partitions")?;
-    let attach = (format!("attach {}", dev.display()), t.elapsed().as_secs_f64());
+    let attach = (
+        format!("attach {}", dev.display()),
+        t.elapsed().as_secs_f64(),
+    );
     if lo.is_some() {
         progress.finish_step(&attach.0, attach.1);
     }
@@ -54,7 +71,12 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
             .layout
             .partitions
             .iter()
-            .map(|p| PartitionDev { number: p.number, device: part_path(&dev, p.number), part_uuid: p.part_uuid.clone(), fs: p.fs.clone() })
+            .map(|p| PartitionDev {
+                number: p.number,
+                device: part_path(&dev, p.number),
+                part_uuid: p.part_uuid.clone(),
+                fs: p.fs.clone(),
+            })
             .collect(),
         root_partition: job.root_partition,
         bootstrap: job.bootstrap,
@@ -72,18 +94,28 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
     if let Err(e) = parts.close() {
         errors.push(format!("{e:#}"));
     }
-    errors.extend(crate::fault::point("unmap partitions").err().map(|e| format!("{e:#}")));
+    errors.extend(
+        crate::fault::point("unmap partitions")
+            .err()
+            .map(|e| format!("{e:#}")),
+    );
     if let Some(lo) = lo {
         if let Err(e) = lo.close() {
             errors.push(format!("{e:#}"));
         }
-        errors.extend(crate::fault::point("detach loop device").err().map(|e| format!("{e:#}")));
+        errors.extend(
+            crate::fault::point("detach loop device")
+                .err()
+                .map(|e| format!("{e:#}")),
+        );
     }
     let mut outcome = outcome?;
     if !errors.is_empty() {
         return Err(anyhow!("releasing the disk: {}", errors.join("; ")));
     }
     outcome.timings.insert(0, attach);
-    outcome.timings.push(("detach loop device".into(), t.elapsed().as_secs_f64()));
+    outcome
+        .timings
+        .push(("detach loop device".into(), t.elapsed().as_secs_f64()));
     Ok(outcome)
 }

@@ -60,10 +60,22 @@ fn layer_steps(l: &Layer) -> Vec<Step> {
         .steps
         .iter()
         .map(|s| match s {
-            LayerStep::Apt(p) => Step::Apt { layer: name.clone(), packages: p.clone() },
-            LayerStep::Script(p) => Step::Script { layer: name.clone(), path: l.dir.join(p) },
-            LayerStep::Run(c) => Step::Run { layer: name.clone(), command: c.clone() },
-            LayerStep::Enable(u) => Step::Enable { layer: name.clone(), units: u.clone() },
+            LayerStep::Apt(p) => Step::Apt {
+                layer: name.clone(),
+                packages: p.clone(),
+            },
+            LayerStep::Script(p) => Step::Script {
+                layer: name.clone(),
+                path: l.dir.join(p),
+            },
+            LayerStep::Run(c) => Step::Run {
+                layer: name.clone(),
+                command: c.clone(),
+            },
+            LayerStep::Enable(u) => Step::Enable {
+                layer: name.clone(),
+                units: u.clone(),
+            },
             LayerStep::File(f) => Step::CopyFile {
                 layer: name.clone(),
                 src: l.dir.join(&f.src),
@@ -81,7 +93,11 @@ pub fn plan_steps(layers: &[Layer], packages: &[PackageInfo]) -> Vec<Step> {
     let mut i = 0;
     while i < packages.len() {
         let kind = packages[i].kind;
-        let group: Vec<PathBuf> = packages[i..].iter().take_while(|p| p.kind == kind).map(|p| p.path.clone()).collect();
+        let group: Vec<PathBuf> = packages[i..]
+            .iter()
+            .take_while(|p| p.kind == kind)
+            .map(|p| p.path.clone())
+            .collect();
         i += group.len();
         steps.push(match kind {
             PackageKind::Deb => Step::InstallDebs { files: group },
@@ -92,7 +108,10 @@ pub fn plan_steps(layers: &[Layer], packages: &[PackageInfo]) -> Vec<Step> {
 }
 
 pub fn resolve_layers(names: &[String], extra: &[PathBuf], scratch: &Path) -> Result<Vec<Layer>> {
-    names.iter().map(|n| layer::resolve(n, extra, scratch)).collect()
+    names
+        .iter()
+        .map(|n| layer::resolve(n, extra, scratch))
+        .collect()
 }
 
 pub fn inspect_packages(paths: &[PathBuf]) -> Result<Vec<PackageInfo>> {
@@ -107,9 +126,17 @@ pub fn inspect_packages(paths: &[PathBuf]) -> Result<Vec<PackageInfo>> {
 
 /// Who baked: the user behind sudo, else the login user, else the effective user's name.
 pub fn creator(env: &BTreeMap<String, String>) -> String {
-    env.get("SUDO_USER").or_else(|| env.get("USER")).filter(|u| !u.is_empty()).cloned().unwrap_or_else(|| {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "bakery".into())
-    })
+    env.get("SUDO_USER")
+        .or_else(|| env.get("USER"))
+        .filter(|u| !u.is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| "bakery".into())
+        })
 }
 
 /// Tags an image of this bake gets (Aminator's set), plus CI and user tags.
@@ -153,7 +180,12 @@ pub struct Prepared {
 
 impl Prepared {
     /// A bake with steps of its own (e.g. a base refresh) rather than layers and packages.
-    pub fn custom(recipe: Recipe, steps: Vec<Step>, name: String, bake_id: String) -> Result<Prepared> {
+    pub fn custom(
+        recipe: Recipe,
+        steps: Vec<Step>,
+        name: String,
+        bake_id: String,
+    ) -> Result<Prepared> {
         Ok(Prepared {
             recipe,
             packages: vec![],
@@ -165,7 +197,9 @@ impl Prepared {
             started: Instant::now(),
             base_path: None,
             plugins: vec![],
-            _scratch: tempfile::Builder::new().prefix("bakery-layers-").tempdir()?,
+            _scratch: tempfile::Builder::new()
+                .prefix("bakery-layers-")
+                .tempdir()?,
         })
     }
 
@@ -176,7 +210,11 @@ impl Prepared {
     pub fn package_checks(&self) -> Vec<PackageCheck> {
         self.packages
             .iter()
-            .map(|p| PackageCheck { file: p.path.display().to_string(), kind: p.kind, arch: p.normalized_arch().to_string() })
+            .map(|p| PackageCheck {
+                file: p.path.display().to_string(),
+                kind: p.kind,
+                arch: p.normalized_arch().to_string(),
+            })
             .collect()
     }
 }
@@ -197,28 +235,56 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
 
     let output = recipe.output.clone().ok_or_else(|| input!("no output given: pass --output FILE.qcow2 (or .raw, or `ami`), or set `output:` in the recipe"))?;
     let ami = recipe.wants_ami();
-    let format = if ami { None } else { Some(Format::from_output_path(&output)?) };
+    let format = if ami {
+        None
+    } else {
+        Some(Format::from_output_path(&output)?)
+    };
     if !args.dry_run && !ami {
         PendingOutput::check(&output, args.force, "output")?;
     }
     if recipe.packages.is_empty() && recipe.layers.is_empty() {
-        return Err(input!("nothing to bake: pass --package FILE (.deb or .rpm) and/or --layer NAME"));
+        return Err(input!(
+            "nothing to bake: pass --package FILE (.deb or .rpm) and/or --layer NAME"
+        ));
     }
     let packages = inspect_packages(&recipe.packages)?;
     naming::validate_tags(&recipe.tags).map_err(|e| input!("--tag: {e}"))?;
     // With bakery's own tags too (the base's are filled in later; their keys count now).
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let placeholder = BaseSummary { image: "-".into(), name: "-".into(), version: "-".into(), format: None };
-    naming::validate_tags(&image_tags(packages.first(), &placeholder, "-", &recipe.tags, &env))
-        .map_err(|e| input!("tags (your --tag values plus bakery's own {} tags): {e}", image_tags(packages.first(), &placeholder, "-", &BTreeMap::new(), &env).len()))?;
-    let base_is_ami = recipe.base_name.is_some() || recipe.base.as_ref().is_some_and(|b| crate::recipe::is_ami_id(&b.to_string_lossy()));
+    let placeholder = BaseSummary {
+        image: "-".into(),
+        name: "-".into(),
+        version: "-".into(),
+        format: None,
+    };
+    naming::validate_tags(&image_tags(
+        packages.first(),
+        &placeholder,
+        "-",
+        &recipe.tags,
+        &env,
+    ))
+    .map_err(|e| {
+        input!(
+            "tags (your --tag values plus bakery's own {} tags): {e}",
+            image_tags(packages.first(), &placeholder, "-", &BTreeMap::new(), &env).len()
+        )
+    })?;
+    let base_is_ami = recipe.base_name.is_some()
+        || recipe
+            .base
+            .as_ref()
+            .is_some_and(|b| crate::recipe::is_ami_id(&b.to_string_lossy()));
     if base_is_ami && !ami {
         return Err(input!("a base AMI needs `--output ami`; for a local file output pass --base FILE (raw or qcow2)"));
     }
     if ami {
         crate::bake::ami::check_regions(&recipe)?;
         if !base_is_ami {
-            return Err(input!("`--output ami` needs a base AMI: pass --base ami-... or --base-name 'PATTERN'"));
+            return Err(input!(
+                "`--output ami` needs a base AMI: pass --base ami-... or --base-name 'PATTERN'"
+            ));
         }
     }
     let base_path = match &recipe.base {
@@ -226,7 +292,10 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
             let fmt = image::detect_format(p)?;
             if fmt == Format::Raw {
                 let l = layout::read_layout(p)?;
-                if l.root().is_none() && !l.partitions.is_empty() && l.table != layout::TableKind::None {
+                if l.root().is_none()
+                    && !l.partitions.is_empty()
+                    && l.table != layout::TableKind::None
+                {
                     return Err(input!(
                         "base `{}`: its partition table ({} partition(s)) has no Linux root filesystem; pass a bootable disk image (e.g. from `bakery base build`)",
                         p.display(),
@@ -254,7 +323,9 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
     naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
 
     // Named for the bake, so `bakery gc` can tell whose it is after a crash.
-    let scratch = tempfile::Builder::new().prefix(&format!("{}{bake_id}-", crate::gc::SCRATCH_PREFIX)).tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{}{bake_id}-", crate::gc::SCRATCH_PREFIX))
+        .tempdir()?;
     let layers = resolve_layers(&recipe.layers, &args.layer_path, scratch.path())?;
     let steps = plan_steps(&layers, &packages);
     let plugins = crate::plugin::resolve(&recipe.plugins, &[])?;
@@ -265,7 +336,10 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
         } else if base_is_ami {
             recipe.base.as_ref().unwrap().display().to_string()
         } else {
-            base_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in debian-bookworm (cached)".into())
+            base_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in debian-bookworm (cached)".into())
         };
         let plan = BakePlan {
             base,
@@ -276,21 +350,43 @@ pub fn prepare(args: &BakeArgs) -> Result<Option<Prepared>> {
             steps: steps.iter().map(Step::label).collect(),
             packages,
             tags: recipe.tags.clone(),
-            regions: if ami { Some(crate::bake::ami::target_regions(&recipe)) } else { None },
+            regions: if ami {
+                Some(crate::bake::ami::target_regions(&recipe))
+            } else {
+                None
+            },
         };
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(None);
     }
-    Ok(Some(Prepared { recipe, packages, layers, steps, name, now, bake_id, started, base_path, plugins, _scratch: scratch }))
+    Ok(Some(Prepared {
+        recipe,
+        packages,
+        layers,
+        steps,
+        name,
+        now,
+        bake_id,
+        started,
+        base_path,
+        plugins,
+        _scratch: scratch,
+    }))
 }
 
 pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     // Before anything is made, so a signal at any point after start-up ends in cleanup and 130.
     signals::install();
-    let Some(p) = prepare(args)? else { return Ok(BakeResult::Printed) };
+    let Some(p) = prepare(args)? else {
+        return Ok(BakeResult::Printed);
+    };
     let plugins = p.plugins.clone();
     let bake_id = p.bake_id.clone();
-    let result = if p.recipe.wants_ami() { ami::bake(p, args.aws.publish.keep_on_error, g) } else { bake_file(p, g) };
+    let result = if p.recipe.wants_ami() {
+        ami::bake(p, args.aws.publish.keep_on_error, g)
+    } else {
+        bake_file(p, g)
+    };
     if !plugins.is_empty() {
         // post-bake is told how it went; it never changes the result.
         let mut ev = crate::plugin::Event::new(crate::plugin::Hook::PostBake, &bake_id);
@@ -301,7 +397,13 @@ pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
             }
             Err(e) => {
                 ev.status = Some("failed".into());
-                ev.error = Some(format!("{e:#}").lines().next().unwrap_or_default().to_string());
+                ev.error = Some(
+                    format!("{e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
             }
         }
         if let Err(e) = crate::plugin::run_hook(&plugins, crate::plugin::Hook::PostBake, &ev) {
@@ -330,7 +432,11 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
     progress.start_step("copy base");
     let pending = PendingOutput::new(&output, &p.bake_id);
     work.note_partial_output(&pending.tmp)?;
-    let disk = if format == Format::Raw { pending.tmp.clone() } else { work.join("disk.raw") };
+    let disk = if format == Format::Raw {
+        pending.tmp.clone()
+    } else {
+        work.join("disk.raw")
+    };
     match base_format {
         Format::Raw => {
             image::copy_sparse(&base_path, &disk)?;
@@ -342,8 +448,20 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
     crate::fault::point("copy base")?;
     signals::check()?;
 
-    let outcome = provision_image(&disk, &base_path.display().to_string(), &p, &work, &progress, g)?;
-    timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
+    let outcome = provision_image(
+        &disk,
+        &base_path.display().to_string(),
+        &p,
+        &work,
+        &progress,
+        g,
+    )?;
+    timings.extend(
+        outcome
+            .timings
+            .iter()
+            .map(|(s, secs)| Timing::new(s, *secs)),
+    );
     signals::check()?;
 
     if format == Format::Qcow2 {
@@ -362,8 +480,14 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
     let base_info = facts.base.clone().unwrap_or_default();
     let base = BaseSummary {
         image: base_path.display().to_string(),
-        name: base_info["name"].as_str().map(str::to_string).unwrap_or_else(|| file_stem(&base_path)),
-        version: base_info["version"].as_str().unwrap_or("unknown").to_string(),
+        name: base_info["name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| file_stem(&base_path)),
+        version: base_info["version"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string(),
         format: Some(base_format.as_str()),
     };
     let mut m = manifest(&p, base, &facts, timings, &work)?;
@@ -377,7 +501,14 @@ fn bake_file(p: Prepared, g: &Globals) -> Result<Manifest> {
 }
 
 /// Provision a disk (image file or block device) with the bake's steps.
-pub fn provision_image(disk: &Path, base_label: &str, p: &Prepared, work: &WorkDir, progress: &Progress, g: &Globals) -> Result<crate::provision::driver::SessionOutcome> {
+pub fn provision_image(
+    disk: &Path,
+    base_label: &str,
+    p: &Prepared,
+    work: &WorkDir,
+    progress: &Progress,
+    g: &Globals,
+) -> Result<crate::provision::driver::SessionOutcome> {
     let layout: Layout = layout::read_layout(disk)?;
     let root = layout
         .root()
@@ -397,13 +528,25 @@ pub fn provision_image(disk: &Path, base_label: &str, p: &Prepared, work: &WorkD
 }
 
 /// The manifest common to every sink; the caller fills `output` or `amis`.
-pub fn manifest(p: &Prepared, base: BaseSummary, facts: &crate::provision::plan::ImageFacts, timings: Vec<Timing>, work: &WorkDir) -> Result<Manifest> {
+pub fn manifest(
+    p: &Prepared,
+    base: BaseSummary,
+    facts: &crate::provision::plan::ImageFacts,
+    timings: Vec<Timing>,
+    work: &WorkDir,
+) -> Result<Manifest> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let creation_time = p.now.format(&time::format_description::well_known::Rfc3339)?;
+    let creation_time = p
+        .now
+        .format(&time::format_description::well_known::Rfc3339)?;
     let mut tags = image_tags(p.app(), &base, &creation_time, &p.recipe.tags, &env);
     tags.extend(facts.plugin_tags.clone());
     naming::validate_tags(&tags).map_err(|e| input!("tags: {e}"))?;
-    let summaries: Vec<PackageSummary> = p.packages.iter().map(|x| PackageSummary::new(x, &facts.installed)).collect();
+    let summaries: Vec<PackageSummary> = p
+        .packages
+        .iter()
+        .map(|x| PackageSummary::new(x, &facts.installed))
+        .collect();
     Ok(Manifest {
         bakery_version: env!("CARGO_PKG_VERSION"),
         kind: "bake",
@@ -426,7 +569,9 @@ pub fn manifest(p: &Prepared, base: BaseSummary, facts: &crate::provision::plan:
 }
 
 fn file_stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Point at the full log when a step fails (the error line carries only its last lines).
@@ -446,18 +591,31 @@ mod tests {
     use super::*;
 
     fn pkg(name: &str, kind: PackageKind) -> PackageInfo {
-        PackageInfo { kind, path: format!("/p/{name}").into(), name: name.into(), ..PackageInfo::for_tests() }
+        PackageInfo {
+            kind,
+            path: format!("/p/{name}").into(),
+            name: name.into(),
+            ..PackageInfo::for_tests()
+        }
     }
 
     #[test]
     fn packages_group_by_kind_in_order_after_layers() {
         let scratch = tempfile::tempdir().unwrap();
         let layers = resolve_layers(&["jvm-tomcat".into()], &[], scratch.path()).unwrap();
-        let pk = [pkg("a.deb", PackageKind::Deb), pkg("b.deb", PackageKind::Deb), pkg("c.rpm", PackageKind::Rpm), pkg("d.deb", PackageKind::Deb)];
+        let pk = [
+            pkg("a.deb", PackageKind::Deb),
+            pkg("b.deb", PackageKind::Deb),
+            pkg("c.rpm", PackageKind::Rpm),
+            pkg("d.deb", PackageKind::Deb),
+        ];
         let steps = plan_steps(&layers, &pk);
         let labels: Vec<String> = steps.iter().map(Step::label).collect();
         let n = labels.len();
-        assert!(labels[0].starts_with("jvm-tomcat: apt install openjdk-17-jre-headless"), "{labels:?}");
+        assert!(
+            labels[0].starts_with("jvm-tomcat: apt install openjdk-17-jre-headless"),
+            "{labels:?}"
+        );
         assert_eq!(labels[n - 3], "install a.deb, b.deb");
         assert_eq!(labels[n - 2], "install c.rpm");
         assert_eq!(labels[n - 1], "install d.deb");
@@ -465,15 +623,30 @@ mod tests {
 
     #[test]
     fn tags_have_the_aminator_set_and_user_tags_win() {
-        let p = PackageInfo { name: "app".into(), version: "1.2".into(), release: "3".into(), ..PackageInfo::for_tests() };
-        let base = BaseSummary { image: "/b/base.raw".into(), name: "bakery-base-bookworm".into(), version: "202611250000".into(), format: Some("raw") };
+        let p = PackageInfo {
+            name: "app".into(),
+            version: "1.2".into(),
+            release: "3".into(),
+            ..PackageInfo::for_tests()
+        };
+        let base = BaseSummary {
+            image: "/b/base.raw".into(),
+            name: "bakery-base-bookworm".into(),
+            version: "202611250000".into(),
+            format: Some("raw"),
+        };
         let mut user = BTreeMap::new();
         user.insert("team".to_string(), "payments".to_string());
         user.insert("creator".to_string(), "ci-bot".to_string());
-        let env: BTreeMap<String, String> = [("USER", "root"), ("SUDO_USER", "alice"), ("BUILD_NUMBER", "12"), ("JOB_NAME", "app")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: BTreeMap<String, String> = [
+            ("USER", "root"),
+            ("SUDO_USER", "alice"),
+            ("BUILD_NUMBER", "12"),
+            ("JOB_NAME", "app"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let t = image_tags(Some(&p), &base, "2026-11-25T00:00:00Z", &user, &env);
         assert_eq!(t["appversion"], "app-1.2-3");
         assert_eq!(t["base_ami_name"], "bakery-base-bookworm");

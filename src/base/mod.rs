@@ -31,9 +31,18 @@ pub mod refresh;
 
 /// The files that make the system boot and network, written after debootstrap. Pure, so the
 /// exact content is unit-tested.
-pub fn system_files(spec: &BaseSpec, root_uuid: &str, version: &str, built_at: &str) -> Vec<(PathBuf, String, u32)> {
+pub fn system_files(
+    spec: &BaseSpec,
+    root_uuid: &str,
+    version: &str,
+    built_at: &str,
+) -> Vec<(PathBuf, String, u32)> {
     let comps = spec.components.join(" ");
-    let mut sources = format!("deb {m} {s} {comps}\ndeb {m} {s}-updates {comps}\n", m = spec.mirror, s = spec.suite);
+    let mut sources = format!(
+        "deb {m} {s} {comps}\ndeb {m} {s}-updates {comps}\n",
+        m = spec.mirror,
+        s = spec.suite
+    );
     if let Some(sec) = &spec.security_mirror {
         sources.push_str(&format!("deb {sec} {}-security {comps}\n", spec.suite));
     }
@@ -76,19 +85,33 @@ pub const BASE_UNITS: &[&str] = &["systemd-networkd", "systemd-resolved", "ssh"]
 pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<Manifest> {
     let (spec, origin) = match &args.spec {
         Some(p) => (BaseSpec::load(p)?, p.display().to_string()),
-        None => (BaseSpec::builtin(), "built-in debian-bookworm.yaml".to_string()),
+        None => (
+            BaseSpec::builtin(),
+            "built-in debian-bookworm.yaml".to_string(),
+        ),
     };
     let to_ami = args.output.as_os_str() == "ami";
-    let format = if to_ami { Format::Raw } else { Format::from_output_path(&args.output)? };
+    let format = if to_ami {
+        Format::Raw
+    } else {
+        Format::from_output_path(&args.output)?
+    };
     if to_ami {
         publish::check(&args.publish)?;
     } else {
         PendingOutput::check(&args.output, args.force, "output")?;
     }
-    let scratch = tempfile::Builder::new().prefix("bakery-layers-").tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("bakery-layers-")
+        .tempdir()?;
     let layers = resolve_layers(&spec.layers, &args.layer_path, scratch.path())?;
     if args.dry_run {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"spec": origin, "base": spec, "output": args.output, "format": if to_ami { "ami" } else { format.as_str() }}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"spec": origin, "base": spec, "output": args.output, "format": if to_ami { "ami" } else { format.as_str() }})
+            )?
+        );
         return Err(anyhow::Error::new(DryRun));
     }
     if !to_ami {
@@ -96,7 +119,9 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<Manifest> {
     }
     // Build the disk into a scratch file, then publish it: a full upload (zero blocks omitted)
     // registered as `NAME-VERSION` and copied to the other regions.
-    let dir = tempfile::Builder::new().prefix("publish-").tempdir_in(ensure_dir(&g.work_dir)?)?;
+    let dir = tempfile::Builder::new()
+        .prefix("publish-")
+        .tempdir_in(ensure_dir(&g.work_dir)?)?;
     let raw = dir.path().join("base.raw");
     let built = build_spec(&spec, &layers, &raw, Format::Raw, g)?;
     publish::publish(&raw, built, &args.publish, g)
@@ -117,7 +142,13 @@ impl std::fmt::Display for DryRun {
 }
 impl std::error::Error for DryRun {}
 
-fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &Path, format: Format, g: &Globals) -> Result<Manifest> {
+fn build_spec(
+    spec: &BaseSpec,
+    layers: &[crate::recipe::layer::Layer],
+    output: &Path,
+    format: Format,
+    g: &Globals,
+) -> Result<Manifest> {
     let started = Instant::now();
     signals::install();
     let progress = Progress::new(g.quiet);
@@ -134,13 +165,31 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
     progress.start_step("partition disk");
     let pending = PendingOutput::new(output, &bake_id);
     work.note_partial_output(&pending.tmp)?;
-    let disk = if format == Format::Raw { pending.tmp.clone() } else { work.join("disk.raw") };
+    let disk = if format == Format::Raw {
+        pending.tmp.clone()
+    } else {
+        work.join("disk.raw")
+    };
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(spec.size.bytes()))
         .with_context(|| format!("creating {}", disk.display()))?;
     run(
         Command::new("sgdisk")
-            .args(["--zap-all", "-n", "1:2048:+1M", "-t", "1:EF02", "-c", "1:bios", "-n", "2:0:0", "-t", "2:8304", "-c", "2:root"])
+            .args([
+                "--zap-all",
+                "-n",
+                "1:2048:+1M",
+                "-t",
+                "1:EF02",
+                "-c",
+                "1:bios",
+                "-n",
+                "2:0:0",
+                "-t",
+                "2:8304",
+                "-c",
+                "2:root",
+            ])
             .arg(&disk),
         "partitioning the disk with sgdisk (install gdisk)",
     )?;
@@ -148,8 +197,19 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
     // The root filesystem is made on the partition through a loop device with an offset, so no
     // partition mapping is needed yet.
     let pre = layout::read_layout(&disk)?;
-    let root_part = pre.partitions.iter().find(|p| p.number == 2).context("sgdisk made no root partition")?.clone();
-    mkfs_ext4(&disk, root_part.start, root_part.size, &spec.root_label, &root_uuid)?;
+    let root_part = pre
+        .partitions
+        .iter()
+        .find(|p| p.number == 2)
+        .context("sgdisk made no root partition")?
+        .clone();
+    mkfs_ext4(
+        &disk,
+        root_part.start,
+        root_part.size,
+        &spec.root_label,
+        &root_uuid,
+    )?;
     let layout = layout::read_layout(&disk)?;
     progress.finish_step("partition disk", t.elapsed().as_secs_f64());
     timings.push(Timing::new("partition disk", t.elapsed().as_secs_f64()));
@@ -159,22 +219,53 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
     // kernel, initramfs and GRUB hooks see what they would see on a real machine.
     let mut steps: Vec<Step> = system_files(spec, &root_uuid, &version, &built_at)
         .into_iter()
-        .map(|(dest, content, mode)| Step::WriteFile { dest, content, mode })
+        .map(|(dest, content, mode)| Step::WriteFile {
+            dest,
+            content,
+            mode,
+        })
         .collect();
     let mut packages = vec![spec.kernel.clone(), "systemd-resolved".to_string()];
     packages.extend(spec.packages.iter().cloned());
-    steps.push(Step::Apt { layer: "base".into(), packages });
+    steps.push(Step::Apt {
+        layer: "base".into(),
+        packages,
+    });
     steps.push(Step::Grub);
-    steps.push(Step::Enable { layer: "base".into(), units: BASE_UNITS.iter().map(|s| s.to_string()).collect() });
+    steps.push(Step::Enable {
+        layer: "base".into(),
+        units: BASE_UNITS.iter().map(|s| s.to_string()).collect(),
+    });
     for l in layers {
         steps.extend(crate::bake::plan_steps(std::slice::from_ref(l), &[]));
     }
     steps.push(Step::Generalize);
     let include = vec!["ca-certificates".to_string(), "gpgv".to_string()];
-    let bootstrap = Bootstrap { suite: spec.suite.clone(), mirror: spec.mirror.clone(), include, components: spec.components.clone(), arch: spec.arch.clone() };
-    let job = disk::DiskJob { disk: &disk, layout: &layout, root_partition: 2, bootstrap: Some(bootstrap), steps, packages: vec![], echo_output: g.verbose >= 2, plugins: vec![] };
-    let outcome = disk::provision(job, &work, &progress).map_err(|e| crate::bake::with_log_hint(e, &work))?;
-    timings.extend(outcome.timings.iter().map(|(s, secs)| Timing::new(s, *secs)));
+    let bootstrap = Bootstrap {
+        suite: spec.suite.clone(),
+        mirror: spec.mirror.clone(),
+        include,
+        components: spec.components.clone(),
+        arch: spec.arch.clone(),
+    };
+    let job = disk::DiskJob {
+        disk: &disk,
+        layout: &layout,
+        root_partition: 2,
+        bootstrap: Some(bootstrap),
+        steps,
+        packages: vec![],
+        echo_output: g.verbose >= 2,
+        plugins: vec![],
+    };
+    let outcome =
+        disk::provision(job, &work, &progress).map_err(|e| crate::bake::with_log_hint(e, &work))?;
+    timings.extend(
+        outcome
+            .timings
+            .iter()
+            .map(|(s, secs)| Timing::new(s, *secs)),
+    );
     signals::check()?;
     if format == Format::Qcow2 {
         let t = Instant::now();
@@ -194,9 +285,19 @@ fn build_spec(spec: &BaseSpec, layers: &[crate::recipe::layer::Layer], output: &
         name: naming::sanitize_name_part(&format!("{}-{version}", spec.name)),
         package: None,
         packages: vec![],
-        base: BaseSummary { image: format!("debootstrap {} {}", spec.suite, spec.mirror), name: spec.name.clone(), version, format: None },
+        base: BaseSummary {
+            image: format!("debootstrap {} {}", spec.suite, spec.mirror),
+            name: spec.name.clone(),
+            version,
+            format: None,
+        },
         layers: layers.iter().map(|l| l.name.clone()).collect(),
-        output: Some(OutputSummary { path: std::path::absolute(output)?, format: format.as_str(), size_bytes, file_bytes: image::allocated_bytes(output) }),
+        output: Some(OutputSummary {
+            path: std::path::absolute(output)?,
+            format: format.as_str(),
+            size_bytes,
+            file_bytes: image::allocated_bytes(output),
+        }),
         amis: vec![],
         upload: None,
         os: outcome.facts.os,
@@ -232,7 +333,10 @@ pub fn cached_default(g: &Globals, progress: &Progress) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    progress.println(&format!("building the built-in Debian 12 base once (cached as {})", path.display()));
+    progress.println(&format!(
+        "building the built-in Debian 12 base once (cached as {})",
+        path.display()
+    ));
     let spec = BaseSpec::builtin();
     let m = build_spec(&spec, &[], &path, Format::Raw, g)?;
     info!("built-in base ready in {:.0}s", m.total_seconds);
@@ -243,7 +347,9 @@ pub fn cached_default(g: &Globals, progress: &Progress) -> Result<PathBuf> {
 pub fn require_tools() -> Result<()> {
     for tool in ["debootstrap", "sgdisk", "mkfs.ext4", "partx"] {
         if which(tool).is_none() {
-            return Err(input!("`{tool}` is not installed; run `bakery doctor` for the fix"));
+            return Err(input!(
+                "`{tool}` is not installed; run `bakery doctor` for the fix"
+            ));
         }
     }
     Ok(())
@@ -251,9 +357,18 @@ pub fn require_tools() -> Result<()> {
 
 pub fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|c| c.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(tool))
+                .find(|c| c.is_file())
+        })
         .unwrap_or(None)
-        .or_else(|| ["/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(tool)).find(|c| c.is_file()))
+        .or_else(|| {
+            ["/usr/sbin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(tool))
+                .find(|c| c.is_file())
+        })
 }
 
 #[cfg(test)]
@@ -264,7 +379,13 @@ mod tests {
     fn system_files_boot_by_uuid_on_the_serial_console() {
         let spec = BaseSpec::builtin();
         let files = system_files(&spec, "1234-uuid", "v1", "2026-11-25T00:00:00Z");
-        let get = |p: &str| files.iter().find(|f| f.0 == Path::new(p)).map(|f| f.1.clone()).unwrap();
+        let get = |p: &str| {
+            files
+                .iter()
+                .find(|f| f.0 == Path::new(p))
+                .map(|f| f.1.clone())
+                .unwrap()
+        };
         assert!(get("/etc/fstab").contains("UUID=1234-uuid / ext4"));
         let grub = get("/etc/default/grub");
         assert!(grub.contains("console=ttyS0,115200n8"));

@@ -25,14 +25,22 @@ use crate::naming;
 pub fn check(a: &PublishArgs) -> Result<()> {
     for r in a.region.iter().chain(a.copy_to.iter()) {
         if !is_region_name(r) {
-            return Err(input!("region `{r}` is not an AWS region name (like us-east-1); check --region/--copy-to"));
+            return Err(input!(
+                "region `{r}` is not an AWS region name (like us-east-1); check --region/--copy-to"
+            ));
         }
     }
     Ok(())
 }
 
 /// What a from-scratch base looks like to RegisterImage: HVM, ENA, BIOS boot, one gp3 root.
-pub fn from_scratch_base(name: &str, region: &str, snapshot_id: &str, size_gib: i32, version: &str) -> BaseAmi {
+pub fn from_scratch_base(
+    name: &str,
+    region: &str,
+    snapshot_id: &str,
+    size_gib: i32,
+    version: &str,
+) -> BaseAmi {
     BaseAmi {
         id: String::new(),
         name: name.to_string(),
@@ -62,11 +70,19 @@ pub fn from_scratch_base(name: &str, region: &str, snapshot_id: &str, size_gib: 
 }
 
 pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -> Result<Manifest> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
     let ctx = rt.block_on(AwsContext::load());
     rt.block_on(ctx.require_credentials())?;
     let region = ctx.region(a.region.as_deref())?;
-    let copies: Vec<String> = a.copy_to.iter().filter(|r| **r != region).cloned().collect();
+    let copies: Vec<String> = a
+        .copy_to
+        .iter()
+        .filter(|r| **r != region)
+        .cloned()
+        .collect();
     let name = built.name.clone();
     naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
     let mut tags = built.tags.clone();
@@ -75,53 +91,101 @@ pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -
     tags.extend(naming::ci_tags(&env));
     tags.insert(BAKE_ID_TAG.into(), built.bake_id.clone());
     naming::validate_tags(&tags).map_err(|e| input!("tags: {e}"))?;
-    let description = format!("{name}: bakery base ({})", built.os.clone().unwrap_or_default());
+    let description = format!(
+        "{name}: bakery base ({})",
+        built.os.clone().unwrap_or_default()
+    );
     let ledger = Ledger::new(&built.bake_id);
     let version = built.base.version.clone();
     let result = (|| -> Result<(Vec<AmiOutput>, Option<UploadSummary>, Vec<Timing>)> {
         let ec2 = ctx.ec2(&region);
         let mut timings = Vec::new();
         let mut upload = None;
-        let registered = if let Some((id, snaps, _)) = rt.block_on(ami::find_image_by_name(&ec2, &name))? {
-            info!("{name} already exists in {region} as {id}: reusing it");
-            ami::Registered { image_id: id, snapshot_id: snaps.first().cloned().unwrap_or_default(), reused: true }
-        } else {
-            let t = Instant::now();
-            let up = rt.block_on(ebs::upload_snapshot(&ctx.ebs(&region), raw, None, &description, &tags, &ledger, &region, 64))?;
-            rt.block_on(ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, Duration::from_secs(3600)))?;
-            timings.push(Timing::new("upload snapshot", t.elapsed().as_secs_f64()));
-            let t = Instant::now();
-            let base = from_scratch_base(&name, &region, &up.snapshot_id, up.volume_size_gib as i32, &version);
-            let spec = ami::RegisterSpec {
-                name: name.clone(),
-                description: description.clone(),
-                root_snapshot_id: up.snapshot_id.clone(),
-                volume_size_gib: up.volume_size_gib as i32,
-                base,
-                tags: tags.clone(),
+        let registered =
+            if let Some((id, snaps, _)) = rt.block_on(ami::find_image_by_name(&ec2, &name))? {
+                info!("{name} already exists in {region} as {id}: reusing it");
+                ami::Registered {
+                    image_id: id,
+                    snapshot_id: snaps.first().cloned().unwrap_or_default(),
+                    reused: true,
+                }
+            } else {
+                let t = Instant::now();
+                let up = rt.block_on(ebs::upload_snapshot(
+                    &ctx.ebs(&region),
+                    raw,
+                    None,
+                    &description,
+                    &tags,
+                    &ledger,
+                    &region,
+                    64,
+                ))?;
+                rt.block_on(ebs::wait_snapshot_completed(
+                    &ec2,
+                    &up.snapshot_id,
+                    Duration::from_secs(3600),
+                ))?;
+                timings.push(Timing::new("upload snapshot", t.elapsed().as_secs_f64()));
+                let t = Instant::now();
+                let base = from_scratch_base(
+                    &name,
+                    &region,
+                    &up.snapshot_id,
+                    up.volume_size_gib as i32,
+                    &version,
+                );
+                let spec = ami::RegisterSpec {
+                    name: name.clone(),
+                    description: description.clone(),
+                    root_snapshot_id: up.snapshot_id.clone(),
+                    volume_size_gib: up.volume_size_gib as i32,
+                    base,
+                    tags: tags.clone(),
+                };
+                let r = rt.block_on(ami::register(&ctx, &region, &spec, &ledger))?;
+                timings.push(Timing::new("register image", t.elapsed().as_secs_f64()));
+                upload = Some(UploadSummary {
+                    mode: "direct",
+                    base_snapshot_id: String::new(),
+                    snapshot_id: up.snapshot_id,
+                    bytes_read: 0,
+                    blocks_total: up.blocks_total,
+                    blocks_changed: up.blocks_changed,
+                    bytes_uploaded: up.bytes_uploaded,
+                });
+                r
             };
-            let r = rt.block_on(ami::register(&ctx, &region, &spec, &ledger))?;
-            timings.push(Timing::new("register image", t.elapsed().as_secs_f64()));
-            upload = Some(UploadSummary {
-                mode: "direct",
-                base_snapshot_id: String::new(),
-                snapshot_id: up.snapshot_id,
-                bytes_read: 0,
-                blocks_total: up.blocks_total,
-                blocks_changed: up.blocks_changed,
-                bytes_uploaded: up.bytes_uploaded,
-            });
-            r
-        };
         if !a.share_with.is_empty() {
             rt.block_on(ami::share(&ec2, &registered.image_id, &a.share_with))?;
         }
-        let mut amis = vec![AmiOutput { region: region.clone(), image_id: registered.image_id.clone(), snapshot_id: registered.snapshot_id.clone(), reused: registered.reused }];
+        let mut amis = vec![AmiOutput {
+            region: region.clone(),
+            image_id: registered.image_id.clone(),
+            snapshot_id: registered.snapshot_id.clone(),
+            reused: registered.reused,
+        }];
         if !copies.is_empty() {
             let t = Instant::now();
-            let copied = rt.block_on(ami::copy_to_regions(&ctx, &region, &registered, &name, &description, &copies, &tags, &a.share_with, &ledger, 4))?;
+            let copied = rt.block_on(ami::copy_to_regions(
+                &ctx,
+                &region,
+                &registered,
+                &name,
+                &description,
+                &copies,
+                &tags,
+                &a.share_with,
+                &ledger,
+                4,
+            ))?;
             timings.push(Timing::new("copy to regions", t.elapsed().as_secs_f64()));
-            amis.extend(copied.into_iter().map(|c| AmiOutput { region: c.region, image_id: c.image_id, snapshot_id: c.snapshot_id, reused: c.reused }));
+            amis.extend(copied.into_iter().map(|c| AmiOutput {
+                region: c.region,
+                image_id: c.image_id,
+                snapshot_id: c.snapshot_id,
+                reused: c.reused,
+            }));
         }
         rt.block_on(ledger.mark_complete(&ctx))?;
         Ok((amis, upload, timings))
@@ -151,15 +215,31 @@ pub fn publish(raw: &Path, mut built: Manifest, a: &PublishArgs, _g: &Globals) -
 }
 
 pub fn list(a: &BaseListArgs) -> Result<serde_json::Value> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let ctx = rt.block_on(AwsContext::load());
     rt.block_on(ctx.require_credentials())?;
-    let regions = if a.region.is_empty() { vec![ctx.region(None)?] } else { a.region.clone() };
+    let regions = if a.region.is_empty() {
+        vec![ctx.region(None)?]
+    } else {
+        a.region.clone()
+    };
     let mut out = serde_json::Map::new();
     for r in regions {
         let images = rt.block_on(ami::list_images(&ctx, &r, &a.name))?;
         for i in &images {
-            eprintln!("{r}  {}  {}  {}  version {}", i.id, i.name, i.creation_date, i.tags.get("base_ami_version").map(String::as_str).unwrap_or("?"));
+            eprintln!(
+                "{r}  {}  {}  {}  version {}",
+                i.id,
+                i.name,
+                i.creation_date,
+                i.tags
+                    .get("base_ami_version")
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            );
         }
         out.insert(
             r,

@@ -44,12 +44,19 @@ fi"
 
 pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
     crate::base::publish::check(&a.publish)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let ctx = rt.block_on(AwsContext::load());
     rt.block_on(ctx.require_credentials())?;
     let region = ctx.region(a.publish.region.as_deref())?;
     // Find the family before baking so the new name is known (and checked) up front.
-    let base = rt.block_on(ami::resolve_base(&ctx, &region, &BaseRef::NamePattern(a.base_name.clone())))?;
+    let base = rt.block_on(ami::resolve_base(
+        &ctx,
+        &region,
+        &BaseRef::NamePattern(a.base_name.clone()),
+    ))?;
     drop(rt);
     let family = a
         .family
@@ -72,9 +79,16 @@ pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
     };
     // A refreshed base describes itself: its own family and version, and what it came from.
     recipe.tags.insert("base_ami_name".into(), family);
-    recipe.tags.insert("base_ami_version".into(), version.clone());
+    recipe
+        .tags
+        .insert("base_ami_version".into(), version.clone());
     recipe.tags.insert("refreshed_from".into(), base.id.clone());
-    let p = Prepared::custom(recipe, refresh_steps(&version, &built_at), name, new_bake_id())?;
+    let p = Prepared::custom(
+        recipe,
+        refresh_steps(&version, &built_at),
+        name,
+        new_bake_id(),
+    )?;
     let mut m = crate::bake::ami::bake(p, a.publish.keep_on_error, g)?;
     m.kind = "base";
     m.base.version = version;
@@ -91,7 +105,9 @@ mod tests {
         assert_eq!(labels[1], "install GRUB (BIOS)");
         assert_eq!(labels.last().unwrap(), "generalize");
         match &steps[0] {
-            crate::provision::plan::Step::Run { command, .. } => assert!(command.contains("dist-upgrade")),
+            crate::provision::plan::Step::Run { command, .. } => {
+                assert!(command.contains("dist-upgrade"))
+            }
             _ => panic!(),
         }
     }

@@ -46,14 +46,24 @@ pub struct WaitArgs {
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     pub wait_timeout: u64,
     /// Poll interval in milliseconds.
-    #[arg(long, env = "BAKERY_DEPLOY_POLL_MS", default_value_t = 5000, hide = true)]
+    #[arg(
+        long,
+        env = "BAKERY_DEPLOY_POLL_MS",
+        default_value_t = 5000,
+        hide = true
+    )]
     pub poll_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct DeployArgs {
     /// The bake manifest (`bakery bake --manifest FILE`): one AMI per region in `amis`.
-    #[arg(long, value_name = "FILE", conflicts_with = "image", required_unless_present = "image")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "image",
+        required_unless_present = "image"
+    )]
     pub manifest: Option<PathBuf>,
     /// The AMI to deploy (one region: --region or AWS_REGION).
     #[arg(long, value_name = "AMI")]

@@ -10,7 +10,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// Bake machine images: a base disk plus your packages and layers, out as raw/qcow2 files (or AMIs).
 #[derive(Parser, Debug)]
-#[command(name = "bakery", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "bakery",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace, and command output from the chroot).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -21,7 +26,12 @@ pub struct Cli {
     pub quiet: bool,
 
     /// Where bakes keep their work files, logs and cached bases.
-    #[arg(long, global = true, env = "BAKERY_WORK_DIR", default_value = "/var/lib/bakery")]
+    #[arg(
+        long,
+        global = true,
+        env = "BAKERY_WORK_DIR",
+        default_value = "/var/lib/bakery"
+    )]
     pub work_dir: PathBuf,
 
     #[command(subcommand)]
@@ -109,7 +119,12 @@ pub struct BakeArgs {
     pub boot_timeout: u64,
 
     /// Extra directories to look up layers in (before the built-in ones).
-    #[arg(long = "layer-path", value_name = "DIR", env = "BAKERY_LAYER_PATH", value_delimiter = ':')]
+    #[arg(
+        long = "layer-path",
+        value_name = "DIR",
+        env = "BAKERY_LAYER_PATH",
+        value_delimiter = ':'
+    )]
     pub layer_path: Vec<PathBuf>,
 
     #[command(flatten)]
@@ -132,7 +147,9 @@ pub struct AwsArgs {
     pub mode: Option<AwsMode>,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AwsMode {
     Volume,
@@ -219,7 +236,12 @@ pub struct BaseBuildArgs {
     pub publish: PublishArgs,
 
     /// Extra directories to look up layers in (before the built-in ones).
-    #[arg(long = "layer-path", value_name = "DIR", env = "BAKERY_LAYER_PATH", value_delimiter = ':')]
+    #[arg(
+        long = "layer-path",
+        value_name = "DIR",
+        env = "BAKERY_LAYER_PATH",
+        value_delimiter = ':'
+    )]
     pub layer_path: Vec<PathBuf>,
 }
 

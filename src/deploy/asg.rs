@@ -22,23 +22,38 @@ pub async fn describe(asg: &Client, name: &str) -> Result<Option<AutoScalingGrou
         .await
         .map_err(sdk)
         .with_context(|| format!("describing Auto Scaling group {name}"))?;
-    Ok(out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)).cloned())
+    Ok(out
+        .auto_scaling_groups()
+        .iter()
+        .find(|g| g.auto_scaling_group_name() == Some(name))
+        .cloned())
 }
 
 pub async fn require(asg: &Client, name: &str) -> Result<AutoScalingGroup> {
-    describe(asg, name).await?.with_context(|| format!("Auto Scaling group {name} disappeared"))
+    describe(asg, name)
+        .await?
+        .with_context(|| format!("Auto Scaling group {name} disappeared"))
 }
 
 /// Every generation of `cluster` in this region (any order).
 pub async fn cluster_groups(asg: &Client, cluster: &str) -> Result<Vec<AutoScalingGroup>> {
     let mut out = Vec::new();
-    let mut pages = asg.describe_auto_scaling_groups().max_records(100).into_paginator().send();
+    let mut pages = asg
+        .describe_auto_scaling_groups()
+        .max_records(100)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(sdk).with_context(|| format!("listing the Auto Scaling groups of cluster {cluster}"))?;
+        let page = page
+            .map_err(sdk)
+            .with_context(|| format!("listing the Auto Scaling groups of cluster {cluster}"))?;
         out.extend(
             page.auto_scaling_groups()
                 .iter()
-                .filter(|g| generation_of(cluster, g.auto_scaling_group_name().unwrap_or_default()).is_some())
+                .filter(|g| {
+                    generation_of(cluster, g.auto_scaling_group_name().unwrap_or_default())
+                        .is_some()
+                })
                 .cloned(),
         );
     }
@@ -50,7 +65,9 @@ pub fn name(g: &AutoScalingGroup) -> &str {
 }
 
 pub fn created_ms(g: &AutoScalingGroup) -> i64 {
-    g.created_time().map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)).unwrap_or(0)
+    g.created_time()
+        .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000))
+        .unwrap_or(0)
 }
 
 /// What a group launches from.
@@ -77,7 +94,11 @@ pub fn source(g: &AutoScalingGroup, region: &str) -> Result<Source> {
         return Ok(Source::Template(LtRef::of(spec)));
     }
     if let Some(spec) = g.mixed_instances_policy().and_then(|p| p.launch_template()) {
-        if spec.overrides().iter().any(|o| o.launch_template_specification().is_some()) {
+        if spec
+            .overrides()
+            .iter()
+            .any(|o| o.launch_template_specification().is_some())
+        {
             return Err(crate::input!("Auto Scaling group {n} ({region}): its mixed instances policy gives some instance types their own launch template; bakery deploys one template per group"));
         }
         if let Some(lts) = spec.launch_template_specification() {
@@ -87,11 +108,16 @@ pub fn source(g: &AutoScalingGroup, region: &str) -> Result<Source> {
     if let Some(lc) = g.launch_configuration_name() {
         return Err(crate::input!("Auto Scaling group {n} ({region}) uses launch configuration {lc}, not a launch template: bakery deploys launch templates (move the group to a launch template first)"));
     }
-    Err(crate::input!("Auto Scaling group {n} ({region}) has no launch template"))
+    Err(crate::input!(
+        "Auto Scaling group {n} ({region}) has no launch template"
+    ))
 }
 
 /// The mixed instances policy of `g` with its launch template replaced by `spec`.
-fn mixed_with(g: &AutoScalingGroup, spec: aws_sdk_autoscaling::types::LaunchTemplateSpecification) -> Option<MixedInstancesPolicy> {
+fn mixed_with(
+    g: &AutoScalingGroup,
+    spec: aws_sdk_autoscaling::types::LaunchTemplateSpecification,
+) -> Option<MixedInstancesPolicy> {
     let p = g.mixed_instances_policy()?;
     let lt = p.launch_template()?;
     let lt = LaunchTemplate::builder()
@@ -107,7 +133,12 @@ fn mixed_with(g: &AutoScalingGroup, spec: aws_sdk_autoscaling::types::LaunchTemp
 }
 
 /// Point group `g` at `version` of its launch template (named as it was: id or name).
-pub async fn set_version(asg: &Client, g: &AutoScalingGroup, src: &Source, version: &str) -> Result<()> {
+pub async fn set_version(
+    asg: &Client,
+    g: &AutoScalingGroup,
+    src: &Source,
+    version: &str,
+) -> Result<()> {
     let n = name(g);
     let spec = src.lt().spec(version);
     let q = asg.update_auto_scaling_group().auto_scaling_group_name(n);
@@ -115,13 +146,20 @@ pub async fn set_version(asg: &Client, g: &AutoScalingGroup, src: &Source, versi
         Source::Template(_) => q.launch_template(spec),
         Source::Mixed(_) => q.set_mixed_instances_policy(mixed_with(g, spec)),
     };
-    q.send().await.map_err(sdk).with_context(|| format!("pointing {n} at {}", src.lt().spec_desc(version)))?;
+    q.send()
+        .await
+        .map_err(sdk)
+        .with_context(|| format!("pointing {n} at {}", src.lt().spec_desc(version)))?;
     Ok(())
 }
 
 impl LtRef {
     fn spec_desc(&self, version: &str) -> String {
-        LtRef { version: version.to_string(), ..self.clone() }.describe()
+        LtRef {
+            version: version.to_string(),
+            ..self.clone()
+        }
+        .describe()
     }
 }
 
@@ -162,7 +200,10 @@ pub async fn create_generation(
     let mut tags: Vec<Tag> = from
         .tags()
         .iter()
-        .filter(|t| t.key().is_some_and(|k| !k.starts_with("bakery:") && !k.starts_with("aws:")))
+        .filter(|t| {
+            t.key()
+                .is_some_and(|k| !k.starts_with("bakery:") && !k.starts_with("aws:"))
+        })
         .map(|t| {
             Tag::builder()
                 .resource_id(new_name)
@@ -180,7 +221,11 @@ pub async fn create_generation(
         .min_size(sz.min)
         .max_size(sz.max)
         .desired_capacity(sz.desired)
-        .set_vpc_zone_identifier(from.vpc_zone_identifier().filter(|s| !s.is_empty()).map(String::from))
+        .set_vpc_zone_identifier(
+            from.vpc_zone_identifier()
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        )
         .set_target_group_arns(non_empty(from.target_group_arns()))
         .set_load_balancer_names(non_empty(from.load_balancer_names()))
         .set_health_check_type(from.health_check_type().map(String::from))
@@ -199,7 +244,12 @@ pub async fn create_generation(
         Source::Template(_) => q.launch_template(spec),
         Source::Mixed(_) => q.set_mixed_instances_policy(mixed_with(from, spec)),
     };
-    q.send().await.map_err(sdk).with_context(|| format!("creating Auto Scaling group {new_name} (copy of {})", name(from)))?;
+    q.send().await.map_err(sdk).with_context(|| {
+        format!(
+            "creating Auto Scaling group {new_name} (copy of {})",
+            name(from)
+        )
+    })?;
     Ok(())
 }
 
@@ -209,7 +259,13 @@ fn non_empty(v: &[String]) -> Option<Vec<String>> {
 
 /// Copy the scaling policies of `from` to `to`.
 pub async fn copy_policies(asg: &Client, from: &str, to: &str) -> Result<usize> {
-    let out = asg.describe_policies().auto_scaling_group_name(from).send().await.map_err(sdk).with_context(|| format!("listing the scaling policies of {from}"))?;
+    let out = asg
+        .describe_policies()
+        .auto_scaling_group_name(from)
+        .send()
+        .await
+        .map_err(sdk)
+        .with_context(|| format!("listing the scaling policies of {from}"))?;
     let mut n = 0;
     for p in out.scaling_policies() {
         asg.put_scaling_policy()
@@ -225,11 +281,20 @@ pub async fn copy_policies(asg: &Client, from: &str, to: &str) -> Result<usize> 
             .set_estimated_instance_warmup(p.estimated_instance_warmup())
             .set_target_tracking_configuration(p.target_tracking_configuration().cloned())
             .set_enabled(p.enabled())
-            .set_predictive_scaling_configuration(p.predictive_scaling_configuration().cloned().filter(|c| !c.metric_specifications().is_empty()))
+            .set_predictive_scaling_configuration(
+                p.predictive_scaling_configuration()
+                    .cloned()
+                    .filter(|c| !c.metric_specifications().is_empty()),
+            )
             .send()
             .await
             .map_err(sdk)
-            .with_context(|| format!("copying scaling policy {} from {from} to {to}", p.policy_name().unwrap_or("?")))?;
+            .with_context(|| {
+                format!(
+                    "copying scaling policy {} from {from} to {to}",
+                    p.policy_name().unwrap_or("?")
+                )
+            })?;
         n += 1;
     }
     Ok(n)
@@ -259,7 +324,9 @@ pub async fn resume(asg: &Client, name: &str, processes: &[&str]) -> Result<()> 
 
 /// A group is disabled (not serving) when AddToLoadBalancer is suspended.
 pub fn is_disabled(g: &AutoScalingGroup) -> bool {
-    g.suspended_processes().iter().any(|p| p.process_name() == Some("AddToLoadBalancer"))
+    g.suspended_processes()
+        .iter()
+        .any(|p| p.process_name() == Some("AddToLoadBalancer"))
 }
 
 pub async fn resize(asg: &Client, name: &str, sz: Size) -> Result<()> {
@@ -271,7 +338,12 @@ pub async fn resize(asg: &Client, name: &str, sz: Size) -> Result<()> {
         .send()
         .await
         .map_err(sdk)
-        .with_context(|| format!("resizing {name} to min {} max {} desired {}", sz.min, sz.max, sz.desired))?;
+        .with_context(|| {
+            format!(
+                "resizing {name} to min {} max {} desired {}",
+                sz.min, sz.max, sz.desired
+            )
+        })?;
     Ok(())
 }
 
@@ -301,7 +373,13 @@ pub async fn delete_group(asg: &Client, name: &str) -> Result<()> {
 
 /// Force-delete a group without waiting for AWS to finish (retention of old generations).
 pub async fn start_delete(asg: &Client, name: &str) -> Result<()> {
-    match asg.delete_auto_scaling_group().auto_scaling_group_name(name).force_delete(true).send().await {
+    match asg
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .force_delete(true)
+        .send()
+        .await
+    {
         Ok(_) => {}
         Err(e) => {
             let msg = crate::aws::client::describe_sdk_error(&e);
@@ -315,5 +393,9 @@ pub async fn start_delete(asg: &Client, name: &str) -> Result<()> {
 
 /// Instance ids of `g`.
 pub fn instance_ids(g: &AutoScalingGroup) -> Vec<String> {
-    g.instances().iter().filter_map(|i| i.instance_id()).map(String::from).collect()
+    g.instances()
+        .iter()
+        .filter_map(|i| i.instance_id())
+        .map(String::from)
+        .collect()
 }

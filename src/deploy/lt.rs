@@ -24,13 +24,18 @@ impl LtRef {
             id: spec.launch_template_id().map(String::from),
             name: spec.launch_template_name().map(String::from),
             // A group that names no version (or an empty one) runs the template's default.
-            version: spec.version().filter(|v| !v.is_empty()).unwrap_or("$Default").to_string(),
+            version: spec
+                .version()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("$Default")
+                .to_string(),
         }
     }
 
     /// `of`, for a specification that names a template at all (an override may name none).
     pub fn named(spec: &LaunchTemplateSpecification) -> Option<LtRef> {
-        (spec.launch_template_id().is_some() || spec.launch_template_name().is_some()).then(|| LtRef::of(spec))
+        (spec.launch_template_id().is_some() || spec.launch_template_name().is_some())
+            .then(|| LtRef::of(spec))
     }
 
     /// The template's id, else its name.
@@ -71,8 +76,16 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, r: &LtRef) -> Result<Resolved> {
         (None, Some(n)) => q.launch_template_names(n),
         _ => anyhow::bail!("{what}: neither id nor name"),
     };
-    let t = q.send().await.map_err(sdk).with_context(|| format!("describing {what}"))?;
-    let t = t.launch_templates().first().with_context(|| format!("{what} does not exist"))?.clone();
+    let t = q
+        .send()
+        .await
+        .map_err(sdk)
+        .with_context(|| format!("describing {what}"))?;
+    let t = t
+        .launch_templates()
+        .first()
+        .with_context(|| format!("{what} does not exist"))?
+        .clone();
     let template_id = t.launch_template_id().unwrap_or_default().to_string();
     let v = ec2
         .describe_launch_template_versions()
@@ -82,10 +95,19 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, r: &LtRef) -> Result<Resolved> {
         .await
         .map_err(sdk)
         .with_context(|| format!("describing {what}"))?;
-    let v = v.launch_template_versions().first().with_context(|| format!("{what} does not exist"))?;
+    let v = v
+        .launch_template_versions()
+        .first()
+        .with_context(|| format!("{what} does not exist"))?;
     Ok(Resolved {
-        number: v.version_number().with_context(|| format!("{what}: no version number"))?,
-        image_id: v.launch_template_data().and_then(|d| d.image_id()).unwrap_or_default().to_string(),
+        number: v
+            .version_number()
+            .with_context(|| format!("{what}: no version number"))?,
+        image_id: v
+            .launch_template_data()
+            .and_then(|d| d.image_id())
+            .unwrap_or_default()
+            .to_string(),
         default_number: t.default_version_number().unwrap_or_default(),
         latest_number: t.latest_version_number().unwrap_or_default(),
         template_id,
@@ -93,7 +115,13 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, r: &LtRef) -> Result<Resolved> {
 }
 
 /// A new version of `template_id` copied from `source` with only ImageId changed.
-pub async fn create_version(ec2: &aws_sdk_ec2::Client, template_id: &str, source: i64, image: &str, description: &str) -> Result<i64> {
+pub async fn create_version(
+    ec2: &aws_sdk_ec2::Client,
+    template_id: &str,
+    source: i64,
+    image: &str,
+    description: &str,
+) -> Result<i64> {
     let out = ec2
         .create_launch_template_version()
         .launch_template_id(template_id)
@@ -106,7 +134,9 @@ pub async fn create_version(ec2: &aws_sdk_ec2::Client, template_id: &str, source
         .with_context(|| format!("creating a version of launch template {template_id} from version {source} with image {image}"))?;
     out.launch_template_version()
         .and_then(|v| v.version_number())
-        .with_context(|| format!("CreateLaunchTemplateVersion on {template_id} returned no version number"))
+        .with_context(|| {
+            format!("CreateLaunchTemplateVersion on {template_id} returned no version number")
+        })
 }
 
 pub async fn set_default(ec2: &aws_sdk_ec2::Client, template_id: &str, version: i64) -> Result<()> {
@@ -116,12 +146,18 @@ pub async fn set_default(ec2: &aws_sdk_ec2::Client, template_id: &str, version: 
         .send()
         .await
         .map_err(sdk)
-        .with_context(|| format!("making version {version} the default of launch template {template_id}"))?;
+        .with_context(|| {
+            format!("making version {version} the default of launch template {template_id}")
+        })?;
     Ok(())
 }
 
 /// Delete one version; one already gone is fine.
-pub async fn delete_version(ec2: &aws_sdk_ec2::Client, template_id: &str, version: i64) -> Result<()> {
+pub async fn delete_version(
+    ec2: &aws_sdk_ec2::Client,
+    template_id: &str,
+    version: i64,
+) -> Result<()> {
     let out = ec2
         .delete_launch_template_versions()
         .launch_template_id(template_id)
@@ -130,10 +166,20 @@ pub async fn delete_version(ec2: &aws_sdk_ec2::Client, template_id: &str, versio
         .await
         .map_err(sdk)
         .with_context(|| format!("deleting version {version} of launch template {template_id}"))?;
-    if let Some(f) = out.unsuccessfully_deleted_launch_template_versions().first() {
-        let code = f.response_error().and_then(|e| e.code()).map(|c| c.as_str().to_string()).unwrap_or_default();
+    if let Some(f) = out
+        .unsuccessfully_deleted_launch_template_versions()
+        .first()
+    {
+        let code = f
+            .response_error()
+            .and_then(|e| e.code())
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default();
         if !code.contains("DoesNotExist") && !code.contains("NotFound") {
-            anyhow::bail!("deleting version {version} of launch template {template_id}: {code} {}", f.response_error().and_then(|e| e.message()).unwrap_or(""));
+            anyhow::bail!(
+                "deleting version {version} of launch template {template_id}: {code} {}",
+                f.response_error().and_then(|e| e.message()).unwrap_or("")
+            );
         }
     }
     Ok(())

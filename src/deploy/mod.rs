@@ -57,12 +57,19 @@ pub struct Wait {
 
 impl Wait {
     pub fn of(a: &WaitArgs) -> Wait {
-        Wait { timeout: Duration::from_secs(a.wait_timeout), poll: Duration::from_millis(a.poll_ms.max(10)), signals: 0 }
+        Wait {
+            timeout: Duration::from_secs(a.wait_timeout),
+            poll: Duration::from_millis(a.poll_ms.max(10)),
+            signals: 0,
+        }
     }
 
     /// The same waits for a rollback: the signals so far started it, only a new one stops it.
     pub fn for_cleanup(&self) -> Wait {
-        Wait { signals: signals::count(), ..self.clone() }
+        Wait {
+            signals: signals::count(),
+            ..self.clone()
+        }
     }
 
     /// Err([`Interrupted`]) once a signal arrived after this wait's start.
@@ -101,7 +108,8 @@ impl std::error::Error for Abandoned {}
 
 /// The deploy stopped because of a signal (rolled back, or its rollback stopped too).
 pub fn is_interrupted(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<Interrupted>() || c.is::<Abandoned>())
+    e.chain()
+        .any(|c| c.is::<Interrupted>() || c.is::<Abandoned>())
 }
 
 /// Run the cleanup `fut` unless a signal arrives after `base` had (then None: it stopped midway).
@@ -172,21 +180,42 @@ fn images(args: &DeployArgs, ctx: &AwsContext) -> Result<Images> {
         let region = ctx.region(args.target.region.first().map(String::as_str))?;
         return Ok((vec![(region, img.clone())], None));
     }
-    let path = args.manifest.as_deref().expect("clap requires --manifest or --image");
-    let text = std::fs::read_to_string(path).map_err(|e| input!("reading the manifest {}: {e}", path.display()))?;
-    let raw: Value = serde_json::from_str(&text).map_err(|e| input!("{}: not a bake manifest (JSON): {e}", path.display()))?;
-    let m: ManifestIn = serde_json::from_value(raw.clone()).map_err(|e| input!("{}: not a bake manifest: {e}", path.display()))?;
+    let path = args
+        .manifest
+        .as_deref()
+        .expect("clap requires --manifest or --image");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input!("reading the manifest {}: {e}", path.display()))?;
+    let raw: Value = serde_json::from_str(&text)
+        .map_err(|e| input!("{}: not a bake manifest (JSON): {e}", path.display()))?;
+    let m: ManifestIn = serde_json::from_value(raw.clone())
+        .map_err(|e| input!("{}: not a bake manifest: {e}", path.display()))?;
     if m.amis.is_empty() {
-        return Err(input!("{}: the manifest lists no AMIs (`amis`): was it baked with --output ami?", path.display()));
+        return Err(input!(
+            "{}: the manifest lists no AMIs (`amis`): was it baked with --output ami?",
+            path.display()
+        ));
     }
     let have: Vec<&str> = m.amis.iter().map(|a| a.region.as_str()).collect();
     let mut out = Vec::new();
     if args.target.region.is_empty() {
-        out.extend(m.amis.iter().map(|a| (a.region.clone(), a.image_id.clone())));
+        out.extend(
+            m.amis
+                .iter()
+                .map(|a| (a.region.clone(), a.image_id.clone())),
+        );
     } else {
         for r in &args.target.region {
             let a = m.amis.iter().find(|a| &a.region == r).ok_or_else(|| {
-                input!("the manifest {} has no AMI for region {r} (it has {}{})", path.display(), have.join(", "), m.name.as_deref().map(|n| format!(" of {n}")).unwrap_or_default())
+                input!(
+                    "the manifest {} has no AMI for region {r} (it has {}{})",
+                    path.display(),
+                    have.join(", "),
+                    m.name
+                        .as_deref()
+                        .map(|n| format!(" of {n}"))
+                        .unwrap_or_default()
+                )
             })?;
             out.push((r.clone(), a.image_id.clone()));
         }
@@ -226,7 +255,9 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
     let a = ctx.autoscaling(region);
     match target {
         Target::Asg(name) => {
-            let g = asg::describe(&a, name).await?.ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+            let g = asg::describe(&a, name)
+                .await?
+                .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
             asg::source(&g, region)?;
         }
         Target::Cluster(c) => {
@@ -256,23 +287,41 @@ pub struct RegionResult {
     pub detail: Value,
 }
 
-async fn deploy_region(ctx: &AwsContext, region: &str, image: &str, target: &Target, o: &Options) -> Result<Value> {
+async fn deploy_region(
+    ctx: &AwsContext,
+    region: &str,
+    image: &str,
+    target: &Target,
+    o: &Options,
+) -> Result<Value> {
     let ledger = Ledger::new(&o.deploy_id);
     let base = signals::count();
     let r = match (target, o.strategy) {
-        (Target::Asg(name), Strategy::Swap) => swap::swap(ctx, region, name, image, o, &ledger).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
-        (Target::Asg(name), Strategy::Rolling) => rolling::rolling(ctx, region, name, image, o, &ledger).await,
-        (Target::Cluster(c), Strategy::RedBlack) => redblack::deploy(ctx, region, c, image, o, &ledger).await,
+        (Target::Asg(name), Strategy::Swap) => swap::swap(ctx, region, name, image, o, &ledger)
+            .await
+            .map(|r| serde_json::to_value(r).unwrap_or_default()),
+        (Target::Asg(name), Strategy::Rolling) => {
+            rolling::rolling(ctx, region, name, image, o, &ledger).await
+        }
+        (Target::Cluster(c), Strategy::RedBlack) => {
+            redblack::deploy(ctx, region, c, image, o, &ledger).await
+        }
         _ => unreachable!("checked before"),
     };
     if let Err(e) = r {
         let left: Vec<String> = ledger.entries().iter().map(|r| r.describe()).collect();
         let cleanup_base = signals::count().max(base);
         match unless_signalled(cleanup_base, ledger.rollback(ctx)).await {
-            Some(failures) if !failures.is_empty() => error!("{region}: cleanup left {}", failures.join("; ")),
+            Some(failures) if !failures.is_empty() => {
+                error!("{region}: cleanup left {}", failures.join("; "))
+            }
             Some(_) => {}
             None => {
-                return Err(abandoned(&e, &left.join(", "), &format!("{} finishes it", rollback_command(target, region))));
+                return Err(abandoned(
+                    &e,
+                    &left.join(", "),
+                    &format!("{} finishes it", rollback_command(target, region)),
+                ));
             }
         }
         return Err(e);
@@ -283,7 +332,9 @@ async fn deploy_region(ctx: &AwsContext, region: &str, image: &str, target: &Tar
 /// The error of a deploy whose rollback a signal stopped: why it stopped, what may be left.
 /// `finish` says what finishes the rollback.
 pub fn abandoned(e: &anyhow::Error, left: &str, finish: &str) -> anyhow::Error {
-    anyhow::Error::new(Abandoned(format!("{e:#}; a signal stopped its rollback, which may have left {left}: {finish}")))
+    anyhow::Error::new(Abandoned(format!(
+        "{e:#}; a signal stopped its rollback, which may have left {left}: {finish}"
+    )))
 }
 
 /// The command that finishes an interrupted deploy's rollback in `region`.
@@ -295,7 +346,10 @@ pub fn rollback_command(target: &Target, region: &str) -> String {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?)
 }
 
 fn print(v: &Value) -> Result<()> {
@@ -315,10 +369,14 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
         (_, Some(s)) => s,
     };
     if args.canary_size.is_some() && strategy != Strategy::RedBlack {
-        return Err(input!("--canary-size needs --strategy red-black (the canary is a generation of the cluster)"));
+        return Err(input!(
+            "--canary-size needs --strategy red-black (the canary is a generation of the cluster)"
+        ));
     }
     if args.keep == 0 {
-        return Err(input!("--keep 0 would delete the serving generation; keep at least 1 (2 allows a rollback)"));
+        return Err(input!(
+            "--keep 0 would delete the serving generation; keep at least 1 (2 allows a rollback)"
+        ));
     }
     let plugins = hooks::resolve(&args.plugins)?;
     let canary = canary::Canary::from_args(args)?;
@@ -348,38 +406,93 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
     })?;
 
     let images: BTreeMap<&str, &str> = jobs.iter().map(|(r, i)| (r.as_str(), i.as_str())).collect();
-    let event = hooks::event(Hook::PreDeploy, &o.deploy_id, &target, strategy, &images, manifest.clone());
+    let event = hooks::event(
+        Hook::PreDeploy,
+        &o.deploy_id,
+        &target,
+        strategy,
+        &images,
+        manifest.clone(),
+    );
     crate::plugin::run_hook(&plugins, Hook::PreDeploy, &event).context("pre-deploy plugins")?;
 
-    info!("deploy {}: {} {} to {}", o.deploy_id, strategy_name(strategy), target.name(), waves.iter().map(|w| w.join("+")).collect::<Vec<_>>().join(" then "));
+    info!(
+        "deploy {}: {} {} to {}",
+        o.deploy_id,
+        strategy_name(strategy),
+        target.name(),
+        waves
+            .iter()
+            .map(|w| w.join("+"))
+            .collect::<Vec<_>>()
+            .join(" then ")
+    );
     let mut results: Vec<RegionResult> = Vec::new();
     let (mut failed, mut interrupted) = (false, false);
     for wave in &waves {
         interrupted |= signals::interrupted();
         if failed || interrupted {
-            let why = if interrupted { "interrupted before it started" } else { "an earlier wave failed" };
-            results.extend(wave.iter().map(|r| RegionResult { region: r.clone(), image_id: images[r.as_str()].to_string(), status: "skipped".into(), error: Some(why.into()), detail: Value::Null }));
+            let why = if interrupted {
+                "interrupted before it started"
+            } else {
+                "an earlier wave failed"
+            };
+            results.extend(wave.iter().map(|r| RegionResult {
+                region: r.clone(),
+                image_id: images[r.as_str()].to_string(),
+                status: "skipped".into(),
+                error: Some(why.into()),
+                detail: Value::Null,
+            }));
             continue;
         }
         let runs = wave.iter().map(|r| {
             let (ctx, target, o) = (&ctx, &target, &o);
             let img = images[r.as_str()];
-            async move { (r.clone(), img.to_string(), deploy_region(ctx, r, img, target, o).await) }
+            async move {
+                (
+                    r.clone(),
+                    img.to_string(),
+                    deploy_region(ctx, r, img, target, o).await,
+                )
+            }
         });
         for (region, image_id, r) in rt.block_on(futures::future::join_all(runs)) {
             match r {
-                Ok(detail) => results.push(RegionResult { region, image_id, status: "succeeded".into(), error: None, detail }),
+                Ok(detail) => results.push(RegionResult {
+                    region,
+                    image_id,
+                    status: "succeeded".into(),
+                    error: None,
+                    detail,
+                }),
                 Err(e) if is_interrupted(&e) => {
                     interrupted = true;
                     let stopped = e.chain().any(|c| c.is::<Abandoned>());
                     error!("{region}: {e:#}");
-                    let status = if stopped { "interrupted-rollback-stopped" } else { "interrupted" };
-                    results.push(RegionResult { region, image_id, status: status.into(), error: Some(format!("{e:#}")), detail: Value::Null });
+                    let status = if stopped {
+                        "interrupted-rollback-stopped"
+                    } else {
+                        "interrupted"
+                    };
+                    results.push(RegionResult {
+                        region,
+                        image_id,
+                        status: status.into(),
+                        error: Some(format!("{e:#}")),
+                        detail: Value::Null,
+                    });
                 }
                 Err(e) => {
                     failed = true;
                     error!("{region}: {e:#}");
-                    results.push(RegionResult { region, image_id, status: "failed".into(), error: Some(format!("{e:#}")), detail: Value::Null });
+                    results.push(RegionResult {
+                        region,
+                        image_id,
+                        status: "failed".into(),
+                        error: Some(format!("{e:#}")),
+                        detail: Value::Null,
+                    });
                 }
             }
         }
@@ -395,13 +508,26 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
         "kind": "deploy", "deploy_id": o.deploy_id, "strategy": strategy, "target": target,
         "status": status, "regions": results,
     });
-    let line = if interrupted { Some(interrupted_line(&o.deploy_id, &target, &results)) } else { None };
-    let hook = if failed || interrupted { Hook::DeployFailed } else { Hook::PostDeploy };
+    let line = if interrupted {
+        Some(interrupted_line(&o.deploy_id, &target, &results))
+    } else {
+        None
+    };
+    let hook = if failed || interrupted {
+        Hook::DeployFailed
+    } else {
+        Hook::PostDeploy
+    };
     let mut ev = hooks::event(hook, &o.deploy_id, &target, strategy, &images, manifest);
     ev.status = Some(status.into());
-    ev.extra.insert("regions".into(), serde_json::to_value(&results)?);
+    ev.extra
+        .insert("regions".into(), serde_json::to_value(&results)?);
     if failed || interrupted {
-        ev.error = line.clone().or_else(|| results.iter().find_map(|r| r.error.clone().map(|e| format!("{}: {e}", r.region))));
+        ev.error = line.clone().or_else(|| {
+            results
+                .iter()
+                .find_map(|r| r.error.clone().map(|e| format!("{}: {e}", r.region)))
+        });
     }
     if let Err(e) = crate::plugin::run_hook(&plugins, hook, &ev) {
         error!("{hook} plugins: {e:#}");
@@ -413,7 +539,11 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
         return Ok(EXIT_INTERRUPTED);
     }
     if failed {
-        let first = results.iter().find(|r| r.status == "failed").and_then(|r| r.error.clone().map(|e| format!("{}: {e}", r.region))).unwrap_or_default();
+        let first = results
+            .iter()
+            .find(|r| r.status == "failed")
+            .and_then(|r| r.error.clone().map(|e| format!("{}: {e}", r.region)))
+            .unwrap_or_default();
         return Err(anyhow!("deploy {} failed ({first})", o.deploy_id));
     }
     Ok(0)
@@ -421,18 +551,38 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
 
 /// The one line an interrupted deploy ends with: per region what was undone, what is left.
 fn interrupted_line(id: &str, target: &Target, results: &[RegionResult]) -> String {
-    let of = |status: &str| results.iter().filter(|r| r.status == status).map(|r| r.region.as_str()).collect::<Vec<_>>();
+    let of = |status: &str| {
+        results
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.region.as_str())
+            .collect::<Vec<_>>()
+    };
     let mut parts = Vec::new();
     let undone = of("interrupted");
     if !undone.is_empty() {
         parts.push(format!("rolled back in {}", undone.join(", ")));
     }
-    for r in results.iter().filter(|r| r.status == "interrupted-rollback-stopped") {
-        parts.push(format!("{}: {}", r.region, r.error.as_deref().unwrap_or_default()));
+    for r in results
+        .iter()
+        .filter(|r| r.status == "interrupted-rollback-stopped")
+    {
+        parts.push(format!(
+            "{}: {}",
+            r.region,
+            r.error.as_deref().unwrap_or_default()
+        ));
     }
     let done = of("succeeded");
     if !done.is_empty() {
-        parts.push(format!("already deployed in {} (`bakery rollback` undoes it: {})", done.join(", "), done.iter().map(|r| rollback_command(target, r)).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "already deployed in {} (`bakery rollback` undoes it: {})",
+            done.join(", "),
+            done.iter()
+                .map(|r| rollback_command(target, r))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     let failed = of("failed");
     if !failed.is_empty() {
@@ -442,7 +592,11 @@ fn interrupted_line(id: &str, target: &Target, results: &[RegionResult]) -> Stri
     if !skipped.is_empty() {
         parts.push(format!("not started in {}", skipped.join(", ")));
     }
-    format!("deploy {id} to {} interrupted: {}", target.name(), parts.join("; "))
+    format!(
+        "deploy {id} to {} interrupted: {}",
+        target.name(),
+        parts.join("; ")
+    )
 }
 
 fn strategy_name(s: Strategy) -> &'static str {
@@ -489,14 +643,23 @@ pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
             }
         }
     }
-    let status = if errors.is_empty() { "succeeded" } else { "failed" };
+    let status = if errors.is_empty() {
+        "succeeded"
+    } else {
+        "failed"
+    };
     let id = format!("rb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut ev = crate::plugin::Event::new(Hook::Rollback, &id).with("deploy_id", id.as_str()).with("target", serde_json::to_value(&target)?).with("regions", Value::Array(out.clone()));
+    let mut ev = crate::plugin::Event::new(Hook::Rollback, &id)
+        .with("deploy_id", id.as_str())
+        .with("target", serde_json::to_value(&target)?)
+        .with("regions", Value::Array(out.clone()));
     ev.status = Some(status.into());
     if let Err(e) = crate::plugin::run_hook(&plugins, Hook::Rollback, &ev) {
         error!("rollback plugins: {e:#}");
     }
-    print(&json!({"kind": "rollback", "rollback_id": id, "target": target, "status": status, "regions": out}))?;
+    print(
+        &json!({"kind": "rollback", "rollback_id": id, "target": target, "status": status, "regions": out}),
+    )?;
     if let Some((region, e)) = errors.into_iter().next() {
         // An input error (nothing to roll back) keeps its exit code.
         return Err(e.context(format!("rollback of {} in {region}", target.name())));
@@ -528,7 +691,13 @@ mod tests {
     use super::*;
 
     fn res(region: &str, status: &str, error: Option<&str>) -> RegionResult {
-        RegionResult { region: region.into(), image_id: "ami-1".into(), status: status.into(), error: error.map(String::from), detail: Value::Null }
+        RegionResult {
+            region: region.into(),
+            image_id: "ami-1".into(),
+            status: status.into(),
+            error: error.map(String::from),
+            detail: Value::Null,
+        }
     }
 
     #[test]
@@ -537,8 +706,18 @@ mod tests {
         let all = [
             res("us-east-1", "succeeded", None),
             res("eu-west-1", "interrupted", Some("interrupted")),
-            res("us-west-2", "interrupted-rollback-stopped", Some("left X: `bakery rollback --cluster shop-prod --region us-west-2` finishes it")),
-            res("ap-south-1", "skipped", Some("interrupted before it started")),
+            res(
+                "us-west-2",
+                "interrupted-rollback-stopped",
+                Some(
+                    "left X: `bakery rollback --cluster shop-prod --region us-west-2` finishes it",
+                ),
+            ),
+            res(
+                "ap-south-1",
+                "skipped",
+                Some("interrupted before it started"),
+            ),
         ];
         let line = interrupted_line("dp-1", &t, &all);
         assert_eq!(
@@ -546,6 +725,9 @@ mod tests {
             "deploy dp-1 to shop-prod interrupted: rolled back in eu-west-1; us-west-2: left X: `bakery rollback --cluster shop-prod --region us-west-2` finishes it; \
              already deployed in us-east-1 (`bakery rollback` undoes it: `bakery rollback --cluster shop-prod --region us-east-1`); not started in ap-south-1"
         );
-        assert_eq!(interrupted_line("dp-2", &Target::Asg("api".into()), &all[1..2]), "deploy dp-2 to api interrupted: rolled back in eu-west-1");
+        assert_eq!(
+            interrupted_line("dp-2", &Target::Asg("api".into()), &all[1..2]),
+            "deploy dp-2 to api interrupted: rolled back in eu-west-1"
+        );
     }
 }

@@ -64,7 +64,10 @@ pub fn next_generation(cluster: &str, gens: &[Gen]) -> Result<String> {
 /// Generations to delete so that `keep` remain (newest first), never one in `protect`
 /// (the serving generation, the one just made).
 pub fn to_delete(gens: &[Gen], keep: usize, protect: &[&str]) -> Vec<String> {
-    let protected = gens.iter().filter(|g| protect.contains(&g.name.as_str())).count();
+    let protected = gens
+        .iter()
+        .filter(|g| protect.contains(&g.name.as_str()))
+        .count();
     newest_first(gens)
         .into_iter()
         .filter(|g| !protect.contains(&g.name.as_str()))
@@ -83,13 +86,21 @@ pub fn waves(spec: Option<&str>, regions: &[String]) -> Result<Vec<Vec<String>>>
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for wave in spec.split(':') {
-        let rs: Vec<String> = wave.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
+        let rs: Vec<String> = wave
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(String::from)
+            .collect();
         if rs.is_empty() {
             return Err(input!("--waves `{spec}`: an empty wave (waves are `:`-separated, regions of a wave `,`-separated)"));
         }
         for r in &rs {
             if !regions.contains(r) {
-                return Err(input!("--waves names region {r}, which is not deployed (regions: {})", regions.join(", ")));
+                return Err(input!(
+                    "--waves names region {r}, which is not deployed (regions: {})",
+                    regions.join(", ")
+                ));
             }
             if !seen.insert(r.clone()) {
                 return Err(input!("--waves names region {r} twice"));
@@ -138,7 +149,11 @@ mod tests {
     use super::*;
 
     fn g(name: &str, created_ms: i64) -> Gen {
-        Gen { name: name.into(), number: generation_of("app-prod", name).unwrap(), created_ms }
+        Gen {
+            name: name.into(),
+            number: generation_of("app-prod", name).unwrap(),
+            created_ms,
+        }
     }
 
     #[test]
@@ -154,38 +169,83 @@ mod tests {
     #[test]
     fn next_generation_follows_the_newest_and_wraps_safely() {
         assert_eq!(next_generation("app-prod", &[]).unwrap(), "app-prod-v000");
-        assert_eq!(next_generation("app-prod", &[g("app-prod", 1)]).unwrap(), "app-prod-v000");
-        assert_eq!(next_generation("app-prod", &[g("app-prod-v003", 1), g("app-prod-v004", 2)]).unwrap(), "app-prod-v005");
+        assert_eq!(
+            next_generation("app-prod", &[g("app-prod", 1)]).unwrap(),
+            "app-prod-v000"
+        );
+        assert_eq!(
+            next_generation("app-prod", &[g("app-prod-v003", 1), g("app-prod-v004", 2)]).unwrap(),
+            "app-prod-v005"
+        );
         // v999 wraps to v000, skipping numbers still in use.
-        assert_eq!(next_generation("app-prod", &[g("app-prod-v998", 1), g("app-prod-v999", 2)]).unwrap(), "app-prod-v000");
-        assert_eq!(next_generation("app-prod", &[g("app-prod-v000", 1), g("app-prod-v999", 2)]).unwrap(), "app-prod-v001");
+        assert_eq!(
+            next_generation("app-prod", &[g("app-prod-v998", 1), g("app-prod-v999", 2)]).unwrap(),
+            "app-prod-v000"
+        );
+        assert_eq!(
+            next_generation("app-prod", &[g("app-prod-v000", 1), g("app-prod-v999", 2)]).unwrap(),
+            "app-prod-v001"
+        );
         // After the wrap the newest is v000 even though v999 is a higher number.
-        assert_eq!(next_generation("app-prod", &[g("app-prod-v999", 1), g("app-prod-v000", 2)]).unwrap(), "app-prod-v001");
-        let all: Vec<Gen> = (0..1000).map(|n| g(&generation_name("app-prod", n), n as i64)).collect();
+        assert_eq!(
+            next_generation("app-prod", &[g("app-prod-v999", 1), g("app-prod-v000", 2)]).unwrap(),
+            "app-prod-v001"
+        );
+        let all: Vec<Gen> = (0..1000)
+            .map(|n| g(&generation_name("app-prod", n), n as i64))
+            .collect();
         assert!(next_generation("app-prod", &all).is_err());
     }
 
     #[test]
     fn retention_keeps_the_newest_and_never_the_protected() {
-        let gens = [g("app-prod-v001", 1), g("app-prod-v002", 2), g("app-prod-v003", 3), g("app-prod-v004", 4)];
-        assert_eq!(to_delete(&gens, 2, &["app-prod-v004"]), vec!["app-prod-v002", "app-prod-v001"]);
+        let gens = [
+            g("app-prod-v001", 1),
+            g("app-prod-v002", 2),
+            g("app-prod-v003", 3),
+            g("app-prod-v004", 4),
+        ];
+        assert_eq!(
+            to_delete(&gens, 2, &["app-prod-v004"]),
+            vec!["app-prod-v002", "app-prod-v001"]
+        );
         // The serving generation is old (a rollback happened): kept, and counts toward keep.
-        assert_eq!(to_delete(&gens, 2, &["app-prod-v004", "app-prod-v001"]), vec!["app-prod-v003", "app-prod-v002"]);
-        assert_eq!(to_delete(&gens, 1, &["app-prod-v004", "app-prod-v003"]), vec!["app-prod-v002", "app-prod-v001"]);
+        assert_eq!(
+            to_delete(&gens, 2, &["app-prod-v004", "app-prod-v001"]),
+            vec!["app-prod-v003", "app-prod-v002"]
+        );
+        assert_eq!(
+            to_delete(&gens, 1, &["app-prod-v004", "app-prod-v003"]),
+            vec!["app-prod-v002", "app-prod-v001"]
+        );
         assert!(to_delete(&gens, 10, &[]).is_empty());
     }
 
     #[test]
     fn waves_are_colon_separated_and_cover_every_region() {
-        let rs: Vec<String> = ["us-east-1", "eu-west-1", "us-west-2"].map(String::from).to_vec();
+        let rs: Vec<String> = ["us-east-1", "eu-west-1", "us-west-2"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(waves(None, &rs).unwrap(), vec![rs.clone()]);
         assert_eq!(
             waves(Some("us-east-1:eu-west-1,us-west-2"), &rs).unwrap(),
-            vec![vec!["us-east-1".to_string()], vec!["eu-west-1".to_string(), "us-west-2".to_string()]]
+            vec![
+                vec!["us-east-1".to_string()],
+                vec!["eu-west-1".to_string(), "us-west-2".to_string()]
+            ]
         );
-        for bad in ["us-east-1:eu-west-1", "us-east-1:eu-west-1,us-west-2,ap-south-1", "us-east-1::eu-west-1,us-west-2", "us-east-1:us-east-1,eu-west-1,us-west-2"] {
+        for bad in [
+            "us-east-1:eu-west-1",
+            "us-east-1:eu-west-1,us-west-2,ap-south-1",
+            "us-east-1::eu-west-1,us-west-2",
+            "us-east-1:us-east-1,eu-west-1,us-west-2",
+        ] {
             let e = waves(Some(bad), &rs).unwrap_err();
-            assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT, "{bad}");
+            assert_eq!(
+                crate::error::exit_code(&e),
+                crate::error::EXIT_INPUT,
+                "{bad}"
+            );
         }
     }
 
@@ -201,12 +261,31 @@ mod tests {
     #[test]
     fn rollback_restores_exactly_what_the_swap_replaced() {
         let rec = |follows, prev: &str| SwapRecord {
-            id: "dp-1".into(), lt: "lt-1".into(), follows, prev: prev.into(), prev_n: 3, new: 5,
-            image: "ami-new".into(), prev_image: "ami-old".into(), phase: "done".into(),
+            id: "dp-1".into(),
+            lt: "lt-1".into(),
+            follows,
+            prev: prev.into(),
+            prev_n: 3,
+            new: 5,
+            image: "ami-new".into(),
+            prev_image: "ami-old".into(),
+            phase: "done".into(),
         };
-        assert_eq!(restore(&rec(Follows::Pinned, "3"), 5), Restore::AsgVersion("3".into()));
-        assert_eq!(restore(&rec(Follows::Default, "$Default"), 5), Restore::DefaultVersion(3));
-        assert_eq!(restore(&rec(Follows::Latest, "$Latest"), 5), Restore::DeleteLatest(5));
-        assert_eq!(restore(&rec(Follows::Latest, "$Latest"), 6), Restore::CopyAsLatest(3));
+        assert_eq!(
+            restore(&rec(Follows::Pinned, "3"), 5),
+            Restore::AsgVersion("3".into())
+        );
+        assert_eq!(
+            restore(&rec(Follows::Default, "$Default"), 5),
+            Restore::DefaultVersion(3)
+        );
+        assert_eq!(
+            restore(&rec(Follows::Latest, "$Latest"), 5),
+            Restore::DeleteLatest(5)
+        );
+        assert_eq!(
+            restore(&rec(Follows::Latest, "$Latest"), 6),
+            Restore::CopyAsLatest(3)
+        );
     }
 }

@@ -33,11 +33,19 @@ fn in_progress(rec: &GenRecord) -> bool {
 
 /// A deploy in progress in the cluster (interrupted, or running elsewhere): its generation and record.
 pub fn pending(groups: &[AutoScalingGroup]) -> Option<(AutoScalingGroup, GenRecord)> {
-    groups.iter().filter_map(|g| record(g).filter(in_progress).map(|r| (g.clone(), r))).next()
+    groups
+        .iter()
+        .filter_map(|g| record(g).filter(in_progress).map(|r| (g.clone(), r)))
+        .next()
 }
 
 /// The input error for a deploy of `image` while another one is in progress.
-pub fn check_pending(groups: &[AutoScalingGroup], cluster: &str, region: &str, image: &str) -> Result<()> {
+pub fn check_pending(
+    groups: &[AutoScalingGroup],
+    cluster: &str,
+    region: &str,
+    image: &str,
+) -> Result<()> {
     match pending(groups) {
         Some((g, r)) if r.image != image => Err(input!(
             "deploy {} of {} to {} ({region}) is in progress: run that deploy again to resume it, or `bakery rollback --cluster {cluster}`",
@@ -50,9 +58,14 @@ pub fn check_pending(groups: &[AutoScalingGroup], cluster: &str, region: &str, i
 /// The serving generation: the newest enabled one that is not a deploy in progress (else the
 /// newest enabled one).
 pub fn serving(groups: &[AutoScalingGroup]) -> Option<&AutoScalingGroup> {
-    let mut enabled: Vec<&AutoScalingGroup> = groups.iter().filter(|g| !asg::is_disabled(g)).collect();
+    let mut enabled: Vec<&AutoScalingGroup> =
+        groups.iter().filter(|g| !asg::is_disabled(g)).collect();
     enabled.sort_by_key(|g| std::cmp::Reverse(asg::created_ms(g)));
-    enabled.iter().find(|g| !record(g).is_some_and(|r| in_progress(&r))).or(enabled.first()).copied()
+    enabled
+        .iter()
+        .find(|g| !record(g).is_some_and(|r| in_progress(&r)))
+        .or(enabled.first())
+        .copied()
 }
 
 fn gens(cluster: &str, groups: &[AutoScalingGroup]) -> Vec<Gen> {
@@ -69,16 +82,35 @@ fn gens(cluster: &str, groups: &[AutoScalingGroup]) -> Vec<Gen> {
 /// Put a generation in service: resume its processes, register its instances.
 pub async fn enable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<()> {
     asg::resume(&ctx.autoscaling(region), asg::name(g), &DISABLE_PROCESSES).await?;
-    targets::register(&ctx.elbv2(region), g.target_group_arns(), &asg::instance_ids(g), true).await
+    targets::register(
+        &ctx.elbv2(region),
+        g.target_group_arns(),
+        &asg::instance_ids(g),
+        true,
+    )
+    .await
 }
 
 /// Take a generation out of service but keep it running: suspend, then deregister.
 pub async fn disable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<()> {
     asg::suspend(&ctx.autoscaling(region), asg::name(g), &DISABLE_PROCESSES).await?;
-    targets::register(&ctx.elbv2(region), g.target_group_arns(), &asg::instance_ids(g), false).await
+    targets::register(
+        &ctx.elbv2(region),
+        g.target_group_arns(),
+        &asg::instance_ids(g),
+        false,
+    )
+    .await
 }
 
-pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
+pub async fn deploy(
+    ctx: &AwsContext,
+    region: &str,
+    cluster: &str,
+    image: &str,
+    o: &Options,
+    ledger: &Ledger,
+) -> Result<Value> {
     let pinned = std::sync::Mutex::new(None);
     let base = crate::sys::signals::count();
     let r = deploy_inner(ctx, region, cluster, image, o, ledger, &pinned).await;
@@ -87,9 +119,17 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
     // Remove what the failed (or interrupted) deploy made first, then let the serving
     // generation follow $Latest again (which is then the version it runs). A signal during
     // this stops it and says what is left.
-    let mut left: Vec<String> = ledger.entries().iter().rev().map(|r| r.describe()).collect();
+    let mut left: Vec<String> = ledger
+        .entries()
+        .iter()
+        .rev()
+        .map(|r| r.describe())
+        .collect();
     if let Some((g, _)) = &unpin {
-        left.push(format!("{} pinned to the launch template version it runs (it followed $Latest)", asg::name(g)));
+        left.push(format!(
+            "{} pinned to the launch template version it runs (it followed $Latest)",
+            asg::name(g)
+        ));
     }
     let cleanup = async {
         for f in ledger.rollback(ctx).await {
@@ -101,8 +141,15 @@ pub async fn deploy(ctx: &AwsContext, region: &str, cluster: &str, image: &str, 
             }
         }
     };
-    if !left.is_empty() && super::unless_signalled(crate::sys::signals::count().max(base), cleanup).await.is_none() {
-        let finish = format!("{} finishes it", super::rollback_command(&super::Target::Cluster(cluster.into()), region));
+    if !left.is_empty()
+        && super::unless_signalled(crate::sys::signals::count().max(base), cleanup)
+            .await
+            .is_none()
+    {
+        let finish = format!(
+            "{} finishes it",
+            super::rollback_command(&super::Target::Cluster(cluster.into()), region)
+        );
         return Err(super::abandoned(&e, &left.join(", "), &finish));
     }
     Err(e)
@@ -121,7 +168,9 @@ async fn deploy_inner(
     let a = ctx.autoscaling(region);
     let ec2 = ctx.ec2(region);
     let groups = asg::cluster_groups(&a, cluster).await?;
-    let serving_g = serving(&groups).ok_or_else(|| input!("cluster {cluster} has no enabled generation in {region}"))?.clone();
+    let serving_g = serving(&groups)
+        .ok_or_else(|| input!("cluster {cluster} has no enabled generation in {region}"))?
+        .clone();
     let src = asg::source(&serving_g, region)?;
     check_pending(&groups, cluster, region, image)?;
     let pending = pending(&groups);
@@ -129,18 +178,41 @@ async fn deploy_inner(
     let (new_name, mut rec, from_g, resumed) = match pending {
         Some((g, r)) if r.image == image => {
             let from = r.from.clone().unwrap_or_default();
-            let from_g = groups.iter().find(|x| asg::name(x) == from).cloned().ok_or_else(|| anyhow!("deploy {} to {} ({region}) came from {from}, which is gone: roll it back", r.id, asg::name(&g)))?;
-            info!("{region}: resuming deploy {} of {image} to {}", r.id, asg::name(&g));
+            let from_g = groups
+                .iter()
+                .find(|x| asg::name(x) == from)
+                .cloned()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "deploy {} to {} ({region}) came from {from}, which is gone: roll it back",
+                        r.id,
+                        asg::name(&g)
+                    )
+                })?;
+            info!(
+                "{region}: resuming deploy {} of {image} to {}",
+                r.id,
+                asg::name(&g)
+            );
             // A resumed deploy that fails again is removed like a new one.
-            ledger.record(Resource::LaunchTemplateVersion { region: region.into(), template_id: r.lt.clone(), version: r.v });
-            ledger.record(Resource::AutoScalingGroup { region: region.into(), name: asg::name(&g).into() });
+            ledger.record(Resource::LaunchTemplateVersion {
+                region: region.into(),
+                template_id: r.lt.clone(),
+                version: r.v,
+            });
+            ledger.record(Resource::AutoScalingGroup {
+                region: region.into(),
+                name: asg::name(&g).into(),
+            });
             (asg::name(&g).to_string(), r, from_g, true)
         }
         Some(_) => unreachable!("check_pending refused another image"),
         None => {
             let cur = lt::resolve(&ec2, src.lt()).await?;
             if cur.image_id == image {
-                return Ok(json!({"cluster": cluster, "serving": asg::name(&serving_g), "message": format!("{} already serves {image}: nothing to do", asg::name(&serving_g))}));
+                return Ok(
+                    json!({"cluster": cluster, "serving": asg::name(&serving_g), "message": format!("{} already serves {image}: nothing to do", asg::name(&serving_g))}),
+                );
             }
             let new_name = plan::next_generation(cluster, &gens(cluster, &groups))?;
             if src.lt().version == "$Latest" {
@@ -150,11 +222,27 @@ async fn deploy_inner(
                 *pinned.lock().unwrap() = Some((serving_g.clone(), src.clone()));
                 info!("{region}: {} followed $Latest; pinned to version {} before making the next one", asg::name(&serving_g), cur.number);
             }
-            let v = lt::create_version(&ec2, &cur.template_id, cur.number, image, &format!("bakery deploy {} of {image} ({new_name})", o.deploy_id)).await?;
-            ledger.record(Resource::LaunchTemplateVersion { region: region.into(), template_id: cur.template_id.clone(), version: v });
+            let v = lt::create_version(
+                &ec2,
+                &cur.template_id,
+                cur.number,
+                image,
+                &format!("bakery deploy {} of {image} ({new_name})", o.deploy_id),
+            )
+            .await?;
+            ledger.record(Resource::LaunchTemplateVersion {
+                region: region.into(),
+                template_id: cur.template_id.clone(),
+                version: v,
+            });
             let rec = GenRecord {
                 id: o.deploy_id.clone(),
-                phase: if o.canary.is_some() { "canary" } else { "deploying" }.into(),
+                phase: if o.canary.is_some() {
+                    "canary"
+                } else {
+                    "deploying"
+                }
+                .into(),
                 from: Some(asg::name(&serving_g).to_string()),
                 image: image.into(),
                 lt: cur.template_id.clone(),
@@ -162,14 +250,36 @@ async fn deploy_inner(
             };
             let full = asg::size(&serving_g);
             let sz = match &o.canary {
-                Some(c) => Size { min: c.size, max: c.size.max(full.max), desired: c.size },
+                Some(c) => Size {
+                    min: c.size,
+                    max: c.size.max(full.max),
+                    desired: c.size,
+                },
                 None => full,
             };
             let tag = state::tag(&new_name, GEN_TAG, &rec)?;
-            ledger.record(Resource::AutoScalingGroup { region: region.into(), name: new_name.clone() });
-            asg::create_generation(&a, &serving_g, &src, &new_name, &cur.template_id, v, sz, vec![tag]).await?;
+            ledger.record(Resource::AutoScalingGroup {
+                region: region.into(),
+                name: new_name.clone(),
+            });
+            asg::create_generation(
+                &a,
+                &serving_g,
+                &src,
+                &new_name,
+                &cur.template_id,
+                v,
+                sz,
+                vec![tag],
+            )
+            .await?;
             let n = asg::copy_policies(&a, asg::name(&serving_g), &new_name).await?;
-            info!("{region}: created {new_name} ({} instances{}, {n} scaling policies) from {}", sz.desired, if o.canary.is_some() { ", canary" } else { "" }, asg::name(&serving_g));
+            info!(
+                "{region}: created {new_name} ({} instances{}, {n} scaling policies) from {}",
+                sz.desired,
+                if o.canary.is_some() { ", canary" } else { "" },
+                asg::name(&serving_g)
+            );
             (new_name, rec, serving_g.clone(), false)
         }
     };
@@ -180,11 +290,31 @@ async fn deploy_inner(
     let mut score = None;
     if rec.phase == "canary" {
         let c = o.canary.as_ref().ok_or_else(|| input!("{new_name} ({region}) is a canary in progress: resume it with the same --canary-size and --judge, or roll it back"))?;
-        info!("{region}: canary {new_name} healthy; judging in {:.0}s", c.window.as_secs_f64());
-        o.wait.nap(c.window).await.with_context(|| format!("canary {new_name} ({region}) before it was judged"))?;
-        let ev = canary::event(&o.deploy_id, region, cluster, &new_name, &from_name, image, c.window.as_secs_f64() / 60.0);
-        score = Some(c.judge(ev).await.with_context(|| format!("canary {new_name} ({region}) failed; it is torn down"))?);
-        info!("{region}: canary {new_name} passed with score {}", score.unwrap_or_default());
+        info!(
+            "{region}: canary {new_name} healthy; judging in {:.0}s",
+            c.window.as_secs_f64()
+        );
+        o.wait
+            .nap(c.window)
+            .await
+            .with_context(|| format!("canary {new_name} ({region}) before it was judged"))?;
+        let ev = canary::event(
+            &o.deploy_id,
+            region,
+            cluster,
+            &new_name,
+            &from_name,
+            image,
+            c.window.as_secs_f64() / 60.0,
+        );
+        score =
+            Some(c.judge(ev).await.with_context(|| {
+                format!("canary {new_name} ({region}) failed; it is torn down")
+            })?);
+        info!(
+            "{region}: canary {new_name} passed with score {}",
+            score.unwrap_or_default()
+        );
         rec.phase = "deploying".into();
         state::write(&a, &new_name, GEN_TAG, &rec).await?;
         asg::resize(&a, &new_name, asg::size(&from_g)).await?;
@@ -207,7 +337,11 @@ async fn deploy_inner(
 
     // Retention: never the new (serving) generation nor the one a rollback would re-enable.
     let groups = asg::cluster_groups(&a, cluster).await?;
-    let doomed = plan::to_delete(&gens(cluster, &groups), o.keep, &[new_name.as_str(), from_name.as_str()]);
+    let doomed = plan::to_delete(
+        &gens(cluster, &groups),
+        o.keep,
+        &[new_name.as_str(), from_name.as_str()],
+    );
     let mut deleted = Vec::new();
     for d in &doomed {
         match asg::start_delete(&a, d).await {
@@ -241,16 +375,27 @@ pub async fn rollback(ctx: &AwsContext, region: &str, cluster: &str, wait: &Wait
     let (newer, rec) = groups
         .iter()
         .filter(|g| !asg::is_disabled(g) || record(g).is_some_and(|r| in_progress(&r)))
-        .find_map(|g| record(g).filter(|r| r.phase != "rolled-back").map(|r| (g.clone(), r)))
+        .find_map(|g| {
+            record(g)
+                .filter(|r| r.phase != "rolled-back")
+                .map(|r| (g.clone(), r))
+        })
         .ok_or_else(|| input!("cluster {cluster} ({region}): no deploy to roll back"))?;
-    let prev_name = rec.from.clone().ok_or_else(|| input!("{} ({region}) records no previous generation", asg::name(&newer)))?;
+    let prev_name = rec.from.clone().ok_or_else(|| {
+        input!(
+            "{} ({region}) records no previous generation",
+            asg::name(&newer)
+        )
+    })?;
     let prev = groups
         .iter()
         .find(|g| asg::name(g) == prev_name)
         .cloned()
         .ok_or_else(|| anyhow!("{prev_name}, the generation before {} ({region}), was deleted: nothing to roll back to", asg::name(&newer)))?;
     enable(ctx, region, &prev).await?;
-    targets::wait_healthy(ctx, region, &prev_name, &HashSet::new(), wait).await.with_context(|| format!("re-enabling {prev_name}"))?;
+    targets::wait_healthy(ctx, region, &prev_name, &HashSet::new(), wait)
+        .await
+        .with_context(|| format!("re-enabling {prev_name}"))?;
     let newer_name = asg::name(&newer).to_string();
     let finished = rec.phase == "done";
     if finished {
@@ -263,6 +408,11 @@ pub async fn rollback(ctx: &AwsContext, region: &str, cluster: &str, wait: &Wait
         asg::delete_group(&a, &newer_name).await?;
         lt::delete_version(&ctx.ec2(region), &rec.lt, rec.v).await?;
     }
-    info!("{region}: {prev_name} serves again; {newer_name} {}", if finished { "disabled" } else { "deleted" });
-    Ok(json!({"cluster": cluster, "serving": prev_name, "rolled_back": newer_name, "deploy_id": rec.id, "newer": if finished { "disabled" } else { "deleted" }}))
+    info!(
+        "{region}: {prev_name} serves again; {newer_name} {}",
+        if finished { "disabled" } else { "deleted" }
+    );
+    Ok(
+        json!({"cluster": cluster, "serving": prev_name, "rolled_back": newer_name, "deploy_id": rec.id, "newer": if finished { "disabled" } else { "deleted" }}),
+    )
 }

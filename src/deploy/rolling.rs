@@ -40,13 +40,25 @@ impl RollingOptions {
     }
 }
 
-pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<Value> {
+pub async fn rolling(
+    ctx: &AwsContext,
+    region: &str,
+    name: &str,
+    image: &str,
+    o: &Options,
+    ledger: &Ledger,
+) -> Result<Value> {
     let a = ctx.autoscaling(region);
     let g = asg::require(&a, name).await?;
     let prior: Option<SwapRecord> = state::read(&g, SWAP_TAG)?;
     // The instances to replace: every one not on the image (all of them, unless an interrupted
     // deploy of this image already replaced some).
-    let stale: Vec<String> = running(ctx, region, &g).await?.into_iter().filter(|(_, img)| img != image).map(|(id, _)| id).collect();
+    let stale: Vec<String> = running(ctx, region, &g)
+        .await?
+        .into_iter()
+        .filter(|(_, img)| img != image)
+        .map(|(id, _)| id)
+        .collect();
     let sw = swap::swap(ctx, region, name, image, o, ledger).await?;
     let resumed = sw.record.is_none();
     // A rerun after an interruption: the group already launches the image. Its record (when the
@@ -72,7 +84,9 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
                 r.phase = "done".into();
                 state::write(&a, name, SWAP_TAG, &r).await?;
             }
-            Ok(json!({"swap": sw, "replaced": stale.len(), "replaced_with": how, "resumed": resumed}))
+            Ok(
+                json!({"swap": sw, "replaced": stale.len(), "replaced_with": how, "resumed": resumed}),
+            )
         }
         Err(e) => {
             let Some(rec) = rec else {
@@ -85,9 +99,17 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
                 swap::undo(ctx, region, name, &rec).await?;
                 let g = asg::require(&a, name).await?;
                 // Whatever runs the deployed image (this run's, and an interrupted run's it resumed).
-                let launched: Vec<String> = running(ctx, region, &g).await?.into_iter().filter(|(_, img)| img == image).map(|(id, _)| id).collect();
+                let launched: Vec<String> = running(ctx, region, &g)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, img)| img == image)
+                    .map(|(id, _)| id)
+                    .collect();
                 // Back as fast as --min-healthy-percentage allows: no checkpoint pauses.
-                let back = RollingOptions { checkpoints: vec![], ..o.rolling.clone() };
+                let back = RollingOptions {
+                    checkpoints: vec![],
+                    ..o.rolling.clone()
+                };
                 own_batches(ctx, region, name, &launched, &back, &wait).await?;
                 if rec.follows != Follows::Latest {
                     // Nothing points at the failed version any more: leave nothing half-made.
@@ -98,8 +120,15 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
                 state::write(&a, name, SWAP_TAG, &r).await
             };
             match super::unless_signalled(wait.signals, undo).await {
-                Some(Ok(())) => Err(e.context(format!("rolling deploy of {name} ({region}) rolled back to launch template version {}", rec.prev))),
-                Some(Err(u)) if super::is_interrupted(&u) || crate::sys::signals::count() > wait.signals => Err(stopped(&e, &rec, name, region)),
+                Some(Ok(())) => Err(e.context(format!(
+                    "rolling deploy of {name} ({region}) rolled back to launch template version {}",
+                    rec.prev
+                ))),
+                Some(Err(u))
+                    if super::is_interrupted(&u) || crate::sys::signals::count() > wait.signals =>
+                {
+                    Err(stopped(&e, &rec, name, region))
+                }
                 Some(Err(u)) => Err(anyhow!("{e:#}; the rollback failed too: {u:#}")),
                 None => Err(stopped(&e, &rec, name, region)),
             }
@@ -109,7 +138,10 @@ pub async fn rolling(ctx: &AwsContext, region: &str, name: &str, image: &str, o:
 
 /// A rollback a signal stopped: what may be left.
 fn stopped(e: &anyhow::Error, rec: &SwapRecord, name: &str, region: &str) -> anyhow::Error {
-    let left = format!("{name} on launch template {} version {} ({}) instead of {}, and instances running {}", rec.lt, rec.new, rec.image, rec.prev, rec.image);
+    let left = format!(
+        "{name} on launch template {} version {} ({}) instead of {}, and instances running {}",
+        rec.lt, rec.new, rec.image, rec.prev, rec.image
+    );
     let finish = format!(
         "{} puts version {} back, then `bakery deploy --strategy rolling --image {} --asg {name} --region {region}` replaces those instances",
         super::rollback_command(&super::Target::Asg(name.into()), region),
@@ -120,29 +152,66 @@ fn stopped(e: &anyhow::Error, rec: &SwapRecord, name: &str, region: &str) -> any
 }
 
 /// The group's instances (not on their way out) and the image each runs.
-pub async fn running(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<Vec<(String, String)>> {
+pub async fn running(
+    ctx: &AwsContext,
+    region: &str,
+    g: &AutoScalingGroup,
+) -> Result<Vec<(String, String)>> {
     let ids: Vec<String> = g
         .instances()
         .iter()
-        .filter(|i| !i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default().starts_with("Terminat"))
+        .filter(|i| {
+            !i.lifecycle_state()
+                .map(|s| s.as_str())
+                .unwrap_or_default()
+                .starts_with("Terminat")
+        })
         .filter_map(|i| i.instance_id())
         .map(String::from)
         .collect();
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    let out = ctx.ec2(region).describe_instances().set_instance_ids(Some(ids.clone())).send().await.map_err(sdk).with_context(|| format!("describing the instances of {}", asg::name(g)))?;
-    let images: std::collections::HashMap<&str, &str> =
-        out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| Some((i.instance_id()?, i.image_id()?))).collect();
-    Ok(ids.iter().filter_map(|id| images.get(id.as_str()).map(|img| (id.clone(), img.to_string()))).collect())
+    let out = ctx
+        .ec2(region)
+        .describe_instances()
+        .set_instance_ids(Some(ids.clone()))
+        .send()
+        .await
+        .map_err(sdk)
+        .with_context(|| format!("describing the instances of {}", asg::name(g)))?;
+    let images: std::collections::HashMap<&str, &str> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| Some((i.instance_id()?, i.image_id()?)))
+        .collect();
+    Ok(ids
+        .iter()
+        .filter_map(|id| {
+            images
+                .get(id.as_str())
+                .map(|img| (id.clone(), img.to_string()))
+        })
+        .collect())
 }
 
 /// Replace `old` (the group's instances before the swap). Returns how.
-async fn replace(ctx: &AwsContext, region: &str, name: &str, old: &[String], r: &RollingOptions, wait: &Wait) -> Result<&'static str> {
+async fn replace(
+    ctx: &AwsContext,
+    region: &str,
+    name: &str,
+    old: &[String],
+    r: &RollingOptions,
+    wait: &Wait,
+) -> Result<&'static str> {
     if r.replace_with != ReplaceWith::Batches {
         match instance_refresh(ctx, region, name, r, wait).await {
             Ok(()) => return Ok("instance-refresh"),
-            Err(e) if r.replace_with == ReplaceWith::Auto && format!("{e:#}").contains("InvalidAction") => {
+            Err(e)
+                if r.replace_with == ReplaceWith::Auto
+                    && format!("{e:#}").contains("InvalidAction") =>
+            {
                 info!("{name} ({region}): no instance refresh on this endpoint ({e:#}); replacing in batches");
             }
             Err(e) => return Err(e),
@@ -152,14 +221,24 @@ async fn replace(ctx: &AwsContext, region: &str, name: &str, old: &[String], r: 
     Ok("batches")
 }
 
-async fn instance_refresh(ctx: &AwsContext, region: &str, name: &str, r: &RollingOptions, wait: &Wait) -> Result<()> {
+async fn instance_refresh(
+    ctx: &AwsContext,
+    region: &str,
+    name: &str,
+    r: &RollingOptions,
+    wait: &Wait,
+) -> Result<()> {
     let a = ctx.autoscaling(region);
-    let mut p = RefreshPreferences::builder().min_healthy_percentage(r.min_healthy as i32).skip_matching(true);
+    let mut p = RefreshPreferences::builder()
+        .min_healthy_percentage(r.min_healthy as i32)
+        .skip_matching(true);
     if let Some(w) = r.warmup {
         p = p.instance_warmup(w as i32);
     }
     if !r.checkpoints.is_empty() {
-        p = p.set_checkpoint_percentages(Some(r.checkpoints.iter().map(|c| *c as i32).collect())).checkpoint_delay(r.checkpoint_delay as i32);
+        p = p
+            .set_checkpoint_percentages(Some(r.checkpoints.iter().map(|c| *c as i32).collect()))
+            .checkpoint_delay(r.checkpoint_delay as i32);
     }
     let id = a
         .start_instance_refresh()
@@ -175,38 +254,79 @@ async fn instance_refresh(ctx: &AwsContext, region: &str, name: &str, r: &Rollin
     info!("{name} ({region}): instance refresh {id} started");
     let started = Instant::now();
     loop {
-        let out = a.describe_instance_refreshes().auto_scaling_group_name(name).instance_refresh_ids(&id).send().await.map_err(sdk)?;
-        let status = out.instance_refreshes().first().and_then(|r| r.status()).map(|s| s.as_str().to_string()).unwrap_or_default();
+        let out = a
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(name)
+            .instance_refresh_ids(&id)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let status = out
+            .instance_refreshes()
+            .first()
+            .and_then(|r| r.status())
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
         match status.as_str() {
             "Successful" => return Ok(()),
             "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" | "Baseline" => {
-                let reason = out.instance_refreshes().first().and_then(|r| r.status_reason()).unwrap_or("");
+                let reason = out
+                    .instance_refreshes()
+                    .first()
+                    .and_then(|r| r.status_reason())
+                    .unwrap_or("");
                 anyhow::bail!("instance refresh {id} of {name}: {status} {reason}");
             }
             _ => {}
         }
         if let Err(e) = wait.check() {
-            let _ = a.cancel_instance_refresh().auto_scaling_group_name(name).send().await;
+            let _ = a
+                .cancel_instance_refresh()
+                .auto_scaling_group_name(name)
+                .send()
+                .await;
             return Err(e.context(format!("instance refresh {id} of {name} (cancelled)")));
         }
         if started.elapsed() >= wait.timeout {
-            let _ = a.cancel_instance_refresh().auto_scaling_group_name(name).send().await;
-            anyhow::bail!("instance refresh {id} of {name} did not finish within {}s (cancelled)", wait.timeout.as_secs());
+            let _ = a
+                .cancel_instance_refresh()
+                .auto_scaling_group_name(name)
+                .send()
+                .await;
+            anyhow::bail!(
+                "instance refresh {id} of {name} did not finish within {}s (cancelled)",
+                wait.timeout.as_secs()
+            );
         }
         let _ = wait.nap(wait.poll).await;
     }
 }
 
 /// Replace `ids` of group `name` in batches that keep `min_healthy` percent in service.
-pub async fn own_batches(ctx: &AwsContext, region: &str, name: &str, ids: &[String], r: &RollingOptions, wait: &Wait) -> Result<()> {
+pub async fn own_batches(
+    ctx: &AwsContext,
+    region: &str,
+    name: &str,
+    ids: &[String],
+    r: &RollingOptions,
+    wait: &Wait,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     let a = ctx.autoscaling(region);
-    let desired = asg::require(&a, name).await?.desired_capacity().unwrap_or(0) as usize;
+    let desired = asg::require(&a, name)
+        .await?
+        .desired_capacity()
+        .unwrap_or(0) as usize;
     let batch = plan::batch_size(desired.max(ids.len()), r.min_healthy);
     let mut gone: HashSet<String> = HashSet::new();
-    let mut next_checkpoint = r.checkpoints.iter().copied().filter(|c| *c < 100).collect::<Vec<_>>();
+    let mut next_checkpoint = r
+        .checkpoints
+        .iter()
+        .copied()
+        .filter(|c| *c < 100)
+        .collect::<Vec<_>>();
     next_checkpoint.sort();
     for chunk in ids.chunks(batch) {
         wait.check()?;
@@ -214,7 +334,12 @@ pub async fn own_batches(ctx: &AwsContext, region: &str, name: &str, ids: &[Stri
             asg::replace_instance(&a, id).await?;
             gone.insert(id.clone());
         }
-        info!("{name} ({region}): replacing {} ({}/{})", chunk.join(", "), gone.len(), ids.len());
+        info!(
+            "{name} ({region}): replacing {} ({}/{})",
+            chunk.join(", "),
+            gone.len(),
+            ids.len()
+        );
         targets::wait_healthy(ctx, region, name, &gone, wait).await?;
         if let Some(w) = r.warmup.filter(|w| *w > 0) {
             wait.nap(Duration::from_secs(w)).await?;
@@ -223,7 +348,10 @@ pub async fn own_batches(ctx: &AwsContext, region: &str, name: &str, ids: &[Stri
         if next_checkpoint.first().is_some_and(|c| done_pct >= *c) {
             next_checkpoint.retain(|c| *c > done_pct);
             if r.checkpoint_delay > 0 {
-                info!("{name} ({region}): checkpoint at {done_pct}%, pausing {}s", r.checkpoint_delay);
+                info!(
+                    "{name} ({region}): checkpoint at {done_pct}%, pausing {}s",
+                    r.checkpoint_delay
+                );
                 wait.nap(Duration::from_secs(r.checkpoint_delay)).await?;
             }
         }

@@ -73,22 +73,33 @@ pub struct GenRecord {
 }
 
 pub fn tag_value(g: &AutoScalingGroup, key: &str) -> Option<String> {
-    g.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(String::from)
+    g.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(String::from)
 }
 
 pub fn read<T: for<'de> Deserialize<'de>>(g: &AutoScalingGroup, key: &str) -> Result<Option<T>> {
     match tag_value(g, key) {
         None => Ok(None),
-        Some(v) => serde_json::from_str(&v)
-            .map(Some)
-            .with_context(|| format!("reading tag {key} of {}: `{v}`", g.auto_scaling_group_name().unwrap_or("?"))),
+        Some(v) => serde_json::from_str(&v).map(Some).with_context(|| {
+            format!(
+                "reading tag {key} of {}: `{v}`",
+                g.auto_scaling_group_name().unwrap_or("?")
+            )
+        }),
     }
 }
 
 /// The tag (not propagated to instances) that records `value` on group `name`.
 pub fn tag<T: Serialize>(name: &str, key: &str, value: &T) -> Result<Tag> {
     let v = serde_json::to_string(value)?;
-    anyhow::ensure!(v.len() <= 256, "deploy record for {name} is {} characters, more than a tag holds: {v}", v.len());
+    anyhow::ensure!(
+        v.len() <= 256,
+        "deploy record for {name} is {} characters, more than a tag holds: {v}",
+        v.len()
+    );
     Ok(Tag::builder()
         .resource_id(name)
         .resource_type("auto-scaling-group")
@@ -98,7 +109,12 @@ pub fn tag<T: Serialize>(name: &str, key: &str, value: &T) -> Result<Tag> {
         .build())
 }
 
-pub async fn write<T: Serialize>(asg: &aws_sdk_autoscaling::Client, name: &str, key: &str, value: &T) -> Result<()> {
+pub async fn write<T: Serialize>(
+    asg: &aws_sdk_autoscaling::Client,
+    name: &str,
+    key: &str,
+    value: &T,
+) -> Result<()> {
     asg.create_or_update_tags()
         .tags(tag(name, key, value)?)
         .send()
@@ -115,17 +131,29 @@ mod tests {
     #[test]
     fn records_fit_in_a_tag() {
         let r = SwapRecord {
-            id: "dp-0123456789ab".into(), lt: "lt-0123456789abcdef0".into(), follows: Follows::Default,
-            prev: "$Default".into(), prev_n: 123456, new: 123457, image: "ami-0123456789abcdef0".into(),
-            prev_image: "ami-0123456789abcdef1".into(), phase: "rolled-back".into(),
+            id: "dp-0123456789ab".into(),
+            lt: "lt-0123456789abcdef0".into(),
+            follows: Follows::Default,
+            prev: "$Default".into(),
+            prev_n: 123456,
+            new: 123457,
+            image: "ami-0123456789abcdef0".into(),
+            prev_image: "ami-0123456789abcdef1".into(),
+            phase: "rolled-back".into(),
         };
         let t = tag("app-prod", SWAP_TAG, &r).unwrap();
         assert!(t.value().unwrap().len() < 256);
-        assert_eq!(serde_json::from_str::<SwapRecord>(t.value().unwrap()).unwrap(), r);
+        assert_eq!(
+            serde_json::from_str::<SwapRecord>(t.value().unwrap()).unwrap(),
+            r
+        );
         let g = GenRecord {
-            id: "dp-0123456789ab".into(), phase: "deploying".into(),
+            id: "dp-0123456789ab".into(),
+            phase: "deploying".into(),
             from: Some("a-very-long-application-name-stack-detail-v123".into()),
-            image: "ami-0123456789abcdef0".into(), lt: "lt-0123456789abcdef0".into(), v: 123456,
+            image: "ami-0123456789abcdef0".into(),
+            lt: "lt-0123456789abcdef0".into(),
+            v: 123456,
         };
         assert!(tag("x", GEN_TAG, &g).unwrap().value().unwrap().len() < 256);
     }

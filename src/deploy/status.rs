@@ -12,15 +12,28 @@ use crate::aws::client::AwsContext;
 use crate::input;
 
 async fn appversion(ctx: &AwsContext, region: &str, image: &str) -> Option<String> {
-    let out = ctx.ec2(region).describe_images().image_ids(image).send().await.ok()?;
+    let out = ctx
+        .ec2(region)
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .ok()?;
     let img = out.images().first()?;
-    img.tags().iter().find(|t| t.key() == Some("appversion")).and_then(|t| t.value()).map(String::from)
+    img.tags()
+        .iter()
+        .find(|t| t.key() == Some("appversion"))
+        .and_then(|t| t.value())
+        .map(String::from)
 }
 
 async fn group(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<Value> {
     let (lt_json, image) = match asg::source(g, region) {
         Ok(src) => match lt::resolve(&ctx.ec2(region), src.lt()).await {
-            Ok(r) => (json!({"id": r.template_id, "version": src.lt().version, "resolved": r.number}), Some(r.image_id)),
+            Ok(r) => (
+                json!({"id": r.template_id, "version": src.lt().version, "resolved": r.number}),
+                Some(r.image_id),
+            ),
             Err(e) => (json!({"error": format!("{e:#}")}), None),
         },
         Err(e) => (json!({"error": format!("{e:#}")}), None),
@@ -47,7 +60,9 @@ pub async fn region(ctx: &AwsContext, region: &str, target: &Target) -> Result<V
     let a = ctx.autoscaling(region);
     match target {
         Target::Asg(name) => {
-            let g = asg::describe(&a, name).await?.ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+            let g = asg::describe(&a, name)
+                .await?
+                .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
             let mut v = group(ctx, region, &g).await?;
             let rec: Option<SwapRecord> = state::read(&g, SWAP_TAG)?;
             v["region"] = json!(region);
@@ -64,14 +79,21 @@ pub async fn region(ctx: &AwsContext, region: &str, target: &Target) -> Result<V
             for g in &groups {
                 let mut v = group(ctx, region, g).await?;
                 let rec: Option<GenRecord> = state::read(g, GEN_TAG)?;
-                if let Some(r) = rec.as_ref().filter(|r| matches!(r.phase.as_str(), "canary" | "deploying")) {
-                    progress = Some(json!({"generation": asg::name(g), "deploy_id": r.id, "phase": r.phase, "image_id": r.image, "from": r.from}));
+                if let Some(r) = rec
+                    .as_ref()
+                    .filter(|r| matches!(r.phase.as_str(), "canary" | "deploying"))
+                {
+                    progress = Some(
+                        json!({"generation": asg::name(g), "deploy_id": r.id, "phase": r.phase, "image_id": r.image, "from": r.from}),
+                    );
                 }
                 v["serving"] = json!(serving.as_deref() == Some(asg::name(g)));
                 v["deploy"] = serde_json::to_value(&rec)?;
                 gens.push(v);
             }
-            Ok(json!({"region": region, "cluster": c, "serving": serving, "in_progress": progress, "generations": gens}))
+            Ok(
+                json!({"region": region, "cluster": c, "serving": serving, "in_progress": progress, "generations": gens}),
+            )
         }
     }
 }
@@ -86,11 +108,35 @@ pub fn table(v: &Value) -> String {
             None => vec![r],
         };
         if let Some(p) = r["in_progress"].as_object() {
-            s.push_str(&format!("{region}: deploy {} in progress ({} of {} to {})\n", p["deploy_id"].as_str().unwrap_or("?"), p["phase"].as_str().unwrap_or("?"), p["image_id"].as_str().unwrap_or("?"), p["generation"].as_str().unwrap_or("?")));
+            s.push_str(&format!(
+                "{region}: deploy {} in progress ({} of {} to {})\n",
+                p["deploy_id"].as_str().unwrap_or("?"),
+                p["phase"].as_str().unwrap_or("?"),
+                p["image_id"].as_str().unwrap_or("?"),
+                p["generation"].as_str().unwrap_or("?")
+            ));
         }
         for g in rows {
-            let healthy = g["instances"].as_array().map(|is| is.iter().filter(|i| i["lifecycle"] == "InService" && i["targets"].as_object().is_none_or(|t| t.values().all(|s| s == "healthy"))).count()).unwrap_or(0);
-            let mark = if g["serving"] == true { "serving" } else if g["enabled"] == true { "enabled" } else { "disabled" };
+            let healthy = g["instances"]
+                .as_array()
+                .map(|is| {
+                    is.iter()
+                        .filter(|i| {
+                            i["lifecycle"] == "InService"
+                                && i["targets"]
+                                    .as_object()
+                                    .is_none_or(|t| t.values().all(|s| s == "healthy"))
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            let mark = if g["serving"] == true {
+                "serving"
+            } else if g["enabled"] == true {
+                "enabled"
+            } else {
+                "disabled"
+            };
             s.push_str(&format!(
                 "{region}  {:<32} {:<8} {:<22} {:<28} {}/{} healthy\n",
                 g["name"].as_str().unwrap_or("?"),

@@ -29,10 +29,19 @@ pub struct SwapResult {
     pub record: Option<SwapRecord>,
 }
 
-pub async fn swap(ctx: &AwsContext, region: &str, name: &str, image: &str, o: &Options, ledger: &Ledger) -> Result<SwapResult> {
+pub async fn swap(
+    ctx: &AwsContext,
+    region: &str,
+    name: &str,
+    image: &str,
+    o: &Options,
+    ledger: &Ledger,
+) -> Result<SwapResult> {
     let a = ctx.autoscaling(region);
     let ec2 = ctx.ec2(region);
-    let g = asg::describe(&a, name).await?.ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+    let g = asg::describe(&a, name)
+        .await?
+        .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
     let src = asg::source(&g, region)?;
     let cur = lt::resolve(&ec2, src.lt()).await?;
     let follows = Follows::of(&src.lt().version);
@@ -48,8 +57,19 @@ pub async fn swap(ctx: &AwsContext, region: &str, name: &str, image: &str, o: &O
             record: None,
         });
     }
-    let new = lt::create_version(&ec2, &cur.template_id, cur.number, image, &format!("bakery deploy {} of {image}", o.deploy_id)).await?;
-    ledger.record(Resource::LaunchTemplateVersion { region: region.into(), template_id: cur.template_id.clone(), version: new });
+    let new = lt::create_version(
+        &ec2,
+        &cur.template_id,
+        cur.number,
+        image,
+        &format!("bakery deploy {} of {image}", o.deploy_id),
+    )
+    .await?;
+    ledger.record(Resource::LaunchTemplateVersion {
+        region: region.into(),
+        template_id: cur.template_id.clone(),
+        version: new,
+    });
     let (applied, message) = match follows {
         Follows::Pinned => {
             asg::set_version(&a, &g, &src, &new.to_string()).await?;
@@ -95,24 +115,47 @@ pub async fn swap(ctx: &AwsContext, region: &str, name: &str, image: &str, o: &O
 pub async fn undo(ctx: &AwsContext, region: &str, name: &str, rec: &SwapRecord) -> Result<String> {
     let a = ctx.autoscaling(region);
     let ec2 = ctx.ec2(region);
-    let g = asg::describe(&a, name).await?.ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+    let g = asg::describe(&a, name)
+        .await?
+        .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
     let src = asg::source(&g, region)?;
-    let now = lt::resolve(&ec2, &lt::LtRef { id: Some(rec.lt.clone()), name: None, version: "$Latest".into() }).await?;
+    let now = lt::resolve(
+        &ec2,
+        &lt::LtRef {
+            id: Some(rec.lt.clone()),
+            name: None,
+            version: "$Latest".into(),
+        },
+    )
+    .await?;
     Ok(match restore(rec, now.latest_number) {
         Restore::AsgVersion(v) => {
             asg::set_version(&a, &g, &src, &v).await?;
-            format!("{name} ({region}) points at launch template {} version {v} again", rec.lt)
+            format!(
+                "{name} ({region}) points at launch template {} version {v} again",
+                rec.lt
+            )
         }
         Restore::DefaultVersion(v) => {
             lt::set_default(&ec2, &rec.lt, v).await?;
-            format!("version {v} is the default of launch template {} again ({name}, {region})", rec.lt)
+            format!(
+                "version {v} is the default of launch template {} again ({name}, {region})",
+                rec.lt
+            )
         }
         Restore::DeleteLatest(v) => {
             lt::delete_version(&ec2, &rec.lt, v).await?;
             format!("deleted version {v} of launch template {}: version {} is the latest again ({name}, {region})", rec.lt, rec.prev_n)
         }
         Restore::CopyAsLatest(v) => {
-            let n = lt::create_version(&ec2, &rec.lt, v, &rec.prev_image, &format!("bakery rollback of {}", rec.id)).await?;
+            let n = lt::create_version(
+                &ec2,
+                &rec.lt,
+                v,
+                &rec.prev_image,
+                &format!("bakery rollback of {}", rec.id),
+            )
+            .await?;
             format!("launch template {} has newer versions than {}: version {n}, a copy of {v}, is the latest ({name}, {region})", rec.lt, rec.new)
         }
     })
@@ -121,14 +164,25 @@ pub async fn undo(ctx: &AwsContext, region: &str, name: &str, rec: &SwapRecord) 
 /// `bakery rollback --asg`: undo the recorded swap.
 pub async fn rollback(ctx: &AwsContext, region: &str, name: &str) -> Result<Value> {
     let a = ctx.autoscaling(region);
-    let g = asg::describe(&a, name).await?.ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
-    let mut rec: SwapRecord = state::read(&g, SWAP_TAG)?.ok_or_else(|| input!("{name} ({region}) has no deploy to roll back (no {SWAP_TAG} tag)"))?;
+    let g = asg::describe(&a, name)
+        .await?
+        .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+    let mut rec: SwapRecord = state::read(&g, SWAP_TAG)?.ok_or_else(|| {
+        input!("{name} ({region}) has no deploy to roll back (no {SWAP_TAG} tag)")
+    })?;
     if rec.phase == "rolled-back" {
-        return Err(input!("the last deploy of {name} ({region}), {}, was already rolled back", rec.id));
+        return Err(input!(
+            "the last deploy of {name} ({region}), {}, was already rolled back",
+            rec.id
+        ));
     }
-    let did = undo(ctx, region, name, &rec).await.with_context(|| format!("rolling back deploy {} of {name}", rec.id))?;
+    let did = undo(ctx, region, name, &rec)
+        .await
+        .with_context(|| format!("rolling back deploy {} of {name}", rec.id))?;
     rec.phase = "rolled-back".into();
     state::write(&a, name, SWAP_TAG, &rec).await?;
     info!("{did}");
-    Ok(json!({"asg": name, "deploy_id": rec.id, "restored_version": rec.prev, "image_id": rec.prev_image, "message": did}))
+    Ok(
+        json!({"asg": name, "deploy_id": rec.id, "restored_version": rec.prev, "image_id": rec.prev_image, "message": did}),
+    )
 }

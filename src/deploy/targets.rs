@@ -15,33 +15,75 @@ use crate::aws::client::AwsContext;
 /// State per instance per target group (`healthy`, `unhealthy`, `initial`, `draining`...).
 pub type Health = BTreeMap<String, BTreeMap<String, String>>;
 
-pub async fn health(elb: &aws_sdk_elasticloadbalancingv2::Client, tgs: &[String], ids: &[String]) -> Result<Health> {
+pub async fn health(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    tgs: &[String],
+    ids: &[String],
+) -> Result<Health> {
     let mut out: Health = ids.iter().map(|i| (i.clone(), BTreeMap::new())).collect();
     if ids.is_empty() {
         return Ok(out);
     }
     for tg in tgs {
-        let targets: Vec<TargetDescription> = ids.iter().map(|i| TargetDescription::builder().id(i).build()).collect();
-        let r = elb.describe_target_health().target_group_arn(tg).set_targets(Some(targets)).send().await.map_err(sdk).with_context(|| format!("describing target health in {tg}"))?;
+        let targets: Vec<TargetDescription> = ids
+            .iter()
+            .map(|i| TargetDescription::builder().id(i).build())
+            .collect();
+        let r = elb
+            .describe_target_health()
+            .target_group_arn(tg)
+            .set_targets(Some(targets))
+            .send()
+            .await
+            .map_err(sdk)
+            .with_context(|| format!("describing target health in {tg}"))?;
         for d in r.target_health_descriptions() {
-            let id = d.target().and_then(|t| t.id()).unwrap_or_default().to_string();
-            let state = d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+            let id = d
+                .target()
+                .and_then(|t| t.id())
+                .unwrap_or_default()
+                .to_string();
+            let state = d
+                .target_health()
+                .and_then(|h| h.state())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "unknown".into());
             out.entry(id).or_default().insert(tg.clone(), state);
         }
     }
     Ok(out)
 }
 
-pub async fn register(elb: &aws_sdk_elasticloadbalancingv2::Client, tgs: &[String], ids: &[String], on: bool) -> Result<()> {
+pub async fn register(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    tgs: &[String],
+    ids: &[String],
+    on: bool,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     for tg in tgs {
-        let targets: Vec<TargetDescription> = ids.iter().map(|i| TargetDescription::builder().id(i).build()).collect();
+        let targets: Vec<TargetDescription> = ids
+            .iter()
+            .map(|i| TargetDescription::builder().id(i).build())
+            .collect();
         if on {
-            elb.register_targets().target_group_arn(tg).set_targets(Some(targets)).send().await.map_err(sdk).with_context(|| format!("registering {} in {tg}", ids.join(", ")))?;
+            elb.register_targets()
+                .target_group_arn(tg)
+                .set_targets(Some(targets))
+                .send()
+                .await
+                .map_err(sdk)
+                .with_context(|| format!("registering {} in {tg}", ids.join(", ")))?;
         } else {
-            elb.deregister_targets().target_group_arn(tg).set_targets(Some(targets)).send().await.map_err(sdk).with_context(|| format!("deregistering {} from {tg}", ids.join(", ")))?;
+            elb.deregister_targets()
+                .target_group_arn(tg)
+                .set_targets(Some(targets))
+                .send()
+                .await
+                .map_err(sdk)
+                .with_context(|| format!("deregistering {} from {tg}", ids.join(", ")))?;
         }
     }
     Ok(())
@@ -57,7 +99,11 @@ pub struct InstanceHealth {
 }
 
 /// The instances of group `g` with their target health.
-pub async fn instances(ctx: &AwsContext, region: &str, g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Result<Vec<InstanceHealth>> {
+pub async fn instances(
+    ctx: &AwsContext,
+    region: &str,
+    g: &aws_sdk_autoscaling::types::AutoScalingGroup,
+) -> Result<Vec<InstanceHealth>> {
     let ids = asg::instance_ids(g);
     let h = health(&ctx.elbv2(region), g.target_group_arns(), &ids).await?;
     Ok(g.instances()
@@ -65,7 +111,10 @@ pub async fn instances(ctx: &AwsContext, region: &str, g: &aws_sdk_autoscaling::
         .map(|i| {
             let id = i.instance_id().unwrap_or_default().to_string();
             InstanceHealth {
-                lifecycle: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                lifecycle: i
+                    .lifecycle_state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
                 health: i.health_status().unwrap_or_default().to_string(),
                 targets: h.get(&id).cloned().unwrap_or_default(),
                 id,
@@ -76,18 +125,28 @@ pub async fn instances(ctx: &AwsContext, region: &str, g: &aws_sdk_autoscaling::
 
 /// Wait until group `name` has its desired capacity of instances (none of `exclude`) InService,
 /// Healthy, and healthy in every target group it is attached to. Returns their ids.
-pub async fn wait_healthy(ctx: &AwsContext, region: &str, name: &str, exclude: &HashSet<String>, wait: &Wait) -> Result<Vec<String>> {
+pub async fn wait_healthy(
+    ctx: &AwsContext,
+    region: &str,
+    name: &str,
+    exclude: &HashSet<String>,
+    wait: &Wait,
+) -> Result<Vec<String>> {
     let a = ctx.autoscaling(region);
     let started = Instant::now();
     let mut last_log = Instant::now();
     loop {
-        wait.check().with_context(|| format!("waiting for {name} ({region}) to be healthy"))?;
+        wait.check()
+            .with_context(|| format!("waiting for {name} ({region}) to be healthy"))?;
         let g = asg::require(&a, name).await?;
         let desired = g.desired_capacity().unwrap_or(0) as usize;
         let ready: Vec<String> = g
             .instances()
             .iter()
-            .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService") && i.health_status() == Some("Healthy"))
+            .filter(|i| {
+                i.lifecycle_state().map(|s| s.as_str()) == Some("InService")
+                    && i.health_status() == Some("Healthy")
+            })
             .filter_map(|i| i.instance_id())
             .filter(|i| !exclude.contains(*i))
             .map(String::from)
@@ -99,11 +158,21 @@ pub async fn wait_healthy(ctx: &AwsContext, region: &str, name: &str, exclude: &
             .filter(|(_, per_tg)| per_tg.len() < tgs || per_tg.values().any(|s| s != "healthy"))
             .map(|(id, per_tg)| {
                 let states: Vec<&str> = per_tg.values().map(String::as_str).collect();
-                format!("{id}: {}", if states.is_empty() { "not registered".to_string() } else { states.join("/") })
+                format!(
+                    "{id}: {}",
+                    if states.is_empty() {
+                        "not registered".to_string()
+                    } else {
+                        states.join("/")
+                    }
+                )
             })
             .collect();
         let healthy = ready.len() - bad.len().min(ready.len());
-        debug!(group = name, desired, healthy, "waiting for healthy instances");
+        debug!(
+            group = name,
+            desired, healthy, "waiting for healthy instances"
+        );
         if healthy >= desired && bad.is_empty() {
             return Ok(ready);
         }
@@ -118,6 +187,8 @@ pub async fn wait_healthy(ctx: &AwsContext, region: &str, name: &str, exclude: &
             info!("{name} ({region}): {healthy}/{desired} instances healthy, waiting");
             last_log = Instant::now();
         }
-        wait.nap(wait.poll).await.with_context(|| format!("waiting for {name} ({region}) to be healthy"))?;
+        wait.nap(wait.poll)
+            .await
+            .with_context(|| format!("waiting for {name} ({region}) to be healthy"))?;
     }
 }

@@ -22,10 +22,18 @@ pub enum Format {
 impl Format {
     /// The output format a file name asks for.
     pub fn from_output_path(p: &Path) -> Result<Format> {
-        match p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("raw") | Some("img") => Ok(Format::Raw),
             Some("qcow2") => Ok(Format::Qcow2),
-            _ => Err(input!("output `{}`: unknown image format; end the name in .raw, .img or .qcow2", p.display())),
+            _ => Err(input!(
+                "output `{}`: unknown image format; end the name in .raw, .img or .qcow2",
+                p.display()
+            )),
         }
     }
 
@@ -40,15 +48,25 @@ impl Format {
 /// The format of an existing image file, from its content.
 pub fn detect_format(p: &Path) -> Result<Format> {
     let mut f = File::open(p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => input!("base `{}`: no such file; build one with `bakery base build` or check the path", p.display()),
+        std::io::ErrorKind::NotFound => input!(
+            "base `{}`: no such file; build one with `bakery base build` or check the path",
+            p.display()
+        ),
         _ => input!("base `{}`: cannot open: {e}", p.display()),
     })?;
     if f.metadata()?.is_dir() {
-        return Err(input!("base `{}` is a directory; pass a disk image file (raw or qcow2)", p.display()));
+        return Err(input!(
+            "base `{}` is a directory; pass a disk image file (raw or qcow2)",
+            p.display()
+        ));
     }
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic)?;
-    Ok(if n == 4 && magic == *b"QFI\xfb" { Format::Qcow2 } else { Format::Raw })
+    Ok(if n == 4 && magic == *b"QFI\xfb" {
+        Format::Qcow2
+    } else {
+        Format::Raw
+    })
 }
 
 /// Try a copy-on-write clone (btrfs, xfs with reflink): instant and takes no space.
@@ -74,7 +92,8 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<u64> {
     if reflink(&s, &d) {
         return Ok(0);
     }
-    d.set_len(len).with_context(|| format!("sizing {}", dst.display()))?;
+    d.set_len(len)
+        .with_context(|| format!("sizing {}", dst.display()))?;
     let (sfd, dfd) = (s.as_raw_fd(), d.as_raw_fd());
     let mut pos: i64 = 0;
     let mut copied = 0u64;
@@ -94,7 +113,8 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<u64> {
             let n = unsafe { libc::copy_file_range(sfd, &mut off_in, dfd, &mut off_out, want, 0) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
-                return Err(e).with_context(|| format!("copying {} to {}", src.display(), dst.display()));
+                return Err(e)
+                    .with_context(|| format!("copying {} to {}", src.display(), dst.display()));
             }
             if n == 0 {
                 bail!("{} shrank while being copied", src.display());
@@ -109,14 +129,30 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<u64> {
 /// Run qemu-img convert between formats, keeping the output sparse.
 pub fn convert(src: &Path, src_fmt: Format, dst: &Path, dst_fmt: Format) -> Result<()> {
     let out = Command::new("qemu-img")
-        .args(["convert", "-q", "-f", src_fmt.as_str(), "-O", dst_fmt.as_str()])
-        .args(if dst_fmt == Format::Raw { vec!["-S", "4k"] } else { vec![] })
+        .args([
+            "convert",
+            "-q",
+            "-f",
+            src_fmt.as_str(),
+            "-O",
+            dst_fmt.as_str(),
+        ])
+        .args(if dst_fmt == Format::Raw {
+            vec!["-S", "4k"]
+        } else {
+            vec![]
+        })
         .arg(src)
         .arg(dst)
         .output()
         .context("running qemu-img (install qemu-utils)")?;
     if !out.status.success() {
-        bail!("qemu-img convert {} -> {}: {}", src.display(), dst.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "qemu-img convert {} -> {}: {}",
+            src.display(),
+            dst.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -126,9 +162,16 @@ pub fn virtual_size(p: &Path, fmt: Format) -> Result<u64> {
     match fmt {
         Format::Raw => Ok(std::fs::metadata(p)?.len()),
         Format::Qcow2 => {
-            let out = Command::new("qemu-img").args(["info", "--output=json"]).arg(p).output().context("running qemu-img info")?;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading qemu-img info")?;
-            v["virtual-size"].as_u64().context("qemu-img info has no virtual-size")
+            let out = Command::new("qemu-img")
+                .args(["info", "--output=json"])
+                .arg(p)
+                .output()
+                .context("running qemu-img info")?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("reading qemu-img info")?;
+            v["virtual-size"]
+                .as_u64()
+                .context("qemu-img info has no virtual-size")
         }
     }
 }
@@ -154,24 +197,49 @@ impl PendingOutput {
     /// unless `force`) before any work starts.
     pub fn check(dest: &Path, force: bool, what: &str) -> Result<()> {
         let dir = parent_dir(dest);
-        let meta = std::fs::metadata(&dir)
-            .map_err(|_| input!("{what} `{}`: directory {} does not exist; create it first", dest.display(), dir.display()))?;
+        let meta = std::fs::metadata(&dir).map_err(|_| {
+            input!(
+                "{what} `{}`: directory {} does not exist; create it first",
+                dest.display(),
+                dir.display()
+            )
+        })?;
         if !meta.is_dir() {
-            return Err(input!("{what} `{}`: {} is not a directory", dest.display(), dir.display()));
+            return Err(input!(
+                "{what} `{}`: {} is not a directory",
+                dest.display(),
+                dir.display()
+            ));
         }
-        if nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_err() || is_read_only_mount(&dir) {
-            return Err(input!("{what} `{}`: directory {} is not writable; choose another output path", dest.display(), dir.display()));
+        if nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_err()
+            || is_read_only_mount(&dir)
+        {
+            return Err(input!(
+                "{what} `{}`: directory {} is not writable; choose another output path",
+                dest.display(),
+                dir.display()
+            ));
         }
         if dest.exists() && !force {
-            return Err(input!("{what} `{}` already exists; remove it or pass --force to overwrite", dest.display()));
+            return Err(input!(
+                "{what} `{}` already exists; remove it or pass --force to overwrite",
+                dest.display()
+            ));
         }
         Ok(())
     }
 
     pub fn new(dest: &Path, tag: &str) -> PendingOutput {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = parent_dir(dest).join(format!(".{name}.bakery-{tag}.partial"));
-        PendingOutput { tmp, dest: dest.to_path_buf(), committed: false }
+        PendingOutput {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        }
     }
 
     /// fsync the data, rename into place, fsync the directory.
@@ -179,8 +247,13 @@ impl PendingOutput {
         File::open(&self.tmp)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
-        crate::fault::point(&format!("sync {}", self.dest.file_name().unwrap_or_default().to_string_lossy()))?;
-        std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("renaming {} to {}", self.tmp.display(), self.dest.display()))?;
+        crate::fault::point(&format!(
+            "sync {}",
+            self.dest.file_name().unwrap_or_default().to_string_lossy()
+        ))?;
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
         if let Ok(d) = File::open(parent_dir(&self.dest)) {
             let _ = d.sync_all();
         }
@@ -200,7 +273,8 @@ impl Drop for PendingOutput {
 /// Write a small file (a manifest) atomically: temp name, fsync, rename.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     let pending = PendingOutput::new(dest, &std::process::id().to_string());
-    let mut f = File::create(&pending.tmp).with_context(|| format!("writing {}", pending.tmp.display()))?;
+    let mut f =
+        File::create(&pending.tmp).with_context(|| format!("writing {}", pending.tmp.display()))?;
     f.write_all(bytes)?;
     drop(f);
     pending.commit()
@@ -214,7 +288,9 @@ fn parent_dir(p: &Path) -> PathBuf {
 }
 
 fn is_read_only_mount(dir: &Path) -> bool {
-    nix::sys::statvfs::statvfs(dir).map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)).unwrap_or(false)
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -223,10 +299,21 @@ mod tests {
 
     #[test]
     fn output_format_from_extension() {
-        assert_eq!(Format::from_output_path(Path::new("a.qcow2")).unwrap(), Format::Qcow2);
-        assert_eq!(Format::from_output_path(Path::new("a.RAW")).unwrap(), Format::Raw);
-        assert_eq!(Format::from_output_path(Path::new("a.img")).unwrap(), Format::Raw);
-        let e = Format::from_output_path(Path::new("a.vmdk")).unwrap_err().to_string();
+        assert_eq!(
+            Format::from_output_path(Path::new("a.qcow2")).unwrap(),
+            Format::Qcow2
+        );
+        assert_eq!(
+            Format::from_output_path(Path::new("a.RAW")).unwrap(),
+            Format::Raw
+        );
+        assert_eq!(
+            Format::from_output_path(Path::new("a.img")).unwrap(),
+            Format::Raw
+        );
+        let e = Format::from_output_path(Path::new("a.vmdk"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(".qcow2"), "{e}");
     }
 
@@ -243,7 +330,11 @@ mod tests {
         let dst = d.path().join("dst.raw");
         copy_sparse(&src, &dst).unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-        assert!(allocated_bytes(&dst) < 1 << 20, "copy is not sparse: {}", allocated_bytes(&dst));
+        assert!(
+            allocated_bytes(&dst) < 1 << 20,
+            "copy is not sparse: {}",
+            allocated_bytes(&dst)
+        );
     }
 
     #[test]
@@ -260,10 +351,14 @@ mod tests {
         std::fs::write(&p.tmp, b"x").unwrap();
         p.commit().unwrap();
         assert!(dest.exists());
-        let e = PendingOutput::check(&dest, false, "output").unwrap_err().to_string();
+        let e = PendingOutput::check(&dest, false, "output")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--force"), "{e}");
         PendingOutput::check(&dest, true, "output").unwrap();
-        let e = PendingOutput::check(&d.path().join("nope/out.raw"), false, "output").unwrap_err().to_string();
+        let e = PendingOutput::check(&d.path().join("nope/out.raw"), false, "output")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
 

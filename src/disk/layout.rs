@@ -55,12 +55,23 @@ impl Layout {
     /// The partition holding `/`: the GPT root type if present, else a Linux filesystem
     /// labelled like a root, else the largest Linux filesystem.
     pub fn root(&self) -> Option<&Partition> {
-        let linux = |p: &&Partition| p.fs.as_ref().is_some_and(|f| matches!(f.kind.as_str(), "ext4" | "ext3" | "ext2" | "xfs" | "btrfs"));
-        if let Some(p) = self.partitions.iter().filter(linux).find(|p| p.type_id == GPT_ROOT_X86_64) {
+        let linux = |p: &&Partition| {
+            p.fs.as_ref().is_some_and(|f| {
+                matches!(f.kind.as_str(), "ext4" | "ext3" | "ext2" | "xfs" | "btrfs")
+            })
+        };
+        if let Some(p) = self
+            .partitions
+            .iter()
+            .filter(linux)
+            .find(|p| p.type_id == GPT_ROOT_X86_64)
+        {
             return Some(p);
         }
         let rootish = |p: &&Partition| {
-            p.fs.as_ref().and_then(|f| f.label.as_deref()).is_some_and(|l| matches!(l, "root" | "rootfs" | "cloudimg-rootfs" | "ROOT"))
+            p.fs.as_ref()
+                .and_then(|f| f.label.as_deref())
+                .is_some_and(|l| matches!(l, "root" | "rootfs" | "cloudimg-rootfs" | "ROOT"))
         };
         if let Some(p) = self.partitions.iter().filter(linux).find(rootish) {
             return Some(p);
@@ -76,13 +87,23 @@ impl Layout {
     pub fn find_by_spec(&self, spec: &str) -> Option<&Partition> {
         let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
         if let Some(u) = spec.strip_prefix("UUID=") {
-            return self.partitions.iter().find(|p| p.fs.as_ref().and_then(|f| f.uuid.as_deref()).is_some_and(|x| eq(x, u)));
+            return self.partitions.iter().find(|p| {
+                p.fs.as_ref()
+                    .and_then(|f| f.uuid.as_deref())
+                    .is_some_and(|x| eq(x, u))
+            });
         }
         if let Some(l) = spec.strip_prefix("LABEL=") {
-            return self.partitions.iter().find(|p| p.fs.as_ref().and_then(|f| f.label.as_deref()) == Some(l));
+            return self
+                .partitions
+                .iter()
+                .find(|p| p.fs.as_ref().and_then(|f| f.label.as_deref()) == Some(l));
         }
         if let Some(u) = spec.strip_prefix("PARTUUID=") {
-            return self.partitions.iter().find(|p| p.part_uuid.as_deref().is_some_and(|x| eq(x, u)));
+            return self
+                .partitions
+                .iter()
+                .find(|p| p.part_uuid.as_deref().is_some_and(|x| eq(x, u)));
         }
         None
     }
@@ -98,7 +119,11 @@ pub fn read_layout(path: &Path) -> Result<Layout> {
 pub fn read_layout_from<R: Read + Seek>(r: &mut R, disk_size: u64) -> Result<Layout> {
     let mut mbr = [0u8; 512];
     if disk_size < 512 || read_at(r, 0, &mut mbr).is_err() {
-        return Ok(Layout { table: TableKind::None, disk_size, partitions: vec![] });
+        return Ok(Layout {
+            table: TableKind::None,
+            disk_size,
+            partitions: vec![],
+        });
     }
     let mut partitions = Vec::new();
     let table;
@@ -135,7 +160,11 @@ pub fn read_layout_from<R: Read + Seek>(r: &mut R, disk_size: u64) -> Result<Lay
                 fs: None,
             });
         }
-    } else if mbr[510] == 0x55 && mbr[511] == 0xAA && (0..4).any(|i| mbr[446 + i * 16 + 4] != 0) && detect_fs(r, 0)?.is_none() {
+    } else if mbr[510] == 0x55
+        && mbr[511] == 0xAA
+        && (0..4).any(|i| mbr[446 + i * 16 + 4] != 0)
+        && detect_fs(r, 0)?.is_none()
+    {
         table = TableKind::Mbr;
         for i in 0..4 {
             let e = &mbr[446 + i * 16..446 + (i + 1) * 16];
@@ -157,13 +186,24 @@ pub fn read_layout_from<R: Read + Seek>(r: &mut R, disk_size: u64) -> Result<Lay
     } else {
         table = TableKind::None;
         if disk_size > 0 {
-            partitions.push(Partition { number: 0, start: 0, size: disk_size, type_id: String::new(), part_uuid: None, fs: None });
+            partitions.push(Partition {
+                number: 0,
+                start: 0,
+                size: disk_size,
+                type_id: String::new(),
+                part_uuid: None,
+                fs: None,
+            });
         }
     }
     for p in &mut partitions {
         p.fs = detect_fs(r, p.start)?;
     }
-    Ok(Layout { table, disk_size, partitions })
+    Ok(Layout {
+        table,
+        disk_size,
+        partitions,
+    })
 }
 
 fn read_at<R: Read + Seek>(r: &mut R, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -180,17 +220,29 @@ fn guid(b: &[u8]) -> String {
         u16::from_le_bytes(b[6..8].try_into().unwrap()),
         b[8],
         b[9],
-        b[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
     )
 }
 
 fn uuid_be(b: &[u8]) -> String {
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn label(b: &[u8]) -> Option<String> {
-    let s = String::from_utf8_lossy(b).trim_end_matches(['\0', ' ']).to_string();
+    let s = String::from_utf8_lossy(b)
+        .trim_end_matches(['\0', ' '])
+        .to_string();
     (!s.is_empty()).then_some(s)
 }
 
@@ -211,22 +263,46 @@ pub fn detect_fs<R: Read + Seek>(r: &mut R, off: u64) -> Result<Option<FsInfo>> 
         } else {
             "ext2"
         };
-        return Ok(Some(FsInfo { kind: kind.into(), uuid: Some(uuid_be(&ext[104..120])), label: label(&ext[120..136]) }));
+        return Ok(Some(FsInfo {
+            kind: kind.into(),
+            uuid: Some(uuid_be(&ext[104..120])),
+            label: label(&ext[120..136]),
+        }));
     }
     if &sb[0..4] == b"XFSB" {
-        return Ok(Some(FsInfo { kind: "xfs".into(), uuid: Some(uuid_be(&sb[32..48])), label: label(&sb[108..120]) }));
+        return Ok(Some(FsInfo {
+            kind: "xfs".into(),
+            uuid: Some(uuid_be(&sb[32..48])),
+            label: label(&sb[108..120]),
+        }));
     }
     let mut btrfs = [0u8; 0x200];
     if read_at(r, off + 0x10000, &mut btrfs).is_ok() && &btrfs[0x40..0x48] == b"_BHRfS_M" {
-        return Ok(Some(FsInfo { kind: "btrfs".into(), uuid: Some(uuid_be(&btrfs[0x20..0x30])), label: label(&btrfs[0x12b..0x22b]) }));
+        return Ok(Some(FsInfo {
+            kind: "btrfs".into(),
+            uuid: Some(uuid_be(&btrfs[0x20..0x30])),
+            label: label(&btrfs[0x12b..0x22b]),
+        }));
     }
     if sb[510] == 0x55 && sb[511] == 0xAA && (&sb[82..87] == b"FAT32" || &sb[54..57] == b"FAT") {
-        let (id, lab) = if &sb[82..87] == b"FAT32" { (&sb[67..71], &sb[71..82]) } else { (&sb[39..43], &sb[43..54]) };
+        let (id, lab) = if &sb[82..87] == b"FAT32" {
+            (&sb[67..71], &sb[71..82])
+        } else {
+            (&sb[39..43], &sb[43..54])
+        };
         let uuid = format!("{:02X}{:02X}-{:02X}{:02X}", id[3], id[2], id[1], id[0]);
-        return Ok(Some(FsInfo { kind: "vfat".into(), uuid: Some(uuid), label: label(lab).filter(|l| l != "NO NAME") }));
+        return Ok(Some(FsInfo {
+            kind: "vfat".into(),
+            uuid: Some(uuid),
+            label: label(lab).filter(|l| l != "NO NAME"),
+        }));
     }
     if &sb[4086..4096] == b"SWAPSPACE2" {
-        return Ok(Some(FsInfo { kind: "swap".into(), uuid: Some(uuid_be(&sb[1036..1052])), label: label(&sb[1052..1068]) }));
+        return Ok(Some(FsInfo {
+            kind: "swap".into(),
+            uuid: Some(uuid_be(&sb[1036..1052])),
+            label: label(&sb[1052..1068]),
+        }));
     }
     Ok(None)
 }
@@ -255,8 +331,18 @@ pub fn fstab_extra_mounts(fstab: &str) -> Vec<FstabEntry> {
                 options: f.get(3).copied().unwrap_or("defaults").into(),
             })
         })
-        .filter(|e| e.target.starts_with("/boot") || e.target == "/usr" || e.target == "/var" || e.target == "/opt")
-        .filter(|e| !matches!(e.fstype.as_str(), "swap" | "tmpfs" | "proc" | "sysfs" | "none"))
+        .filter(|e| {
+            e.target.starts_with("/boot")
+                || e.target == "/usr"
+                || e.target == "/var"
+                || e.target == "/opt"
+        })
+        .filter(|e| {
+            !matches!(
+                e.fstype.as_str(),
+                "swap" | "tmpfs" | "proc" | "sysfs" | "none"
+            )
+        })
         .collect();
     out.sort_by_key(|e| e.target.matches('/').count() + usize::from(e.target.len() > 1));
     out
@@ -285,8 +371,14 @@ mod tests {
     }
 
     // GPT type GUIDs in on-disk (mixed-endian) byte order.
-    const BIOS: [u8; 16] = [0x48, 0x61, 0x68, 0x21, 0x49, 0x64, 0x6f, 0x6e, 0x74, 0x4e, 0x65, 0x65, 0x64, 0x45, 0x46, 0x49];
-    const ROOT: [u8; 16] = [0xe3, 0xbc, 0x68, 0x4f, 0xcd, 0xe8, 0xb1, 0x4d, 0x96, 0xe7, 0xfb, 0xca, 0xf9, 0x84, 0xb7, 0x09];
+    const BIOS: [u8; 16] = [
+        0x48, 0x61, 0x68, 0x21, 0x49, 0x64, 0x6f, 0x6e, 0x74, 0x4e, 0x65, 0x65, 0x64, 0x45, 0x46,
+        0x49,
+    ];
+    const ROOT: [u8; 16] = [
+        0xe3, 0xbc, 0x68, 0x4f, 0xcd, 0xe8, 0xb1, 0x4d, 0x96, 0xe7, 0xfb, 0xca, 0xf9, 0x84, 0xb7,
+        0x09,
+    ];
 
     fn gpt_disk() -> Vec<u8> {
         let mut img = vec![0u8; 4 << 20];
@@ -318,8 +410,16 @@ mod tests {
         let fs = root.fs.as_ref().unwrap();
         assert_eq!(fs.kind, "ext4");
         assert_eq!(fs.label.as_deref(), Some("root"));
-        assert_eq!(fs.uuid.as_deref(), Some("11111111-1111-1111-1111-111111111111"));
-        assert_eq!(l.find_by_spec("UUID=11111111-1111-1111-1111-111111111111").unwrap().number, 2);
+        assert_eq!(
+            fs.uuid.as_deref(),
+            Some("11111111-1111-1111-1111-111111111111")
+        );
+        assert_eq!(
+            l.find_by_spec("UUID=11111111-1111-1111-1111-111111111111")
+                .unwrap()
+                .number,
+            2
+        );
         assert_eq!(l.find_by_spec("LABEL=root").unwrap().number, 2);
         assert!(l.find_by_spec("LABEL=boot").is_none());
     }

@@ -49,7 +49,14 @@ impl PruneReport {
                     (Action::Delete, false) if r.deleted_images.contains(&d.image_id) => "deleted",
                     (Action::Delete, false) => "delete failed",
                 };
-                s.push_str(&format!("{}\t{}\t{}\t{}\t{act}\t{}\n", r.region, d.image_id, d.name, d.created, d.reasons.join("; ")));
+                s.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{act}\t{}\n",
+                    r.region,
+                    d.image_id,
+                    d.name,
+                    d.created,
+                    d.reasons.join("; ")
+                ));
             }
             for e in &r.errors {
                 s.push_str(&format!("{}\terror\t{e}\n", r.region));
@@ -65,28 +72,58 @@ pub fn run(args: &PruneArgs) -> Result<PruneReport> {
     }
     for r in &args.region {
         if !crate::bake::ami::is_region_name(r) {
-            return Err(input!("region `{r}` is not an AWS region name (like us-east-1); check --region"));
+            return Err(input!(
+                "region `{r}` is not an AWS region name (like us-east-1); check --region"
+            ));
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let ctx = AwsContext::load().await;
         ctx.require_credentials().await?;
-        let regions = if args.region.is_empty() { vec![ctx.region(None)?] } else { args.region.clone() };
+        let regions = if args.region.is_empty() {
+            vec![ctx.region(None)?]
+        } else {
+            args.region.clone()
+        };
         let mut reports = Vec::new();
         for region in regions {
-            reports.push(prune_region(&ctx, &region, &args.app, args.keep as usize, args.dry_run).await);
+            reports.push(
+                prune_region(&ctx, &region, &args.app, args.keep as usize, args.dry_run).await,
+            );
         }
-        Ok(PruneReport { app: args.app.clone(), keep: args.keep as usize, dry_run: args.dry_run, regions: reports })
+        Ok(PruneReport {
+            app: args.app.clone(),
+            keep: args.keep as usize,
+            dry_run: args.dry_run,
+            regions: reports,
+        })
     })
 }
 
-async fn prune_region(ctx: &AwsContext, region: &str, app: &str, keep: usize, dry_run: bool) -> RegionReport {
-    let mut report = RegionReport { region: region.to_string(), images: vec![], deleted_images: vec![], deleted_snapshots: vec![], errors: vec![] };
+async fn prune_region(
+    ctx: &AwsContext,
+    region: &str,
+    app: &str,
+    keep: usize,
+    dry_run: bool,
+) -> RegionReport {
+    let mut report = RegionReport {
+        region: region.to_string(),
+        images: vec![],
+        deleted_images: vec![],
+        deleted_snapshots: vec![],
+        errors: vec![],
+    };
     let decisions = match plan_region(ctx, region, app, keep).await {
         Ok(d) => d,
         Err(e) => {
-            report.errors.push(format!("{e:#}; nothing was pruned in {region}"));
+            report
+                .errors
+                .push(format!("{e:#}; nothing was pruned in {region}"));
             return report;
         }
     };
@@ -96,16 +133,32 @@ async fn prune_region(ctx: &AwsContext, region: &str, app: &str, keep: usize, dr
     }
     for d in report.images.iter().filter(|d| d.action == Action::Delete) {
         info!("pruning {} ({}) in {region}", d.image_id, d.name);
-        let image = Resource::Image { region: region.to_string(), id: d.image_id.clone() };
+        let image = Resource::Image {
+            region: region.to_string(),
+            id: d.image_id.clone(),
+        };
         if let Err(e) = ledger::delete(ctx, &image).await {
-            report.errors.push(format!("deregistering {} in {region}: {e}", d.image_id));
+            report
+                .errors
+                .push(format!("deregistering {} in {region}: {e}", d.image_id));
             continue; // its snapshots are still in use by it
         }
         report.deleted_images.push(d.image_id.clone());
         for s in &d.delete_snapshots {
-            match ledger::delete(ctx, &Resource::Snapshot { region: region.to_string(), id: s.clone() }).await {
+            match ledger::delete(
+                ctx,
+                &Resource::Snapshot {
+                    region: region.to_string(),
+                    id: s.clone(),
+                },
+            )
+            .await
+            {
                 Ok(()) => report.deleted_snapshots.push(s.clone()),
-                Err(e) => report.errors.push(format!("deleting snapshot {s} of {} in {region}: {e}", d.image_id)),
+                Err(e) => report.errors.push(format!(
+                    "deleting snapshot {s} of {} in {region}: {e}",
+                    d.image_id
+                )),
             }
         }
     }
@@ -115,19 +168,30 @@ async fn prune_region(ctx: &AwsContext, region: &str, app: &str, keep: usize, dr
     report
 }
 
-async fn plan_region(ctx: &AwsContext, region: &str, app: &str, keep: usize) -> Result<Vec<Decision>> {
+async fn plan_region(
+    ctx: &AwsContext,
+    region: &str,
+    app: &str,
+    keep: usize,
+) -> Result<Vec<Decision>> {
     let ec2 = ctx.ec2(region);
     let images = describe_own_images(&ec2, region, vec![]).await?;
     let mut candidates = Vec::new();
     let mut others = Vec::new();
     for i in &images {
         let id = i.image_id().unwrap_or_default().to_string();
-        let state = i.state().map(|s| s.as_str().to_string()).unwrap_or_default();
+        let state = i
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
         if state == "deregistered" {
             continue;
         }
         let tags = tag_map(i.tags());
-        if tags.get("appversion").is_some_and(|v| prune_plan::is_app_image(app, v)) {
+        if tags
+            .get("appversion")
+            .is_some_and(|v| prune_plan::is_app_image(app, v))
+        {
             candidates.push(Candidate {
                 image_id: id,
                 name: i.name().unwrap_or_default().to_string(),
@@ -141,6 +205,8 @@ async fn plan_region(ctx: &AwsContext, region: &str, app: &str, keep: usize) -> 
             others.push((id, snapshot_ids(i)));
         }
     }
-    let in_use = usage::images_in_use(ctx, region).await.map_err(|e| anyhow!("{e:#}"))?;
+    let in_use = usage::images_in_use(ctx, region)
+        .await
+        .map_err(|e| anyhow!("{e:#}"))?;
     Ok(prune_plan::plan(&candidates, keep, &in_use, &others))
 }

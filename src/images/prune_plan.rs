@@ -55,7 +55,10 @@ pub fn is_app_image(app: &str, appversion: &str) -> bool {
 
 /// Newest first: creation time, then name, then id (descending), so ties are decided the same way every run.
 fn newest_first(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
-    b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)).then_with(|| b.image_id.cmp(&a.image_id))
+    b.created
+        .cmp(&a.created)
+        .then_with(|| b.name.cmp(&a.name))
+        .then_with(|| b.image_id.cmp(&a.image_id))
 }
 
 /// Decide for every candidate. `in_use` maps image ids to what uses them (one line each);
@@ -75,15 +78,26 @@ pub fn plan(
         .map(|(rank, c)| {
             let mut reasons = Vec::new();
             if rank < keep {
-                reasons.push(format!("newest {} of {} (--keep {keep})", rank + 1, sorted.len()));
+                reasons.push(format!(
+                    "newest {} of {} (--keep {keep})",
+                    rank + 1,
+                    sorted.len()
+                ));
             }
             if let Some(uses) = in_use.get(&c.image_id) {
                 reasons.extend(uses.iter().map(|u| format!("in use: {u}")));
             }
             if c.state != "available" {
-                reasons.push(format!("state {}: only available images are pruned", c.state));
+                reasons.push(format!(
+                    "state {}: only available images are pruned",
+                    c.state
+                ));
             }
-            let action = if reasons.is_empty() { Action::Delete } else { Action::Keep };
+            let action = if reasons.is_empty() {
+                Action::Delete
+            } else {
+                Action::Keep
+            };
             if action == Action::Delete {
                 reasons.push(format!("older than the newest {keep} and not in use"));
             }
@@ -104,8 +118,16 @@ pub fn plan(
         .iter()
         .zip(&sorted)
         .filter(|(d, _)| d.action == Action::Keep)
-        .flat_map(|(d, c)| c.snapshots.iter().map(move |s| (s.clone(), d.image_id.clone())))
-        .chain(other_images.iter().flat_map(|(id, snaps)| snaps.iter().map(move |s| (s.clone(), id.clone()))))
+        .flat_map(|(d, c)| {
+            c.snapshots
+                .iter()
+                .map(move |s| (s.clone(), d.image_id.clone()))
+        })
+        .chain(
+            other_images
+                .iter()
+                .flat_map(|(id, snaps)| snaps.iter().map(move |s| (s.clone(), id.clone()))),
+        )
         .collect();
     for (d, c) in decisions.iter_mut().zip(&sorted) {
         if d.action != Action::Delete {
@@ -153,9 +175,17 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_n_and_deletes_the_rest_with_their_snapshots() {
-        let cands = [c("a", "2026-01-01T00:00:00Z", &["s-a"]), c("c", "2026-03-01T00:00:00Z", &["s-c"]), c("b", "2026-02-01T00:00:00Z", &["s-b", "s-b2"])];
+        let cands = [
+            c("a", "2026-01-01T00:00:00Z", &["s-a"]),
+            c("c", "2026-03-01T00:00:00Z", &["s-c"]),
+            c("b", "2026-02-01T00:00:00Z", &["s-b", "s-b2"]),
+        ];
         let d = plan(&cands, 1, &BTreeMap::new(), &[]);
-        assert_eq!(d.iter().map(|x| x.image_id.as_str()).collect::<Vec<_>>(), ["c", "b", "a"], "newest first");
+        assert_eq!(
+            d.iter().map(|x| x.image_id.as_str()).collect::<Vec<_>>(),
+            ["c", "b", "a"],
+            "newest first"
+        );
         let m = by_id(&d);
         assert_eq!(m["c"].action, Action::Keep);
         assert_eq!(m["c"].reasons, ["newest 1 of 3 (--keep 1)"]);
@@ -170,13 +200,30 @@ mod tests {
     fn in_use_and_unavailable_images_are_kept_with_every_reason() {
         let mut pending = c("p", "2026-01-03T00:00:00Z", &[]);
         pending.state = "pending".into();
-        let cands = [c("new", "2026-01-05T00:00:00Z", &["s1"]), c("lt", "2026-01-01T00:00:00Z", &["s2"]), pending, c("old", "2026-01-02T00:00:00Z", &["s3"])];
+        let cands = [
+            c("new", "2026-01-05T00:00:00Z", &["s1"]),
+            c("lt", "2026-01-01T00:00:00Z", &["s2"]),
+            pending,
+            c("old", "2026-01-02T00:00:00Z", &["s3"]),
+        ];
         let mut uses = BTreeMap::new();
-        uses.insert("lt".to_string(), vec!["ASG web-v001 (launch template lt-1 version 3, $Default)".to_string(), "instance i-1 (running)".to_string()]);
-        uses.insert("new".to_string(), vec!["instance i-2 (stopped)".to_string()]);
+        uses.insert(
+            "lt".to_string(),
+            vec![
+                "ASG web-v001 (launch template lt-1 version 3, $Default)".to_string(),
+                "instance i-1 (running)".to_string(),
+            ],
+        );
+        uses.insert(
+            "new".to_string(),
+            vec!["instance i-2 (stopped)".to_string()],
+        );
         let d = plan(&cands, 1, &uses, &[]);
         let m = by_id(&d);
-        assert_eq!(m["new"].reasons, ["newest 1 of 4 (--keep 1)", "in use: instance i-2 (stopped)"]);
+        assert_eq!(
+            m["new"].reasons,
+            ["newest 1 of 4 (--keep 1)", "in use: instance i-2 (stopped)"]
+        );
         assert_eq!(m["lt"].action, Action::Keep);
         assert_eq!(m["lt"].reasons.len(), 2);
         assert!(m["lt"].reasons[0].contains("lt-1 version 3"));
@@ -187,19 +234,42 @@ mod tests {
 
     #[test]
     fn a_snapshot_shared_with_a_staying_image_stays() {
-        let cands = [c("new", "2026-01-05T00:00:00Z", &["shared"]), c("old", "2026-01-01T00:00:00Z", &["shared", "own", "own"])];
-        let d = plan(&cands, 1, &BTreeMap::new(), &[("ami-other".into(), vec!["own2".into()])]);
+        let cands = [
+            c("new", "2026-01-05T00:00:00Z", &["shared"]),
+            c("old", "2026-01-01T00:00:00Z", &["shared", "own", "own"]),
+        ];
+        let d = plan(
+            &cands,
+            1,
+            &BTreeMap::new(),
+            &[("ami-other".into(), vec!["own2".into()])],
+        );
         let m = by_id(&d);
-        assert_eq!(m["old"].delete_snapshots, ["own"], "listed once, the shared one stays");
+        assert_eq!(
+            m["old"].delete_snapshots,
+            ["own"],
+            "listed once, the shared one stays"
+        );
         assert_eq!(m["old"].keep_snapshots, ["shared (also used by new)"]);
-        let cands = [c("new", "2026-01-05T00:00:00Z", &[]), c("old", "2026-01-01T00:00:00Z", &["x"])];
-        let d = plan(&cands, 1, &BTreeMap::new(), &[("ami-other".into(), vec!["x".into()])]);
+        let cands = [
+            c("new", "2026-01-05T00:00:00Z", &[]),
+            c("old", "2026-01-01T00:00:00Z", &["x"]),
+        ];
+        let d = plan(
+            &cands,
+            1,
+            &BTreeMap::new(),
+            &[("ami-other".into(), vec!["x".into()])],
+        );
         assert!(by_id(&d)["old"].delete_snapshots.is_empty());
     }
 
     #[test]
     fn fewer_images_than_keep_deletes_nothing_and_ties_are_stable() {
-        let cands = [c("a", "2026-01-01T00:00:00Z", &[]), c("b", "2026-01-01T00:00:00Z", &[])];
+        let cands = [
+            c("a", "2026-01-01T00:00:00Z", &[]),
+            c("b", "2026-01-01T00:00:00Z", &[]),
+        ];
         let d = plan(&cands, 5, &BTreeMap::new(), &[]);
         assert!(d.iter().all(|x| x.action == Action::Keep));
         let d1 = plan(&cands, 1, &BTreeMap::new(), &[]);

@@ -31,7 +31,10 @@ pub fn asg_templates(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<Lt
 }
 
 /// Image id -> what uses it, one line each.
-pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<String, Vec<String>>> {
+pub async fn images_in_use(
+    ctx: &AwsContext,
+    region: &str,
+) -> Result<BTreeMap<String, Vec<String>>> {
     let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let asc = ctx.autoscaling(region);
     let ec2 = ctx.ec2(region);
@@ -44,7 +47,12 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
             .set_next_token(token.take())
             .send()
             .await
-            .map_err(|e| anyhow!("listing Auto Scaling groups in {region}: {}", describe_sdk_error(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "listing Auto Scaling groups in {region}: {}",
+                    describe_sdk_error(&e)
+                )
+            })?;
         groups.extend(page.auto_scaling_groups().iter().cloned());
         match page.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -65,12 +73,21 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
                     _ => continue,
                 };
                 let out = req.send().await.map_err(|e| {
-                    anyhow!("reading launch template {} version {} (used by ASG {asg}) in {region}: {}", t.label(), t.version, describe_sdk_error(&e))
+                    anyhow!(
+                        "reading launch template {} version {} (used by ASG {asg}) in {region}: {}",
+                        t.label(),
+                        t.version,
+                        describe_sdk_error(&e)
+                    )
                 })?;
                 let v = out.launch_template_versions().first().ok_or_else(|| {
                     anyhow!("launch template {} version {} (used by ASG {asg}) in {region}: AWS returned no version", t.label(), t.version)
                 })?;
-                let image = v.launch_template_data().and_then(|d| d.image_id()).unwrap_or_default().to_string();
+                let image = v
+                    .launch_template_data()
+                    .and_then(|d| d.image_id())
+                    .unwrap_or_default()
+                    .to_string();
                 if image.starts_with("resolve:ssm:") {
                     return Err(anyhow!(
                         "launch template {} version {} (used by ASG {asg}) in {region} takes its image from SSM ({image}); bakery cannot tell which AMI that is, so nothing is pruned in {region}",
@@ -78,19 +95,30 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
                         t.version
                     ));
                 }
-                let number = v.version_number().map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                let number = v
+                    .version_number()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into());
                 resolved.insert(t.clone(), (image, number));
             }
             let (image, number) = &resolved[&t];
             if !image.is_empty() {
-                let how = if t.version.starts_with('$') { format!(" ({})", t.version) } else { String::new() };
-                uses.entry(image.clone())
-                    .or_default()
-                    .push(format!("ASG {asg} (launch template {} version {number}{how})", t.label()));
+                let how = if t.version.starts_with('$') {
+                    format!(" ({})", t.version)
+                } else {
+                    String::new()
+                };
+                uses.entry(image.clone()).or_default().push(format!(
+                    "ASG {asg} (launch template {} version {number}{how})",
+                    t.label()
+                ));
             }
         }
         if let Some(lc) = g.launch_configuration_name() {
-            configs.entry(lc.to_string()).or_default().push(asg.to_string());
+            configs
+                .entry(lc.to_string())
+                .or_default()
+                .push(asg.to_string());
         }
     }
 
@@ -102,19 +130,33 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
             .set_launch_configuration_names(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| anyhow!("reading launch configurations in {region}: {}", describe_sdk_error(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "reading launch configurations in {region}: {}",
+                    describe_sdk_error(&e)
+                )
+            })?;
         for lc in out.launch_configurations() {
             let name = lc.launch_configuration_name().unwrap_or_default();
             if let Some(image) = lc.image_id() {
                 for asg in configs.get(name).into_iter().flatten() {
-                    uses.entry(image.to_string()).or_default().push(format!("ASG {asg} (launch configuration {name})"));
+                    uses.entry(image.to_string())
+                        .or_default()
+                        .push(format!("ASG {asg} (launch configuration {name})"));
                 }
             }
         }
     }
 
     // Instances that exist (or may start again).
-    let states = Filter::builder().name("instance-state-name").set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec())).build();
+    let states = Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(
+            ["pending", "running", "stopping", "stopped"]
+                .map(String::from)
+                .to_vec(),
+        ))
+        .build();
     let mut token: Option<String> = None;
     loop {
         let page = ec2
@@ -127,10 +169,15 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
         for r in page.reservations() {
             for i in r.instances() {
                 if let Some(image) = i.image_id() {
-                    let state = i.state().and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or("unknown");
-                    uses.entry(image.to_string())
-                        .or_default()
-                        .push(format!("instance {} ({state})", i.instance_id().unwrap_or_default()));
+                    let state = i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str())
+                        .unwrap_or("unknown");
+                    uses.entry(image.to_string()).or_default().push(format!(
+                        "instance {} ({state})",
+                        i.instance_id().unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -145,31 +192,68 @@ pub async fn images_in_use(ctx: &AwsContext, region: &str) -> Result<BTreeMap<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification, MixedInstancesPolicy};
+    use aws_sdk_autoscaling::types::{
+        AutoScalingGroup, LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification,
+        MixedInstancesPolicy,
+    };
 
     fn spec(id: &str, version: Option<&str>) -> LaunchTemplateSpecification {
-        LaunchTemplateSpecification::builder().launch_template_id(id).set_version(version.map(String::from)).build()
+        LaunchTemplateSpecification::builder()
+            .launch_template_id(id)
+            .set_version(version.map(String::from))
+            .build()
     }
 
     #[test]
     fn an_asg_uses_its_template_and_every_template_of_its_mixed_policy() {
-        let g = AutoScalingGroup::builder().launch_template(spec("lt-a", None)).build();
-        assert_eq!(asg_templates(&g), [LtRef { id: Some("lt-a".into()), name: None, version: "$Default".into() }]);
+        let g = AutoScalingGroup::builder()
+            .launch_template(spec("lt-a", None))
+            .build();
+        assert_eq!(
+            asg_templates(&g),
+            [LtRef {
+                id: Some("lt-a".into()),
+                name: None,
+                version: "$Default".into()
+            }]
+        );
 
         let mixed = MixedInstancesPolicy::builder()
             .launch_template(
                 LaunchTemplate::builder()
                     .launch_template_specification(spec("lt-b", Some("$Latest")))
-                    .overrides(LaunchTemplateOverrides::builder().instance_type("m7g.large").launch_template_specification(spec("lt-c", Some("4"))).build())
-                    .overrides(LaunchTemplateOverrides::builder().instance_type("m7i.large").build())
+                    .overrides(
+                        LaunchTemplateOverrides::builder()
+                            .instance_type("m7g.large")
+                            .launch_template_specification(spec("lt-c", Some("4")))
+                            .build(),
+                    )
+                    .overrides(
+                        LaunchTemplateOverrides::builder()
+                            .instance_type("m7i.large")
+                            .build(),
+                    )
                     .build(),
             )
             .build();
-        let g = AutoScalingGroup::builder().mixed_instances_policy(mixed).build();
-        let got: Vec<(String, String)> = asg_templates(&g).into_iter().map(|t| (t.id.unwrap(), t.version)).collect();
-        assert_eq!(got, [("lt-b".to_string(), "$Latest".to_string()), ("lt-c".to_string(), "4".to_string())]);
+        let g = AutoScalingGroup::builder()
+            .mixed_instances_policy(mixed)
+            .build();
+        let got: Vec<(String, String)> = asg_templates(&g)
+            .into_iter()
+            .map(|t| (t.id.unwrap(), t.version))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("lt-b".to_string(), "$Latest".to_string()),
+                ("lt-c".to_string(), "4".to_string())
+            ]
+        );
 
-        let g = AutoScalingGroup::builder().launch_configuration_name("lc").build();
+        let g = AutoScalingGroup::builder()
+            .launch_configuration_name("lc")
+            .build();
         assert!(asg_templates(&g).is_empty());
     }
 }

@@ -66,7 +66,10 @@ impl Hook {
     /// deploy's `post-deploy`, `deploy-failed` and `rollback` run every plugin and only report:
     /// they happen after the result is decided.
     pub fn aborts(self) -> bool {
-        !matches!(self, Hook::PostBake | Hook::PostDeploy | Hook::DeployFailed | Hook::Rollback)
+        !matches!(
+            self,
+            Hook::PostBake | Hook::PostDeploy | Hook::DeployFailed | Hook::Rollback
+        )
     }
 }
 

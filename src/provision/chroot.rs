@@ -19,7 +19,8 @@ use super::plan::PartitionDev;
 use crate::sys::{procs, signals};
 
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const POLICY_RC_D: &str = "#!/bin/sh\n# bakery: no service may start while an image is being baked\nexit 101\n";
+const POLICY_RC_D: &str =
+    "#!/bin/sh\n# bakery: no service may start while an image is being baked\nexit 101\n";
 
 pub struct Chroot {
     pub root: PathBuf,
@@ -32,15 +33,32 @@ pub struct Chroot {
 
 impl Chroot {
     pub fn new(root: &Path, log: &Path, echo: bool) -> Result<Chroot> {
-        let log = File::options().create(true).append(true).open(log).with_context(|| format!("opening log {}", log.display()))?;
-        Ok(Chroot { root: root.to_path_buf(), mounts: Vec::new(), log: Arc::new(Mutex::new(log)), echo, prepared: false })
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log {}", log.display()))?;
+        Ok(Chroot {
+            root: root.to_path_buf(),
+            mounts: Vec::new(),
+            log: Arc::new(Mutex::new(log)),
+            echo,
+            prepared: false,
+        })
     }
 
     pub fn path(&self, inside: &str) -> PathBuf {
         self.root.join(inside.trim_start_matches('/'))
     }
 
-    fn mount(&mut self, source: &Path, target: &Path, fstype: Option<&str>, flags: MountFlags, data: Option<&str>) -> Result<()> {
+    fn mount(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MountFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
         let mut b = Mount::builder().flags(flags);
         if let Some(t) = fstype {
             b = b.fstype(t);
@@ -51,15 +69,28 @@ impl Chroot {
         b.mount(source, target)
             .with_context(|| format!("mounting {} on {}", source.display(), target.display()))?;
         self.mounts.push(target.to_path_buf());
-        crate::fault::point(&format!("mount /{}", target.strip_prefix(&self.root).unwrap_or(target).display()))?;
+        crate::fault::point(&format!(
+            "mount /{}",
+            target.strip_prefix(&self.root).unwrap_or(target).display()
+        ))?;
         Ok(())
     }
 
     /// Mount the root filesystem, then whatever its fstab puts under /boot (and /usr, /var, /opt).
     pub fn mount_image(&mut self, root_dev: &PartitionDev, parts: &[PartitionDev]) -> Result<()> {
-        let fstype = root_dev.fs.as_ref().map(|f| f.kind.clone()).unwrap_or_else(|| "ext4".into());
+        let fstype = root_dev
+            .fs
+            .as_ref()
+            .map(|f| f.kind.clone())
+            .unwrap_or_else(|| "ext4".into());
         let root = self.root.clone();
-        self.mount(&root_dev.device, &root, Some(&fstype), MountFlags::empty(), None)?;
+        self.mount(
+            &root_dev.device,
+            &root,
+            Some(&fstype),
+            MountFlags::empty(),
+            None,
+        )?;
         let fstab = std::fs::read_to_string(self.path("/etc/fstab")).unwrap_or_default();
         let layout = crate::disk::layout::Layout {
             table: crate::disk::layout::TableKind::Gpt,
@@ -78,13 +109,21 @@ impl Chroot {
         };
         for e in crate::disk::layout::fstab_extra_mounts(&fstab) {
             let Some(p) = layout.find_by_spec(&e.source) else {
-                warn!("fstab: {} for {} is not on this disk; not mounted during the bake", e.source, e.target);
+                warn!(
+                    "fstab: {} for {} is not on this disk; not mounted during the bake",
+                    e.source, e.target
+                );
                 continue;
             };
-            let dev = parts.iter().find(|d| d.number == p.number).map(|d| d.device.clone()).unwrap();
+            let dev = parts
+                .iter()
+                .find(|d| d.number == p.number)
+                .map(|d| d.device.clone())
+                .unwrap();
             let target = self.path(&e.target);
             std::fs::create_dir_all(&target).ok();
-            if let Err(err) = self.mount(&dev, &target, Some(&e.fstype), MountFlags::empty(), None) {
+            if let Err(err) = self.mount(&dev, &target, Some(&e.fstype), MountFlags::empty(), None)
+            {
                 if e.fstype == "vfat" {
                     warn!("{err:#}; this kernel has no vfat: {} stays unmounted, so do not change EFI files in this bake", e.target);
                 } else {
@@ -100,21 +139,65 @@ impl Chroot {
     /// the host's DNS, and a policy-rc.d that keeps every service from starting.
     pub fn prepare(&mut self, disk: &Path, parts: &[PartitionDev]) -> Result<()> {
         for d in ["proc", "sys", "dev", "run", "tmp"] {
-            std::fs::create_dir_all(self.path(d)).with_context(|| format!("creating /{d} in the image"))?;
+            std::fs::create_dir_all(self.path(d))
+                .with_context(|| format!("creating /{d} in the image"))?;
         }
         let nosuid = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-        self.mount(Path::new("proc"), &self.path("proc"), Some("proc"), nosuid, None)?;
-        self.mount(Path::new("sysfs"), &self.path("sys"), Some("sysfs"), nosuid, None)?;
-        self.mount(Path::new("tmpfs"), &self.path("dev"), Some("tmpfs"), MountFlags::NOSUID, Some("mode=0755,size=16m"))?;
+        self.mount(
+            Path::new("proc"),
+            &self.path("proc"),
+            Some("proc"),
+            nosuid,
+            None,
+        )?;
+        self.mount(
+            Path::new("sysfs"),
+            &self.path("sys"),
+            Some("sysfs"),
+            nosuid,
+            None,
+        )?;
+        self.mount(
+            Path::new("tmpfs"),
+            &self.path("dev"),
+            Some("tmpfs"),
+            MountFlags::NOSUID,
+            Some("mode=0755,size=16m"),
+        )?;
         self.populate_dev(disk, parts)?;
         crate::fault::point("populate /dev")?;
         std::fs::create_dir_all(self.path("dev/pts"))?;
         std::fs::create_dir_all(self.path("dev/shm"))?;
-        self.mount(Path::new("devpts"), &self.path("dev/pts"), Some("devpts"), MountFlags::NOSUID | MountFlags::NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
-        self.mount(Path::new("tmpfs"), &self.path("dev/shm"), Some("tmpfs"), nosuid, Some("mode=1777"))?;
-        self.mount(Path::new("tmpfs"), &self.path("run"), Some("tmpfs"), MountFlags::NOSUID | MountFlags::NODEV, Some("mode=0755"))?;
-        self.mount(Path::new("tmpfs"), &self.path("tmp"), Some("tmpfs"), MountFlags::NOSUID | MountFlags::NODEV, Some("mode=1777"))?;
-        if !self.path("bin/sh").exists() && std::fs::symlink_metadata(self.path("bin/sh")).is_err() {
+        self.mount(
+            Path::new("devpts"),
+            &self.path("dev/pts"),
+            Some("devpts"),
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        )?;
+        self.mount(
+            Path::new("tmpfs"),
+            &self.path("dev/shm"),
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=1777"),
+        )?;
+        self.mount(
+            Path::new("tmpfs"),
+            &self.path("run"),
+            Some("tmpfs"),
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some("mode=0755"),
+        )?;
+        self.mount(
+            Path::new("tmpfs"),
+            &self.path("tmp"),
+            Some("tmpfs"),
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some("mode=1777"),
+        )?;
+        if !self.path("bin/sh").exists() && std::fs::symlink_metadata(self.path("bin/sh")).is_err()
+        {
             return Err(crate::input!("the base image has no /bin/sh: its root filesystem is not a Linux system bakery can provision"));
         }
         let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
@@ -139,23 +222,62 @@ impl Chroot {
     fn populate_dev(&self, disk: &Path, parts: &[PartitionDev]) -> Result<()> {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
         let dev = self.path("dev");
-        for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
-            mknod(&dev.join(name), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-                .with_context(|| format!("creating /dev/{name} in the chroot"))?;
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            mknod(
+                &dev.join(name),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            )
+            .with_context(|| format!("creating /dev/{name} in the chroot"))?;
             // mknod's mode is cut by the umask; unprivileged users (apt's _apt) need 0666.
-            std::fs::set_permissions(dev.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+            std::fs::set_permissions(
+                dev.join(name),
+                std::os::unix::fs::PermissionsExt::from_mode(0o666),
+            )?;
         }
-        for (link, to) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        for (link, to) in [
+            ("ptmx", "pts/ptmx"),
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
             std::os::unix::fs::symlink(to, dev.join(link))?;
         }
         let mut block = vec![disk.to_path_buf()];
-        block.extend(parts.iter().filter(|p| p.number != 0).map(|p| p.device.clone()));
+        block.extend(
+            parts
+                .iter()
+                .filter(|p| p.number != 0)
+                .map(|p| p.device.clone()),
+        );
         for b in &block {
-            let name = b.file_name().context("device without a name")?.to_string_lossy().into_owned();
-            let nums = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")).with_context(|| format!("reading /sys/class/block/{name}/dev"))?;
-            let (ma, mi) = nums.trim().split_once(':').context("malformed dev numbers")?;
-            mknod(&dev.join(&name), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(ma.parse()?, mi.parse()?))
-                .with_context(|| format!("creating /dev/{name} in the chroot"))?;
+            let name = b
+                .file_name()
+                .context("device without a name")?
+                .to_string_lossy()
+                .into_owned();
+            let nums = std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+                .with_context(|| format!("reading /sys/class/block/{name}/dev"))?;
+            let (ma, mi) = nums
+                .trim()
+                .split_once(':')
+                .context("malformed dev numbers")?;
+            mknod(
+                &dev.join(&name),
+                SFlag::S_IFBLK,
+                Mode::from_bits_truncate(0o660),
+                makedev(ma.parse()?, mi.parse()?),
+            )
+            .with_context(|| format!("creating /dev/{name} in the chroot"))?;
         }
         // udev-style links: grub-mkconfig and initramfs-tools look for /dev/disk/by-uuid to
         // write root=UUID=... instead of a loop device name that means nothing at boot.
@@ -225,7 +347,9 @@ impl Chroot {
 
     /// Run a host command (e.g. debootstrap, rpm --root) with output to the session log.
     pub fn run_host(&self, mut c: Command, what: &str) -> Result<String> {
-        c.process_group(0).env("LC_ALL", "C.UTF-8").env("DEBIAN_FRONTEND", "noninteractive");
+        c.process_group(0)
+            .env("LC_ALL", "C.UTF-8")
+            .env("DEBIAN_FRONTEND", "noninteractive");
         self.run(c, None, what)
     }
 
@@ -233,12 +357,25 @@ impl Chroot {
     /// lines on success; on failure the error names the command, its status and its last lines.
     pub fn run(&self, mut c: Command, stdin: Option<Vec<u8>>, what: &str) -> Result<String> {
         signals::check()?;
-        let shown = format!("{} {}", c.get_program().to_string_lossy(), c.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        let shown = format!(
+            "{} {}",
+            c.get_program().to_string_lossy(),
+            c.get_args()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         debug!(command = %shown, "running");
         let (reader, writer) = std::io::pipe()?;
         c.stdout(writer.try_clone()?).stderr(writer);
-        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        let mut child = c.spawn().with_context(|| format!("{what}: cannot start `{shown}`"))?;
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("{what}: cannot start `{shown}`"))?;
         drop(c); // close our copies of the pipe's write end
         if let Some(bytes) = stdin {
             let mut si = child.stdin.take().unwrap();
@@ -249,7 +386,10 @@ impl Chroot {
         let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
         let (log, echo, tail2) = (self.log.clone(), self.echo, tail.clone());
         let pump = std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines().map_while(std::io::Result::ok) {
+            for line in BufReader::new(reader)
+                .lines()
+                .map_while(std::io::Result::ok)
+            {
                 if let Ok(mut l) = log.lock() {
                     let _ = writeln!(l, "{line}");
                 }
@@ -281,8 +421,15 @@ impl Chroot {
         let _ = pump.join();
         let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
         if !status.success() {
-            let code = status.code().map(|c| format!("exit {c}")).unwrap_or_else(|| format!("{status}"));
-            bail!("`{}` failed ({code}): {}", short_cmd(&shown), explain(&lines));
+            let code = status
+                .code()
+                .map(|c| format!("exit {c}"))
+                .unwrap_or_else(|| format!("{status}"));
+            bail!(
+                "`{}` failed ({code}): {}",
+                short_cmd(&shown),
+                explain(&lines)
+            );
         }
         Ok(lines.join("\n"))
     }
@@ -319,7 +466,10 @@ impl Chroot {
     pub fn stop_strays(&self) -> Vec<procs::Proc> {
         let strays = procs::rooted_in(&self.root);
         if !strays.is_empty() {
-            warn!("stopping processes left running inside the image: {}", procs::describe(&strays));
+            warn!(
+                "stopping processes left running inside the image: {}",
+                procs::describe(&strays)
+            );
             procs::stop(&strays, Duration::from_secs(3));
         }
         strays
@@ -341,7 +491,11 @@ impl Chroot {
                 // SAFETY: syncfs on a descriptor we own for the duration of the call.
                 unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
             }
-            let _ = Command::new("fstrim").arg(&self.root).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = Command::new("fstrim")
+                .arg(&self.root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
         while let Some(m) = self.mounts.pop() {
             if let Err(e) = unmount_retrying(&m) {
@@ -382,17 +536,24 @@ fn unmount_retrying(target: &Path) -> Result<()> {
         }
     }
     let holders = procs::rooted_in(target);
-    sys_mount::unmount(target, UnmountFlags::DETACH).map_err(|e| anyhow!("unmounting {}: {e}", target.display()))?;
+    sys_mount::unmount(target, UnmountFlags::DETACH)
+        .map_err(|e| anyhow!("unmounting {}: {e}", target.display()))?;
     warn!(
         "{} was busy{}; detached it lazily (the session's namespace releases it on exit)",
         target.display(),
-        if holders.is_empty() { String::new() } else { format!(" (held by {})", procs::describe(&holders)) }
+        if holders.is_empty() {
+            String::new()
+        } else {
+            format!(" (held by {})", procs::describe(&holders))
+        }
     );
     Ok(())
 }
 
 fn short_cmd(shown: &str) -> String {
-    let s = shown.strip_prefix("/bin/sh -c exec \"$@\" sh ").unwrap_or(shown);
+    let s = shown
+        .strip_prefix("/bin/sh -c exec \"$@\" sh ")
+        .unwrap_or(shown);
     let s: String = s.chars().take(120).collect();
     s.replace('\n', " ")
 }
@@ -403,11 +564,36 @@ pub fn explain(lines: &[String]) -> String {
         .iter()
         .filter(|l| {
             let l = l.trim_start();
-            l.starts_with("E:") || l.starts_with("dpkg: error") || l.contains("returned error exit status") || l.starts_with("error:") || l.contains("rror:")
+            l.starts_with("E:")
+                || l.starts_with("dpkg: error")
+                || l.contains("returned error exit status")
+                || l.starts_with("error:")
+                || l.contains("rror:")
         })
         .collect();
-    let pick: Vec<&String> = if important.is_empty() { lines.iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect() } else { important.into_iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect() };
-    pick.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
+    let pick: Vec<&String> = if important.is_empty() {
+        lines
+            .iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    } else {
+        important
+            .into_iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    };
+    pick.iter()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 #[cfg(test)]

@@ -53,7 +53,10 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     let (tx, rx) = mpsc::channel::<Event>();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
             if let Ok(ev) = serde_json::from_str::<Event>(&line) {
                 if tx.send(ev).is_err() {
                     break;
@@ -73,7 +76,14 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     let mut started: Option<(String, Instant)> = None;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ev) => handle(ev, progress, &mut timings, &mut finished, &mut failed, &mut started),
+            Ok(ev) => handle(
+                ev,
+                progress,
+                &mut timings,
+                &mut finished,
+                &mut failed,
+                &mut started,
+            ),
             Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
         if child_ns.is_none() {
@@ -84,7 +94,9 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
             }
         }
         if signals::interrupted() && !forwarded {
-            progress.println("interrupted: stopping the chroot session and releasing everything it holds");
+            progress.println(
+                "interrupted: stopping the chroot session and releasing everything it holds",
+            );
             let _ = kill(pid, Signal::SIGTERM);
             forwarded = true;
         }
@@ -99,12 +111,22 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     };
     let _ = reader.join();
     while let Ok(ev) = rx.try_recv() {
-        handle(ev, progress, &mut timings, &mut finished, &mut failed, &mut started);
+        handle(
+            ev,
+            progress,
+            &mut timings,
+            &mut finished,
+            &mut failed,
+            &mut started,
+        );
     }
     if let Some(ns) = &child_ns {
         let left = procs::in_mount_namespace(ns);
         if !left.is_empty() {
-            warn!("stopping processes left in the bake's mount namespace: {}", procs::describe(&left));
+            warn!(
+                "stopping processes left in the bake's mount namespace: {}",
+                procs::describe(&left)
+            );
             procs::stop(&left, Duration::from_secs(3));
         }
     }
@@ -123,7 +145,10 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
             Ok(SessionOutcome { facts, timings })
         }
         _ if forwarded => Err(anyhow::Error::new(Interrupted)),
-        _ => Err(anyhow!("the chroot session died ({status}) during {}", started.map(|s| s.0).unwrap_or_else(|| "start-up".into()))),
+        _ => Err(anyhow!(
+            "the chroot session died ({status}) during {}",
+            started.map(|s| s.0).unwrap_or_else(|| "start-up".into())
+        )),
     }
 }
 
@@ -132,12 +157,28 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
 pub fn is_secret_env(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
     k.starts_with("AWS_") && k != "AWS_REGION" && k != "AWS_DEFAULT_REGION"
-        || ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "WEBHOOK", "API_KEY", "PRIVATE_KEY"].iter().any(|s| k.contains(s))
+        || [
+            "SECRET",
+            "TOKEN",
+            "PASSWORD",
+            "PASSWD",
+            "CREDENTIAL",
+            "WEBHOOK",
+            "API_KEY",
+            "PRIVATE_KEY",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 /// What a second Ctrl-C is told: what is still held, and how to remove it if bakery is stopped.
 pub fn again_message(plan: &SessionPlan, pid: Pid) -> String {
-    let work_top = plan.log.parent().and_then(|l| l.parent()).map(|p| p.display().to_string()).unwrap_or_default();
+    let work_top = plan
+        .log
+        .parent()
+        .and_then(|l| l.parent())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     format!(
         "interrupted again: still cleaning up; left so far: the chroot session (pid {pid}) with mounts under {}, and {} with its partitions. \
          Cleanup goes on; if bakery is killed now, run `bakery gc --work-dir {work_top}` to remove them",
@@ -174,10 +215,26 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_the_session() {
-        for k in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "SLACK_WEBHOOK_URL", "DB_PASSWORD", "aws_profile"] {
+        for k in [
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SESSION_TOKEN",
+            "GITHUB_TOKEN",
+            "SLACK_WEBHOOK_URL",
+            "DB_PASSWORD",
+            "aws_profile",
+        ] {
             assert!(is_secret_env(k), "{k}");
         }
-        for k in ["PATH", "RUST_LOG", "BAKERY_FAIL_AT", "BAKERY_FAULT_LOG", "AWS_REGION", "HOME", "TMPDIR"] {
+        for k in [
+            "PATH",
+            "RUST_LOG",
+            "BAKERY_FAIL_AT",
+            "BAKERY_FAULT_LOG",
+            "AWS_REGION",
+            "HOME",
+            "TMPDIR",
+        ] {
             assert!(!is_secret_env(k), "{k}");
         }
     }

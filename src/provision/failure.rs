@@ -18,7 +18,10 @@ pub fn classify(output: &str) -> Option<Cause> {
     let mut unmet: Vec<String> = Vec::new();
     for l in output.lines().map(str::trim) {
         // apt: " app : Depends: libfoo (>= 2) but it is not installable"; dnf: "nothing provides libfoo needed by app-1.0"
-        let apt = l.contains("Depends:") && (l.contains("but it is not installable") || l.contains("but it is not going to be installed") || l.contains("but it is not available"));
+        let apt = l.contains("Depends:")
+            && (l.contains("but it is not installable")
+                || l.contains("but it is not going to be installed")
+                || l.contains("but it is not available"));
         let dnf = l.contains("nothing provides ");
         if (apt || dnf) && !unmet.iter().any(|u| u == l) {
             unmet.push(l.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -36,10 +39,18 @@ mod tests {
         let out = "Reading package lists...\nSome packages could not be installed.\nThe following packages have unmet dependencies:\n needy : Depends: libdoesnotexist1 (>= 2) but it is not installable\n         Depends: other but it is not going to be installed\nE: Unable to correct problems, you have held broken packages.\n";
         assert_eq!(
             classify(out),
-            Some(Cause::Unmet(vec!["needy : Depends: libdoesnotexist1 (>= 2) but it is not installable".into(), "Depends: other but it is not going to be installed".into()]))
+            Some(Cause::Unmet(vec![
+                "needy : Depends: libdoesnotexist1 (>= 2) but it is not installable".into(),
+                "Depends: other but it is not going to be installed".into()
+            ]))
         );
         let dnf = "Error:\n Problem: conflicting requests\n  - nothing provides libnothere needed by app-1-1.noarch\n";
-        assert_eq!(classify(dnf), Some(Cause::Unmet(vec!["- nothing provides libnothere needed by app-1-1.noarch".into()])));
+        assert_eq!(
+            classify(dnf),
+            Some(Cause::Unmet(vec![
+                "- nothing provides libnothere needed by app-1-1.noarch".into()
+            ]))
+        );
     }
 
     #[test]

@@ -65,20 +65,45 @@ pub struct Bootstrap {
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum Step {
     /// Packages from the image's own repositories.
-    Apt { layer: String, packages: Vec<String> },
+    Apt {
+        layer: String,
+        packages: Vec<String>,
+    },
     /// Local package files, installed with the image's package manager (dependencies resolved
     /// from the image's sources).
-    InstallDebs { files: Vec<PathBuf> },
-    InstallRpms { files: Vec<PathBuf> },
+    InstallDebs {
+        files: Vec<PathBuf>,
+    },
+    InstallRpms {
+        files: Vec<PathBuf>,
+    },
     /// A script file from the host, run inside the chroot.
-    Script { layer: String, path: PathBuf },
+    Script {
+        layer: String,
+        path: PathBuf,
+    },
     /// An inline shell command run inside the chroot.
-    Run { layer: String, command: String },
-    Enable { layer: String, units: Vec<String> },
+    Run {
+        layer: String,
+        command: String,
+    },
+    Enable {
+        layer: String,
+        units: Vec<String>,
+    },
     /// Copy a host file into the image.
-    CopyFile { layer: String, src: PathBuf, dest: PathBuf, mode: u32 },
+    CopyFile {
+        layer: String,
+        src: PathBuf,
+        dest: PathBuf,
+        mode: u32,
+    },
     /// Write a file in the image.
-    WriteFile { dest: PathBuf, content: String, mode: u32 },
+    WriteFile {
+        dest: PathBuf,
+        content: String,
+        mode: u32,
+    },
     /// Install GRUB for BIOS boot on the disk and generate its config (base build).
     Grub,
     /// Leave the image ready to be cloned: no machine-id, host keys or apt lists.
@@ -87,13 +112,25 @@ pub enum Step {
 
 impl Step {
     pub fn label(&self) -> String {
-        let files = |f: &[PathBuf]| f.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ");
+        let files = |f: &[PathBuf]| {
+            f.iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
             Step::Apt { layer, packages } => format!("{layer}: apt install {}", packages.join(" ")),
             Step::InstallDebs { files: f } => format!("install {}", files(f)),
             Step::InstallRpms { files: f } => format!("install {}", files(f)),
-            Step::Script { layer, path } => format!("{layer}: script {}", path.file_name().unwrap_or_default().to_string_lossy()),
-            Step::Run { layer, command } => format!("{layer}: run {}", command.chars().take(40).collect::<String>()),
+            Step::Script { layer, path } => format!(
+                "{layer}: script {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            Step::Run { layer, command } => format!(
+                "{layer}: run {}",
+                command.chars().take(40).collect::<String>()
+            ),
             Step::Enable { layer, units } => format!("{layer}: enable {}", units.join(" ")),
             Step::CopyFile { layer, dest, .. } => format!("{layer}: file {}", dest.display()),
             Step::WriteFile { dest, .. } => format!("write {}", dest.display()),

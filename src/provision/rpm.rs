@@ -18,13 +18,28 @@ use crate::sys::cmd::run;
 pub const DBPATH: &str = "/var/lib/rpm";
 
 fn query(files: &[PathBuf], what: &str) -> Result<Vec<String>> {
-    let out = run(Command::new("rpm").args(["-qp", what]).args(files), "reading rpm metadata")?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+    let out = run(
+        Command::new("rpm").args(["-qp", what]).args(files),
+        "reading rpm metadata",
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 pub fn names(files: &[PathBuf]) -> Result<Vec<String>> {
-    let out = run(Command::new("rpm").args(["-qp", "--qf", "%{NAME}\\n"]).args(files), "reading rpm names")?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    let out = run(
+        Command::new("rpm")
+            .args(["-qp", "--qf", "%{NAME}\\n"])
+            .args(files),
+        "reading rpm names",
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 /// The name part of a requirement (`foo >= 1.2` -> `foo`).
@@ -75,13 +90,21 @@ pub fn install_with_host_rpm(chroot: &Chroot, files: &[PathBuf]) -> Result<()> {
     if !unmet.is_empty() {
         return Err(input!(
             "{}: dependencies not met in the image: {}; add a layer or package that provides them",
-            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             unmet.join(", ")
         ));
     }
-    std::fs::create_dir_all(chroot.path(DBPATH)).context("creating the image's rpm database directory")?;
+    std::fs::create_dir_all(chroot.path(DBPATH))
+        .context("creating the image's rpm database directory")?;
     let mut c = Command::new("rpm");
-    c.arg("--root").arg(&root).args(["--dbpath", DBPATH, "-Uvh", "--nodeps"]).args(files);
+    c.arg("--root")
+        .arg(&root)
+        .args(["--dbpath", DBPATH, "-Uvh", "--nodeps"])
+        .args(files);
     chroot.run_host(c, "rpm --root").map(|_| ())
 }
 
@@ -93,7 +116,14 @@ mod tests {
     fn transaction_satisfies_its_own_requirements() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let left = unmet_within(
-            &s(&["rpmlib(CompressedFileNames) <= 3.0.4-1", "/bin/sh", "libfoo >= 1.0", "bash", "/opt/app/lib.so", "config(app) = 1-1"]),
+            &s(&[
+                "rpmlib(CompressedFileNames) <= 3.0.4-1",
+                "/bin/sh",
+                "libfoo >= 1.0",
+                "bash",
+                "/opt/app/lib.so",
+                "config(app) = 1-1",
+            ]),
             &s(&["libfoo = 1.2-1", "app = 1-1"]),
             &s(&["/opt/app/lib.so"]),
         );

@@ -29,11 +29,20 @@ pub fn main() -> i32 {
     signals::install();
     let result = (|| -> Result<ImageFacts> {
         let mut input = String::new();
-        std::io::stdin().read_to_string(&mut input).context("reading the session plan")?;
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading the session plan")?;
         let plan: SessionPlan = serde_json::from_str(&input).context("parsing the session plan")?;
-        unshare(CloneFlags::CLONE_NEWNS).context("creating a private mount namespace (are we root?)")?;
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-            .context("making mounts private")?;
+        unshare(CloneFlags::CLONE_NEWNS)
+            .context("creating a private mount namespace (are we root?)")?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .context("making mounts private")?;
         drop_copied_loop_mounts();
         let mut chroot = Chroot::new(&plan.root, &plan.log, plan.echo_output)?;
         let outcome = run(&plan, &mut chroot);
@@ -51,7 +60,14 @@ pub fn main() -> i32 {
         Err(e) => {
             let input_error = e.chain().any(|c| c.is::<InputError>());
             let interrupted = e.chain().any(|c| c.is::<crate::error::Interrupted>());
-            emit(&Event::Failed { error: if interrupted { "interrupted".into() } else { format!("{e:#}") }, input_error });
+            emit(&Event::Failed {
+                error: if interrupted {
+                    "interrupted".into()
+                } else {
+                    format!("{e:#}")
+                },
+                input_error,
+            });
             1
         }
     }
@@ -63,7 +79,9 @@ pub fn main() -> i32 {
 /// and a later user of the same loop device finds stale partitions. Nothing here needs them:
 /// detach our copies (private propagation: the host's mounts are untouched).
 fn drop_copied_loop_mounts() {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let targets = loop_mount_points(&info);
     for t in targets.iter().rev() {
         let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
@@ -78,7 +96,9 @@ fn loop_mount_points(mountinfo: &str) -> Vec<String> {
             let (left, right) = l.split_once(" - ")?;
             let source = right.split_whitespace().nth(1)?;
             let point = left.split_whitespace().nth(4)?;
-            source.starts_with("/dev/loop").then(|| point.replace("\\040", " ").replace("\\011", "\t"))
+            source
+                .starts_with("/dev/loop")
+                .then(|| point.replace("\\040", " ").replace("\\011", "\t"))
         })
         .collect()
 }
@@ -89,12 +109,16 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
         .iter()
         .find(|p| p.number == plan.root_partition)
         .context("the plan names a root partition that is not on the disk")?;
-    timed("mount image", || chroot.mount_image(root_dev, &plan.partitions))?;
+    timed("mount image", || {
+        chroot.mount_image(root_dev, &plan.partitions)
+    })?;
     let mut runner = Runner::new(chroot, plan);
     if let Some(b) = &plan.bootstrap {
         timed(&format!("debootstrap {}", b.suite), || runner.bootstrap(b))?;
     }
-    timed("prepare chroot", || runner.chroot.prepare(&plan.disk, &plan.partitions))?;
+    timed("prepare chroot", || {
+        runner.chroot.prepare(&plan.disk, &plan.partitions)
+    })?;
     crate::fault::point("prepare chroot")?;
     runner.check_packages()?;
     crate::fault::point("check packages")?;
@@ -102,19 +126,29 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
         if plan.plugins.is_empty() {
             return Ok(Default::default());
         }
-        let ev = crate::plugin::Event { root: Some(plan.root.clone()), ..crate::plugin::Event::new(h, &plan.bake_id) };
+        let ev = crate::plugin::Event {
+            root: Some(plan.root.clone()),
+            ..crate::plugin::Event::new(h, &plan.bake_id)
+        };
         crate::plugin::run_hook(&plan.plugins, h, &ev)
     };
-    let pre = timed_if(!plan.plugins.is_empty(), "plugins: pre-provision", || hook(crate::plugin::Hook::PreProvision))?;
+    let pre = timed_if(!plan.plugins.is_empty(), "plugins: pre-provision", || {
+        hook(crate::plugin::Hook::PreProvision)
+    })?;
     runner.facts.plugin_tags.extend(pre);
     for step in &plan.steps {
         signals::check()?;
         timed(&step.label(), || runner.step(step))?;
         crate::fault::point(&step.label())?;
         let strays = runner.chroot.stop_strays();
-        runner.facts.stray_processes.extend(strays.iter().map(|p| p.comm.clone()));
+        runner
+            .facts
+            .stray_processes
+            .extend(strays.iter().map(|p| p.comm.clone()));
     }
-    let post = timed_if(!plan.plugins.is_empty(), "plugins: post-provision", || hook(crate::plugin::Hook::PostProvision))?;
+    let post = timed_if(!plan.plugins.is_empty(), "plugins: post-provision", || {
+        hook(crate::plugin::Hook::PostProvision)
+    })?;
     runner.facts.plugin_tags.extend(post);
     timed("seal", || runner.seal())?;
     crate::fault::point("seal")?;
@@ -130,10 +164,15 @@ fn timed_if<T: Default>(cond: bool, label: &str, f: impl FnOnce() -> Result<T>) 
 }
 
 fn timed<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    emit(&Event::Start { step: label.to_string() });
+    emit(&Event::Start {
+        step: label.to_string(),
+    });
     let t = Instant::now();
     let r = f().with_context(|| label.to_string())?;
-    emit(&Event::Done { step: label.to_string(), seconds: t.elapsed().as_secs_f64() });
+    emit(&Event::Done {
+        step: label.to_string(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
     Ok(r)
 }
 
@@ -145,6 +184,9 @@ mod tests {
                     90 22 7:2 / /var/tmp/floor\\040mnt rw,relatime - ext4 /dev/loop0p2 rw\n\
                     91 90 0:5 / /var/tmp/floor\\040mnt/proc rw - proc proc rw\n\
                     95 22 7:3 / /snap/core rw - squashfs /dev/loop3 ro\n";
-        assert_eq!(super::loop_mount_points(info), ["/var/tmp/floor mnt", "/snap/core"]);
+        assert_eq!(
+            super::loop_mount_points(info),
+            ["/var/tmp/floor mnt", "/snap/core"]
+        );
     }
 }

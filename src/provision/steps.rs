@@ -33,7 +33,13 @@ pub struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     pub fn new(chroot: &'a mut Chroot, plan: &'a SessionPlan) -> Runner<'a> {
-        Runner { chroot, plan, apt_updated: false, apt_lists_were_empty: None, facts: ImageFacts::default() }
+        Runner {
+            chroot,
+            plan,
+            apt_updated: false,
+            apt_lists_were_empty: None,
+            facts: ImageFacts::default(),
+        }
     }
 
     fn has(&self, inside: &str) -> bool {
@@ -80,7 +86,9 @@ impl<'a> Runner<'a> {
     /// Refuse packages built for another architecture before anything is installed.
     pub fn check_packages(&mut self) -> Result<()> {
         self.facts.arch = self.image_arch();
-        let Some(arch) = self.facts.arch.clone() else { return Ok(()) };
+        let Some(arch) = self.facts.arch.clone() else {
+            return Ok(());
+        };
         for p in &self.plan.packages {
             if p.arch != "noarch" && p.arch != arch {
                 return Err(input!(
@@ -96,7 +104,12 @@ impl<'a> Runner<'a> {
         if !self.apt_updated {
             if self.apt_lists_were_empty.is_none() {
                 let lists = std::fs::read_dir(self.chroot.path("/var/lib/apt/lists"))
-                    .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with("Packages") || e.file_name().to_string_lossy().ends_with("Packages.lz4")))
+                    .map(|rd| {
+                        rd.flatten().any(|e| {
+                            e.file_name().to_string_lossy().ends_with("Packages")
+                                || e.file_name().to_string_lossy().ends_with("Packages.lz4")
+                        })
+                    })
                     .unwrap_or(false);
                 self.apt_lists_were_empty = Some(!lists);
             }
@@ -117,10 +130,24 @@ impl<'a> Runner<'a> {
             return false;
         }
         // In-memory caches: a simulation leaves no pkgcache.bin behind for the seal to clean.
-        let mut argv: Vec<&str> =
-            vec!["apt-get", "-s", "-q", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=", "install", "--no-install-recommends"];
+        let mut argv: Vec<&str> = vec![
+            "apt-get",
+            "-s",
+            "-q",
+            "-o",
+            "Dir::Cache::pkgcache=",
+            "-o",
+            "Dir::Cache::srcpkgcache=",
+            "install",
+            "--no-install-recommends",
+        ];
         argv.extend(what.iter().map(String::as_str));
-        let Ok(out) = self.chroot.run(self.chroot.command(&argv), None, "apt-get -s install") else { return false };
+        let Ok(out) = self
+            .chroot
+            .run(self.chroot.command(&argv), None, "apt-get -s install")
+        else {
+            return false;
+        };
         // `run` keeps the last 40 lines: a longer plan may hide Inst lines, so play safe.
         if out.lines().count() >= 40 {
             return false;
@@ -135,7 +162,10 @@ impl<'a> Runner<'a> {
             // hashing each .deb (most of a local bake's package step for a large package).
             let mut argv: Vec<&str> = vec!["dpkg", "--force-confdef", "--force-confold", "-i"];
             argv.extend(what.iter().map(String::as_str));
-            return self.chroot.run(self.chroot.command(&argv), None, "dpkg -i").map(|_| ());
+            return self
+                .chroot
+                .run(self.chroot.command(&argv), None, "dpkg -i")
+                .map(|_| ());
         }
         self.apt_update()?;
         let mut argv: Vec<&str> = vec![
@@ -152,14 +182,22 @@ impl<'a> Runner<'a> {
             "--no-install-recommends",
         ];
         argv.extend(what.iter().map(String::as_str));
-        self.chroot.run(self.chroot.command(&argv), None, "apt-get install").map(|_| ())
+        self.chroot
+            .run(self.chroot.command(&argv), None, "apt-get install")
+            .map(|_| ())
     }
 
     fn dnf_install(&mut self, what: &[String], pm: PackageManager) -> Result<()> {
-        let tool = if pm == PackageManager::Dnf { "dnf" } else { "yum" };
+        let tool = if pm == PackageManager::Dnf {
+            "dnf"
+        } else {
+            "yum"
+        };
         let mut argv: Vec<&str> = vec![tool, "-y", "install"];
         argv.extend(what.iter().map(String::as_str));
-        self.chroot.run(self.chroot.command(&argv), None, "dnf install").map(|_| ())
+        self.chroot
+            .run(self.chroot.command(&argv), None, "dnf install")
+            .map(|_| ())
     }
 
     /// Copy package files into the image's tmpfs /tmp (gone after the bake), returning their paths inside.
@@ -169,8 +207,13 @@ impl<'a> Runner<'a> {
         files
             .iter()
             .map(|f| {
-                let name = f.file_name().context("package path has no file name")?.to_string_lossy().into_owned();
-                std::fs::copy(f, dir.join(&name)).with_context(|| format!("copying {} into the image", f.display()))?;
+                let name = f
+                    .file_name()
+                    .context("package path has no file name")?
+                    .to_string_lossy()
+                    .into_owned();
+                std::fs::copy(f, dir.join(&name))
+                    .with_context(|| format!("copying {} into the image", f.display()))?;
                 Ok(format!("/tmp/bakery-packages/{name}"))
             })
             .collect()
@@ -183,7 +226,10 @@ impl<'a> Runner<'a> {
         };
         let out = if kind == "rpm" && !self.has("/usr/bin/rpm") {
             let mut c = Command::new("rpm");
-            c.arg("--root").arg(&self.chroot.root).args(["-q", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]).args(names);
+            c.arg("--root")
+                .arg(&self.chroot.root)
+                .args(["-q", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"])
+                .args(names);
             self.chroot.run_host(c, "rpm -q")
         } else {
             let args: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -201,10 +247,14 @@ impl<'a> Runner<'a> {
     /// Run one step; a failure whose output shows an input problem (unmet dependencies, the image
     /// out of space) becomes an input error that says what to change.
     pub fn step(&mut self, step: &Step) -> Result<()> {
-        let mark = std::fs::metadata(&self.plan.log).map(|m| m.len()).unwrap_or(0);
+        let mark = std::fs::metadata(&self.plan.log)
+            .map(|m| m.len())
+            .unwrap_or(0);
         let r = self.run_step(step);
         let Err(e) = r else { return Ok(()) };
-        if e.chain().any(|c| c.is::<crate::error::Interrupted>() || c.is::<crate::error::InputError>()) {
+        if e.chain()
+            .any(|c| c.is::<crate::error::Interrupted>() || c.is::<crate::error::InputError>())
+        {
             return Err(e);
         }
         let output = read_from(&self.plan.log, mark);
@@ -230,11 +280,17 @@ impl<'a> Runner<'a> {
             Step::Apt { packages, .. } => match self.package_manager() {
                 PackageManager::Apt => self.apt_install(packages, &[]),
                 pm @ (PackageManager::Dnf | PackageManager::Yum) => self.dnf_install(packages, pm),
-                PackageManager::None => Err(input!("the image has no apt-get, dnf or yum to install {}", packages.join(" "))),
+                PackageManager::None => Err(input!(
+                    "the image has no apt-get, dnf or yum to install {}",
+                    packages.join(" ")
+                )),
             },
             Step::InstallDebs { files } => {
                 if self.package_manager() != PackageManager::Apt {
-                    return Err(input!("{}: .deb packages need a base image with apt; this one has none", files[0].display()));
+                    return Err(input!(
+                        "{}: .deb packages need a base image with apt; this one has none",
+                        files[0].display()
+                    ));
                 }
                 let staged = self.stage(files)?;
                 let names = deb_names(&self.plan.packages, files);
@@ -247,11 +303,15 @@ impl<'a> Runner<'a> {
             Step::InstallRpms { files } => {
                 let staged = self.stage(files)?;
                 let r = match self.package_manager() {
-                    pm @ (PackageManager::Dnf | PackageManager::Yum) => self.dnf_install(&staged, pm),
+                    pm @ (PackageManager::Dnf | PackageManager::Yum) => {
+                        self.dnf_install(&staged, pm)
+                    }
                     _ if self.has("/usr/bin/rpm") => {
                         let mut argv = vec!["rpm", "-Uvh"];
                         argv.extend(staged.iter().map(String::as_str));
-                        self.chroot.run(self.chroot.command(&argv), None, "rpm -U").map(|_| ())
+                        self.chroot
+                            .run(self.chroot.command(&argv), None, "rpm -U")
+                            .map(|_| ())
                     }
                     _ => rpm::install_with_host_rpm(self.chroot, files),
                 };
@@ -262,7 +322,8 @@ impl<'a> Runner<'a> {
                 Ok(())
             }
             Step::Script { layer, path } => {
-                let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let body =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                 self.chroot
                     .sh("set -e; f=/run/bakery-step; cat > \"$f\"; chmod 0755 \"$f\"; BAKERY_LAYER=\"$1\" \"$f\"; rm -f \"$f\"", &[layer], Some(body))
                     .map(|_| ())
@@ -271,13 +332,22 @@ impl<'a> Runner<'a> {
             Step::Enable { units, .. } => {
                 let mut argv = vec!["systemctl", "enable"];
                 argv.extend(units.iter().map(String::as_str));
-                self.chroot.run(self.chroot.command(&argv), None, "systemctl enable").map(|_| ())
+                self.chroot
+                    .run(self.chroot.command(&argv), None, "systemctl enable")
+                    .map(|_| ())
             }
-            Step::CopyFile { src, dest, mode, .. } => {
-                let body = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+            Step::CopyFile {
+                src, dest, mode, ..
+            } => {
+                let body =
+                    std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
                 self.write_file(dest, body, *mode)
             }
-            Step::WriteFile { dest, content, mode } => self.write_file(dest, content.clone().into_bytes(), *mode),
+            Step::WriteFile {
+                dest,
+                content,
+                mode,
+            } => self.write_file(dest, content.clone().into_bytes(), *mode),
             Step::Grub => self.grub(),
             Step::Generalize => self.generalize(),
         }
@@ -287,11 +357,20 @@ impl<'a> Runner<'a> {
     fn write_file(&self, dest: &Path, body: Vec<u8>, mode: u32) -> Result<()> {
         let dest = dest.display().to_string();
         let mode = format!("{mode:o}");
-        self.chroot.sh("install -D -m \"$1\" /dev/stdin \"$2\"", &[&mode, &dest], Some(body)).map(|_| ())
+        self.chroot
+            .sh(
+                "install -D -m \"$1\" /dev/stdin \"$2\"",
+                &[&mode, &dest],
+                Some(body),
+            )
+            .map(|_| ())
     }
 
     fn grub(&self) -> Result<()> {
-        let disk = format!("/dev/{}", self.plan.disk.file_name().unwrap().to_string_lossy());
+        let disk = format!(
+            "/dev/{}",
+            self.plan.disk.file_name().unwrap().to_string_lossy()
+        );
         self.chroot.sh(
             "set -e
              grub-install --target=i386-pc --modules='part_gpt ext2' \"$1\"
@@ -339,7 +418,11 @@ impl<'a> Runner<'a> {
                 self.chroot.sh("apt-get clean", &[], None)?;
             }
             if self.apt_lists_were_empty == Some(true) {
-                self.chroot.sh("find /var/lib/apt/lists -mindepth 1 -maxdepth 1 -type f ! -name lock -delete", &[], None)?;
+                self.chroot.sh(
+                    "find /var/lib/apt/lists -mindepth 1 -maxdepth 1 -type f ! -name lock -delete",
+                    &[],
+                    None,
+                )?;
             }
         }
         let os = std::fs::read_to_string(self.chroot.path("/etc/os-release")).unwrap_or_default();
@@ -347,7 +430,10 @@ impl<'a> Runner<'a> {
         if self.facts.arch.is_none() {
             self.facts.arch = self.image_arch();
         }
-        if let Ok(text) = self.chroot.sh("cat /etc/bakery/base.json 2>/dev/null || true", &[], None) {
+        if let Ok(text) = self
+            .chroot
+            .sh("cat /etc/bakery/base.json 2>/dev/null || true", &[], None)
+        {
             self.facts.base = serde_json::from_str(&text).ok();
         }
         Ok(())
@@ -357,7 +443,9 @@ impl<'a> Runner<'a> {
 /// The session log from byte `from` on (what the failed step printed), at most its last 256 KiB.
 fn read_from(log: &Path, from: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(log) else { return String::new() };
+    let Ok(mut f) = std::fs::File::open(log) else {
+        return String::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = from.max(len.saturating_sub(256 << 10));
     let mut buf = Vec::new();
@@ -370,7 +458,10 @@ fn read_from(log: &Path, from: u64) -> String {
 /// Free (for root) and total bytes of the filesystem at `p`.
 fn fs_space(p: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(p) {
-        Ok(s) => (s.blocks_free() as u64 * s.fragment_size() as u64, s.blocks() as u64 * s.fragment_size() as u64),
+        Ok(s) => (
+            s.blocks_free() as u64 * s.fragment_size() as u64,
+            s.blocks() as u64 * s.fragment_size() as u64,
+        ),
         Err(_) => (0, 0),
     }
 }
@@ -378,7 +469,11 @@ fn fs_space(p: &Path) -> (u64, u64) {
 /// Whether the simulated plan (`apt-get -s install` output) only unpacks the step's own .deb
 /// files and removes nothing: then no download is needed and `dpkg -i` does the same install.
 pub fn offline_plan(sim: &str, local: &[String]) -> bool {
-    let inst: Vec<&str> = sim.lines().filter_map(|l| l.strip_prefix("Inst ")).filter_map(|r| r.split_whitespace().next()).collect();
+    let inst: Vec<&str> = sim
+        .lines()
+        .filter_map(|l| l.strip_prefix("Inst "))
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
     let removes = sim.lines().any(|l| l.starts_with("Remv "));
     !removes && !inst.is_empty() && inst.iter().all(|n| local.iter().any(|l| l == n))
 }
@@ -392,8 +487,12 @@ fn deb_names(pkgs: &[super::plan::PackageCheck], files: &[PathBuf]) -> Vec<Strin
 }
 
 pub fn os_pretty_name(os_release: &str) -> Option<String> {
-    let map: BTreeMap<&str, &str> = os_release.lines().filter_map(|l| l.split_once('=')).collect();
-    map.get("PRETTY_NAME").map(|v| v.trim_matches('"').to_string())
+    let map: BTreeMap<&str, &str> = os_release
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    map.get("PRETTY_NAME")
+        .map(|v| v.trim_matches('"').to_string())
 }
 
 #[cfg(test)]
@@ -403,17 +502,24 @@ mod tests {
         let local = vec!["app".to_string(), "lib-app".to_string()];
         let ok = "NOTE: This is only a simulation!\nInst app (1.0-1 local-deb [all])\nInst lib-app (2 local-deb [all])\nConf app (1.0-1 local-deb [all])\n";
         assert!(super::offline_plan(ok, &local));
-        let needs_download = "Inst curl (7.88 Debian:12/stable [amd64])\nInst app (1.0-1 local-deb [all])\n";
+        let needs_download =
+            "Inst curl (7.88 Debian:12/stable [amd64])\nInst app (1.0-1 local-deb [all])\n";
         assert!(!super::offline_plan(needs_download, &local));
         let removes = "Remv old-app [0.9]\nInst app (1.0-1 local-deb [all])\n";
         assert!(!super::offline_plan(removes, &local));
-        assert!(!super::offline_plan("0 upgraded, 0 newly installed\n", &local));
+        assert!(!super::offline_plan(
+            "0 upgraded, 0 newly installed\n",
+            &local
+        ));
     }
 
     #[test]
     fn pretty_name() {
         let t = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
-        assert_eq!(super::os_pretty_name(t).as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(
+            super::os_pretty_name(t).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
         assert_eq!(super::os_pretty_name(""), None);
     }
 }

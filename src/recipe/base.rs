@@ -67,36 +67,63 @@ impl BaseSpec {
     }
 
     pub fn builtin() -> BaseSpec {
-        let spec: BaseSpec = super::parse_yaml(DEFAULT_BASE_YAML, "built-in debian-bookworm.yaml").expect("built-in base parses");
+        let spec: BaseSpec = super::parse_yaml(DEFAULT_BASE_YAML, "built-in debian-bookworm.yaml")
+            .expect("built-in base parses");
         spec
     }
 
     pub fn validate(&self, origin: &str) -> Result<()> {
         if self.arch != "amd64" {
-            return Err(input!("{origin}: arch `{}` is not supported yet; use amd64", self.arch));
+            return Err(input!(
+                "{origin}: arch `{}` is not supported yet; use amd64",
+                self.arch
+            ));
         }
         if self.size.bytes() < 1 << 30 {
-            return Err(input!("{origin}: size {} is too small for a bootable Debian; use at least 1GiB", self.size));
+            return Err(input!(
+                "{origin}: size {} is too small for a bootable Debian; use at least 1GiB",
+                self.size
+            ));
         }
-        if !(self.mirror.starts_with("http://") || self.mirror.starts_with("https://") || self.mirror.starts_with("file:/")) {
-            return Err(input!("{origin}: mirror `{}` must be an http(s):// or file:/ URL", self.mirror));
+        if !(self.mirror.starts_with("http://")
+            || self.mirror.starts_with("https://")
+            || self.mirror.starts_with("file:/"))
+        {
+            return Err(input!(
+                "{origin}: mirror `{}` must be an http(s):// or file:/ URL",
+                self.mirror
+            ));
         }
-        let bad = |s: &str| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-.+:_".contains(c));
+        let bad = |s: &str| {
+            s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.+:_".contains(c))
+        };
         if bad(&self.suite) {
-            return Err(input!("{origin}: suite `{}` is not a Debian suite name", self.suite));
+            return Err(input!(
+                "{origin}: suite `{}` is not a Debian suite name",
+                self.suite
+            ));
         }
         if let Some(p) = self.packages.iter().chain([&self.kernel]).find(|p| bad(p)) {
             return Err(input!("{origin}: package name `{p}` is not valid"));
         }
         // The name becomes the AMI name (`{name}-{version}`) when the base is published.
-        if let Some(c) = self.name.chars().find(|c| !crate::naming::is_ami_name_char(*c)) {
+        if let Some(c) = self
+            .name
+            .chars()
+            .find(|c| !crate::naming::is_ami_name_char(*c))
+        {
             return Err(input!("{origin}: name `{}` contains `{c}`, which AWS does not allow in AMI names; use letters, digits and ()[] ./-'@_", self.name));
         }
         if self.name.is_empty() || self.name.chars().count() > crate::naming::MAX_AMI_NAME - 13 {
             return Err(input!("{origin}: name must be 1 to {} characters (it becomes the AMI name with a version)", crate::naming::MAX_AMI_NAME - 13));
         }
         if self.root_label.is_empty() || self.root_label.len() > 16 {
-            return Err(input!("{origin}: root-label must be 1 to 16 characters (ext4 limit)"));
+            return Err(input!(
+                "{origin}: root-label must be 1 to 16 characters (ext4 limit)"
+            ));
         }
         Ok(())
     }
@@ -118,19 +145,33 @@ mod tests {
     fn validation_names_the_field() {
         let mut b = BaseSpec::builtin();
         b.size = Size(100 << 20);
-        assert!(b.validate("x.yaml").unwrap_err().to_string().starts_with("x.yaml: size"));
+        assert!(b
+            .validate("x.yaml")
+            .unwrap_err()
+            .to_string()
+            .starts_with("x.yaml: size"));
         let mut b = BaseSpec::builtin();
         b.packages.push("bad pkg".into());
-        assert!(b.validate("x.yaml").unwrap_err().to_string().contains("bad pkg"));
+        assert!(b
+            .validate("x.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("bad pkg"));
         let mut b = BaseSpec::builtin();
         b.name = "web base!".into();
-        assert!(b.validate("x.yaml").unwrap_err().to_string().starts_with("x.yaml: name `web base!` contains `!`"));
+        assert!(b
+            .validate("x.yaml")
+            .unwrap_err()
+            .to_string()
+            .starts_with("x.yaml: name `web base!` contains `!`"));
     }
 
     #[test]
     fn unknown_keys_are_errors() {
         let text = format!("{DEFAULT_BASE_YAML}\nflavour: vanilla\n");
-        let e = crate::recipe::parse_yaml::<BaseSpec>(&text, "b.yaml").unwrap_err().to_string();
+        let e = crate::recipe::parse_yaml::<BaseSpec>(&text, "b.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `flavour`"), "{e}");
     }
 }

@@ -58,9 +58,18 @@ pub struct Layer {
 const EMBEDDED: &[(&str, &[(&str, &str)])] = &[(
     "jvm-tomcat",
     &[
-        ("layer.yaml", include_str!("../../provisioners/jvm-tomcat/layer.yaml")),
-        ("configure.sh", include_str!("../../provisioners/jvm-tomcat/configure.sh")),
-        ("tomcat10.logrotate", include_str!("../../provisioners/jvm-tomcat/tomcat10.logrotate")),
+        (
+            "layer.yaml",
+            include_str!("../../provisioners/jvm-tomcat/layer.yaml"),
+        ),
+        (
+            "configure.sh",
+            include_str!("../../provisioners/jvm-tomcat/configure.sh"),
+        ),
+        (
+            "tomcat10.logrotate",
+            include_str!("../../provisioners/jvm-tomcat/tomcat10.logrotate"),
+        ),
     ],
 )];
 
@@ -90,13 +99,18 @@ pub fn resolve(spec: &str, extra_dirs: &[PathBuf], scratch: &Path) -> Result<Lay
             return Err(input!("layer `{spec}`: no layer.yaml in that directory; a layer is a directory with layer.yaml"));
         }
         d
-    } else if let Some(d) = search_dirs(extra_dirs).into_iter().map(|d| d.join(spec)).find(|d| d.join("layer.yaml").is_file()) {
+    } else if let Some(d) = search_dirs(extra_dirs)
+        .into_iter()
+        .map(|d| d.join(spec))
+        .find(|d| d.join("layer.yaml").is_file())
+    {
         d
     } else if let Some((_, files)) = EMBEDDED.iter().find(|(n, _)| *n == spec) {
         let d = scratch.join("layers").join(spec);
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         for (name, body) in files.iter() {
-            std::fs::write(d.join(name), body).with_context(|| format!("unpacking layer {spec}"))?;
+            std::fs::write(d.join(name), body)
+                .with_context(|| format!("unpacking layer {spec}"))?;
         }
         d
     } else {
@@ -121,18 +135,35 @@ pub fn load_dir(dir: &Path) -> Result<Layer> {
         };
         if let Some(p) = referenced {
             if !dir.join(p).is_file() {
-                return Err(input!("{}: step refers to `{}`, which is not in the layer directory", path.display(), p.display()));
+                return Err(input!(
+                    "{}: step refers to `{}`, which is not in the layer directory",
+                    path.display(),
+                    p.display()
+                ));
             }
         }
         if let LayerStep::File(f) = step {
             if !f.dest.is_absolute() {
-                return Err(input!("{}: file dest `{}` must be an absolute path in the image", path.display(), f.dest.display()));
+                return Err(input!(
+                    "{}: file dest `{}` must be an absolute path in the image",
+                    path.display(),
+                    f.dest.display()
+                ));
             }
-            u32::from_str_radix(&f.mode, 8)
-                .map_err(|_| input!("{}: file mode `{}` is not octal like 0644", path.display(), f.mode))?;
+            u32::from_str_radix(&f.mode, 8).map_err(|_| {
+                input!(
+                    "{}: file mode `{}` is not octal like 0644",
+                    path.display(),
+                    f.mode
+                )
+            })?;
         }
     }
-    Ok(Layer { name: file.name.clone(), dir: dir.to_path_buf(), file })
+    Ok(Layer {
+        name: file.name.clone(),
+        dir: dir.to_path_buf(),
+        file,
+    })
 }
 
 #[cfg(test)]
@@ -153,7 +184,11 @@ mod tests {
 
     #[test]
     fn unknown_step_is_an_error() {
-        let e = crate::recipe::parse_yaml::<LayerFile>("name: t\nsteps:\n  - aptt: [a]\n", "layer.yaml").unwrap_err();
+        let e = crate::recipe::parse_yaml::<LayerFile>(
+            "name: t\nsteps:\n  - aptt: [a]\n",
+            "layer.yaml",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("aptt"), "{e}");
     }
 
@@ -162,13 +197,19 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let l = resolve("jvm-tomcat", &[], scratch.path()).unwrap();
         assert_eq!(l.name, "jvm-tomcat");
-        assert!(l.file.steps.iter().any(|s| matches!(s, LayerStep::Enable(u) if u.contains(&"tomcat10".to_string()))));
+        assert!(l
+            .file
+            .steps
+            .iter()
+            .any(|s| matches!(s, LayerStep::Enable(u) if u.contains(&"tomcat10".to_string()))));
     }
 
     #[test]
     fn missing_layer_names_where_it_looked() {
         let scratch = tempfile::tempdir().unwrap();
-        let e = resolve("no-such-layer", &[], scratch.path()).unwrap_err().to_string();
+        let e = resolve("no-such-layer", &[], scratch.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("layer `no-such-layer`: not found"), "{e}");
         assert!(e.contains("jvm-tomcat"));
     }
@@ -176,7 +217,11 @@ mod tests {
     #[test]
     fn a_step_referring_to_a_missing_script_is_rejected() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("layer.yaml"), "name: t\nsteps:\n  - script: nope.sh\n").unwrap();
+        std::fs::write(
+            d.path().join("layer.yaml"),
+            "name: t\nsteps:\n  - script: nope.sh\n",
+        )
+        .unwrap();
         let e = load_dir(d.path()).unwrap_err().to_string();
         assert!(e.contains("nope.sh"), "{e}");
     }

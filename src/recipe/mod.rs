@@ -64,7 +64,9 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
     if text.trim().is_empty() {
-        return Err(input!("{origin}: the file is empty; see the examples in the README"));
+        return Err(input!(
+            "{origin}: the file is empty; see the examples in the README"
+        ));
     }
     serde_yaml_ng::from_str(text).map_err(|e| {
         let msg = e.to_string().replace('\n', " ");
@@ -74,7 +76,8 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
 
 /// `ami-` followed by hex: a base given as an AMI id rather than a file.
 pub fn is_ami_id(s: &str) -> bool {
-    s.strip_prefix("ami-").is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+    s.strip_prefix("ami-")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl Recipe {
@@ -87,14 +90,38 @@ impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe> {
         let mut r: Recipe = load_yaml(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let abs = |p: &PathBuf| if p.is_absolute() { p.clone() } else { dir.join(p) };
-        r.base = r.base.as_ref().map(|b| if is_ami_id(&b.to_string_lossy()) { b.clone() } else { abs(b) });
-        r.output = r.output.as_ref().map(|o| if o.as_os_str() == "ami" { o.clone() } else { abs(o) });
+        let abs = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                dir.join(p)
+            }
+        };
+        r.base = r.base.as_ref().map(|b| {
+            if is_ami_id(&b.to_string_lossy()) {
+                b.clone()
+            } else {
+                abs(b)
+            }
+        });
+        r.output = r.output.as_ref().map(|o| {
+            if o.as_os_str() == "ami" {
+                o.clone()
+            } else {
+                abs(o)
+            }
+        });
         r.packages = r.packages.iter().map(abs).collect();
         r.layers = r
             .layers
             .iter()
-            .map(|l| if layer::is_path_like(l) && !Path::new(l).is_absolute() { dir.join(l).display().to_string() } else { l.clone() })
+            .map(|l| {
+                if layer::is_path_like(l) && !Path::new(l).is_absolute() {
+                    dir.join(l).display().to_string()
+                } else {
+                    l.clone()
+                }
+            })
             .collect();
         Ok(r)
     }
@@ -165,10 +192,15 @@ mod tests {
 
     #[test]
     fn wrong_type_and_bad_yaml_are_errors() {
-        let msg = parse_yaml::<Recipe>("packages: 3\n", "r.yaml").unwrap_err().to_string();
+        let msg = parse_yaml::<Recipe>("packages: 3\n", "r.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(msg.starts_with("r.yaml: packages: invalid type"), "{msg}");
         assert!(parse_yaml::<Recipe>("packages: [a\n", "r.yaml").is_err());
-        assert!(parse_yaml::<Recipe>("", "r.yaml").unwrap_err().to_string().contains("empty"));
+        assert!(parse_yaml::<Recipe>("", "r.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 
     #[test]
@@ -186,23 +218,38 @@ mod tests {
         };
         let r = file.merge_flags(&args).unwrap();
         assert_eq!(r.base, Some("b.raw".into()));
-        assert_eq!(r.packages, vec![PathBuf::from("c.deb"), PathBuf::from("d.rpm")]);
+        assert_eq!(
+            r.packages,
+            vec![PathBuf::from("c.deb"), PathBuf::from("d.rpm")]
+        );
         assert_eq!(r.layers, vec!["jvm-tomcat".to_string()]);
         assert_eq!(r.tags["env"], "prod");
         assert_eq!(r.tags["team"], "x");
         assert_eq!(r.tags["k"], "v=w");
-        assert!(Recipe::default().merge_flags(&BakeArgs { tags: vec!["novalue".into()], ..Default::default() }).is_err());
+        assert!(Recipe::default()
+            .merge_flags(&BakeArgs {
+                tags: vec!["novalue".into()],
+                ..Default::default()
+            })
+            .is_err());
     }
 
     #[test]
     fn relative_paths_follow_the_recipe_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("r.yaml");
-        std::fs::write(&f, "base: ../b.raw\npackages: [pkgs/a.deb]\nlayers: [jvm-tomcat, ./mylayer]\n").unwrap();
+        std::fs::write(
+            &f,
+            "base: ../b.raw\npackages: [pkgs/a.deb]\nlayers: [jvm-tomcat, ./mylayer]\n",
+        )
+        .unwrap();
         let r = Recipe::load(&f).unwrap();
         assert_eq!(r.base.unwrap(), dir.path().join("../b.raw"));
         assert_eq!(r.packages[0], dir.path().join("pkgs/a.deb"));
         assert_eq!(r.layers[0], "jvm-tomcat");
-        assert_eq!(r.layers[1], dir.path().join("./mylayer").display().to_string());
+        assert_eq!(
+            r.layers[1],
+            dir.path().join("./mylayer").display().to_string()
+        );
     }
 }

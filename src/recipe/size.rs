@@ -25,9 +25,15 @@ impl Size {
             "M" | "MiB" => 1 << 20,
             "G" | "GiB" => 1 << 30,
             "T" | "TiB" => 1 << 40,
-            other => return Err(format!("`{text}`: unknown size unit `{other}`; use KiB, MiB, GiB or TiB")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown size unit `{other}`; use KiB, MiB, GiB or TiB"
+                ))
+            }
         };
-        n.checked_mul(mult).map(Size).ok_or_else(|| format!("`{text}` is too large"))
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("`{text}` is too large"))
     }
 }
 
@@ -81,7 +87,9 @@ mod tests {
     #[test]
     fn rejects_nonsense() {
         assert!(Size::parse("lots").is_err());
-        assert!(Size::parse("2 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(Size::parse("2 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
         assert!(Size::parse("99999999999T").is_err());
     }
 }

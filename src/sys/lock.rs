@@ -25,7 +25,8 @@ pub struct HostLock {
 impl HostLock {
     /// Block (up to 10 minutes) until the lock named `name` is ours.
     pub fn acquire(dir: &Path, name: &str) -> Result<HostLock> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating lock directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating lock directory {}", dir.display()))?;
         let path = dir.join(format!("{name}.lock"));
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
@@ -51,9 +52,14 @@ impl HostLock {
 
     /// Take the lock only if it is free now.
     pub fn try_acquire(dir: &Path, name: &str) -> Result<Option<HostLock>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating lock directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating lock directory {}", dir.display()))?;
         let path = dir.join(format!("{name}.lock"));
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => Ok(Some(HostLock { _lock: l, path })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

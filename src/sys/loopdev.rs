@@ -37,13 +37,21 @@ impl LoopGuard {
                 Ok(()) => {
                     let path = dev.path().context("loop device has no path")?;
                     debug!(device = %path.display(), file = %file.display(), "attached loop device");
-                    return Ok(LoopGuard { dev: Some(dev), path, backing: file.to_path_buf() });
+                    return Ok(LoopGuard {
+                        dev: Some(dev),
+                        path,
+                        backing: file.to_path_buf(),
+                    });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last_err = Some(e),
-                Err(e) => return Err(e).with_context(|| format!("attaching {} to a loop device", file.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("attaching {} to a loop device", file.display()))
+                }
             }
         }
-        Err(last_err.unwrap()).context("every free loop device was taken before bakery could attach it")
+        Err(last_err.unwrap())
+            .context("every free loop device was taken before bakery could attach it")
     }
 
     /// Detach now and report the error (the happy path); Drop does the same silently.
@@ -52,7 +60,9 @@ impl LoopGuard {
     }
 
     fn detach(&mut self) -> Result<()> {
-        let Some(dev) = self.dev.take() else { return Ok(()) };
+        let Some(dev) = self.dev.take() else {
+            return Ok(());
+        };
         let mut last = None;
         for attempt in 0..10 {
             match dev.detach() {
@@ -82,12 +92,13 @@ nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
 impl Control {
     fn open() -> Result<Control> {
         match std::env::var_os("BAKERY_LOOP_CONTROL") {
-            None => Ok(Control::Kernel(
-                LoopControl::open().context("opening /dev/loop-control (is the loop module loaded? run `modprobe loop`)")?,
-            )),
+            None => Ok(Control::Kernel(LoopControl::open().context(
+                "opening /dev/loop-control (is the loop module loaded? run `modprobe loop`)",
+            )?)),
             Some(p) => {
                 let p = PathBuf::from(p);
-                let f = std::fs::File::open(&p).with_context(|| format!("opening {} (BAKERY_LOOP_CONTROL)", p.display()))?;
+                let f = std::fs::File::open(&p)
+                    .with_context(|| format!("opening {} (BAKERY_LOOP_CONTROL)", p.display()))?;
                 Ok(Control::Path(f, p))
             }
         }
@@ -96,14 +107,19 @@ impl Control {
     fn next_free(&self) -> Result<LoopDevice> {
         let hint = "no free loop device: detach unused ones (`losetup -a` lists them; `bakery gc` removes what dead bakes left) or allow more (`modprobe loop max_loop=64`)";
         match self {
-            Control::Kernel(ctl) => ctl.next_free().with_context(|| format!("asking /dev/loop-control for a free loop device: {hint}")),
+            Control::Kernel(ctl) => ctl.next_free().with_context(|| {
+                format!("asking /dev/loop-control for a free loop device: {hint}")
+            }),
             Control::Path(f, p) => {
                 use std::os::fd::AsRawFd;
                 // SAFETY: LOOP_CTL_GET_FREE takes no argument; the fd is open for the call's duration.
                 let n = unsafe { loop_ctl_get_free(f.as_raw_fd()) }
                     .map_err(std::io::Error::from)
-                    .with_context(|| format!("asking {} for a free loop device: {hint}", p.display()))?;
-                LoopDevice::open(format!("/dev/loop{n}")).with_context(|| format!("opening /dev/loop{n}"))
+                    .with_context(|| {
+                        format!("asking {} for a free loop device: {hint}", p.display())
+                    })?;
+                LoopDevice::open(format!("/dev/loop{n}"))
+                    .with_context(|| format!("opening /dev/loop{n}"))
             }
         }
     }

@@ -15,12 +15,18 @@ pub struct Proc {
 
 fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Processes whose root (`/proc/PID/root`) is `root` or below it.
@@ -30,9 +36,14 @@ pub fn rooted_in(root: &Path) -> Vec<Proc> {
         .into_iter()
         .filter(|&pid| pid != me)
         .filter(|&pid| {
-            std::fs::read_link(format!("/proc/{pid}/root")).map(|r: PathBuf| r.starts_with(root)).unwrap_or(false)
+            std::fs::read_link(format!("/proc/{pid}/root"))
+                .map(|r: PathBuf| r.starts_with(root))
+                .unwrap_or(false)
         })
-        .map(|pid| Proc { pid, comm: comm(pid) })
+        .map(|pid| Proc {
+            pid,
+            comm: comm(pid),
+        })
         .collect()
 }
 
@@ -42,8 +53,15 @@ pub fn in_mount_namespace(ns: &str) -> Vec<Proc> {
     all_pids()
         .into_iter()
         .filter(|&pid| pid != me)
-        .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).map(|l| l.to_string_lossy() == ns).unwrap_or(false))
-        .map(|pid| Proc { pid, comm: comm(pid) })
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+                .map(|l| l.to_string_lossy() == ns)
+                .unwrap_or(false)
+        })
+        .map(|pid| Proc {
+            pid,
+            comm: comm(pid),
+        })
         .collect()
 }
 
@@ -65,10 +83,19 @@ pub fn stop(procs: &[Proc], grace: Duration) -> Vec<Proc> {
 fn alive(pid: i32) -> bool {
     // A zombie still has a /proc entry but holds no mounts; treat it as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().map(|r| !r.trim_start().starts_with('Z')).unwrap_or(false))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| !r.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
         .unwrap_or(false)
 }
 
 pub fn describe(procs: &[Proc]) -> String {
-    procs.iter().map(|p| format!("{} (pid {})", p.comm, p.pid)).collect::<Vec<_>>().join(", ")
+    procs
+        .iter()
+        .map(|p| format!("{} (pid {})", p.comm, p.pid))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

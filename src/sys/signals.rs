@@ -13,7 +13,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Install the handlers (idempotent).
 pub fn install() {
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only touches an atomic, which is async-signal-safe.
         unsafe {
@@ -48,7 +52,10 @@ pub async fn arrived() {
 
 /// Run an AWS step on `rt`, dropping it with Err(Interrupted) as soon as a signal arrives, so a
 /// Ctrl-C during a long upload or wait starts the cleanup at once instead of after the step.
-pub fn block_on<T>(rt: &tokio::runtime::Runtime, fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub fn block_on<T>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     rt.block_on(async {
         tokio::select! {
             r = fut => r,

@@ -14,7 +14,11 @@ pub struct Emulator {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Emulator {
@@ -50,7 +54,10 @@ impl Emulator {
             }
             let _ = tx.send(Err(log.join("\n")));
         });
-        let emu = Emulator { port, child: Mutex::new(child) };
+        let emu = Emulator {
+            port,
+            child: Mutex::new(child),
+        };
         match rx.recv_timeout(Duration::from_secs(600)) {
             Ok(Ok(())) => emu,
             Ok(Err(log)) => panic!("the AWS emulator exited before it was ready:\n{log}"),
@@ -102,7 +109,13 @@ pub fn shared(extra: &[&str]) -> Arc<Emulator> {
             std::env::set_var(k, v);
         }
         // The tests of the client layer decide these themselves.
-        for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "BAKERY_FAIL_API", "BAKERY_IMDS_ENDPOINT", "BAKERY_AMI_WAIT_TIMEOUT"] {
+        for k in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "BAKERY_FAIL_API",
+            "BAKERY_IMDS_ENDPOINT",
+            "BAKERY_AMI_WAIT_TIMEOUT",
+        ] {
             std::env::remove_var(k);
         }
         port

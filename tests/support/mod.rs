@@ -16,7 +16,9 @@ pub const BASE_YAML: &str = include_str!("../../base-images/debian-bookworm.yaml
 /// CARGO_TARGET_DIR overwrite each other's `target/debug/bakery`; point it at your own
 /// `target/debug/deps/bakery-HASH`), else the one cargo built for these tests.
 pub fn bakery_exe() -> PathBuf {
-    std::env::var_os("BAKERY_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bakery")))
+    std::env::var_os("BAKERY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bakery")))
 }
 
 pub fn repo() -> PathBuf {
@@ -467,12 +469,25 @@ pub fn leaks_of(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/sys/block") {
         for e in rd.flatten() {
-            let back = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            let back =
+                std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
             if back.contains(&dir_s) {
                 let parts: Vec<String> = std::fs::read_dir(e.path())
-                    .map(|r| r.flatten().map(|p| p.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&e.file_name().to_string_lossy().to_string()) && n.contains('p')).collect())
+                    .map(|r| {
+                        r.flatten()
+                            .map(|p| p.file_name().to_string_lossy().into_owned())
+                            .filter(|n| {
+                                n.starts_with(&e.file_name().to_string_lossy().to_string())
+                                    && n.contains('p')
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
-                out.push(format!("loop device /dev/{} on {} (partitions {parts:?})", e.file_name().to_string_lossy(), back.trim()));
+                out.push(format!(
+                    "loop device /dev/{} on {} (partitions {parts:?})",
+                    e.file_name().to_string_lossy(),
+                    back.trim()
+                ));
             }
         }
     }
@@ -485,10 +500,16 @@ pub fn leaks_of(dir: &Path) -> Vec<String> {
         if let Ok(root) = std::fs::read_link(e.path().join("root")) {
             if root.starts_with(dir) {
                 let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                out.push(format!("process {pid} ({}) rooted in {}", comm.trim(), root.display()));
+                out.push(format!(
+                    "process {pid} ({}) rooted in {}",
+                    comm.trim(),
+                    root.display()
+                ));
             }
         }
-        let Ok(ns) = std::fs::read_link(e.path().join("ns/mnt")) else { continue };
+        let Ok(ns) = std::fs::read_link(e.path().join("ns/mnt")) else {
+            continue;
+        };
         if namespaces.insert(ns) {
             let mi = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
             for l in mi.lines().filter(|l| l.contains(&dir_s)) {
@@ -500,17 +521,28 @@ pub fn leaks_of(dir: &Path) -> Vec<String> {
     if let Ok(rd) = std::fs::read_dir(&locks) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".lock") else { continue };
-            if matches!(bakery::sys::lock::HostLock::try_acquire(&locks, stem), Ok(None)) {
+            let Some(stem) = name.strip_suffix(".lock") else {
+                continue;
+            };
+            if matches!(
+                bakery::sys::lock::HostLock::try_acquire(&locks, stem),
+                Ok(None)
+            ) {
                 out.push(format!("lock {name} still held"));
             }
         }
     }
     if let Ok(rd) = std::fs::read_dir(dir.join("work").join("work")) {
-        out.extend(rd.flatten().map(|e| format!("work files {}", e.path().display())));
+        out.extend(
+            rd.flatten()
+                .map(|e| format!("work files {}", e.path().display())),
+        );
     }
     if let Ok(rd) = std::fs::read_dir(dir.join("tmp")) {
-        out.extend(rd.flatten().map(|e| format!("temporary {}", e.path().display())));
+        out.extend(
+            rd.flatten()
+                .map(|e| format!("temporary {}", e.path().display())),
+        );
     }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -520,7 +552,10 @@ pub fn leaks_of(dir: &Path) -> Vec<String> {
             if name.ends_with(".partial") {
                 out.push(format!("temporary output {}", p.display()));
             }
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) && name != "snapshots" && name != "bases" {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                && name != "snapshots"
+                && name != "bases"
+            {
                 stack.push(p);
             }
         }
@@ -551,9 +586,15 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn from_env(what: &str) -> Rng {
-        let seed = std::env::var("BAKERY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed = std::env::var("BAKERY_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
         eprintln!("{what}: seed {seed} (rerun with BAKERY_TEST_SEED={seed})");
         Rng(seed.max(1))
     }
@@ -577,48 +618,134 @@ pub fn bake_id_in(stderr: &str) -> Option<String> {
 
 /// Publish `base_image()` as AMI `name` in `region` of the emulator (what `bakery base build
 /// --output ami` makes, without the debootstrap), marked complete like a finished bake's product.
-pub fn publish_test_base(rt: &tokio::runtime::Runtime, ctx: &bakery::aws::client::AwsContext, region: &str, name: &str) -> (String, String) {
+pub fn publish_test_base(
+    rt: &tokio::runtime::Runtime,
+    ctx: &bakery::aws::client::AwsContext,
+    region: &str,
+    name: &str,
+) -> (String, String) {
     use bakery::aws::ami::RegisterSpec;
     let raw = base_image();
     let ledger = bakery::aws::ledger::Ledger::new("bk-000000000000");
     let tags: std::collections::BTreeMap<String, String> =
-        [("base_ami_name", name), ("base_ami_version", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        [("base_ami_name", name), ("base_ami_version", "1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     rt.block_on(async {
-        let up = bakery::aws::ebs::upload_snapshot(&ctx.ebs(region), &raw, None, "bakery test base", &tags, &ledger, region, 64).await.unwrap();
-        bakery::aws::ebs::wait_snapshot_completed(&ctx.ec2(region), &up.snapshot_id, std::time::Duration::from_secs(300)).await.unwrap();
+        let up = bakery::aws::ebs::upload_snapshot(
+            &ctx.ebs(region),
+            &raw,
+            None,
+            "bakery test base",
+            &tags,
+            &ledger,
+            region,
+            64,
+        )
+        .await
+        .unwrap();
+        bakery::aws::ebs::wait_snapshot_completed(
+            &ctx.ec2(region),
+            &up.snapshot_id,
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
         let size = up.volume_size_gib as i32;
-        let base = bakery::base::publish::from_scratch_base(name, region, &up.snapshot_id, size, "1");
-        let spec = RegisterSpec { name: name.to_string(), description: "bakery test base".into(), root_snapshot_id: up.snapshot_id.clone(), volume_size_gib: size, base, tags };
-        let r = bakery::aws::ami::register(ctx, region, &spec, &ledger).await.unwrap();
+        let base =
+            bakery::base::publish::from_scratch_base(name, region, &up.snapshot_id, size, "1");
+        let spec = RegisterSpec {
+            name: name.to_string(),
+            description: "bakery test base".into(),
+            root_snapshot_id: up.snapshot_id.clone(),
+            volume_size_gib: size,
+            base,
+            tags,
+        };
+        let r = bakery::aws::ami::register(ctx, region, &spec, &ledger)
+            .await
+            .unwrap();
         ledger.mark_complete(ctx).await.unwrap();
         ledger.commit();
         (r.image_id, up.snapshot_id)
     })
 }
 
-async fn tagged_with(ctx: &bakery::aws::client::AwsContext, regions: &[&str], filters: Vec<aws_sdk_ec2::types::Filter>) -> Vec<String> {
+async fn tagged_with(
+    ctx: &bakery::aws::client::AwsContext,
+    regions: &[&str],
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+) -> Vec<String> {
     let mut left = Vec::new();
     for r in regions {
         let ec2 = ctx.ec2(r);
-        let imgs = ec2.describe_images().owners("self").set_filters(Some(filters.clone())).send().await.unwrap();
-        left.extend(imgs.images().iter().map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())));
-        let snaps = ec2.describe_snapshots().owner_ids("self").set_filters(Some(filters.clone())).send().await.unwrap();
-        left.extend(snaps.snapshots().iter().map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())));
-        let vols = ec2.describe_volumes().set_filters(Some(filters.clone())).send().await.unwrap();
-        left.extend(vols.volumes().iter().map(|v| format!("{r}:{}", v.volume_id().unwrap_or_default())));
+        let imgs = ec2
+            .describe_images()
+            .owners("self")
+            .set_filters(Some(filters.clone()))
+            .send()
+            .await
+            .unwrap();
+        left.extend(
+            imgs.images()
+                .iter()
+                .map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())),
+        );
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(filters.clone()))
+            .send()
+            .await
+            .unwrap();
+        left.extend(
+            snaps
+                .snapshots()
+                .iter()
+                .map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())),
+        );
+        let vols = ec2
+            .describe_volumes()
+            .set_filters(Some(filters.clone()))
+            .send()
+            .await
+            .unwrap();
+        left.extend(
+            vols.volumes()
+                .iter()
+                .map(|v| format!("{r}:{}", v.volume_id().unwrap_or_default())),
+        );
     }
     left
 }
 
 /// Every image, snapshot and volume still tagged with `bake_id`, in these regions.
-pub async fn tagged(ctx: &bakery::aws::client::AwsContext, regions: &[&str], bake_id: &str) -> Vec<String> {
-    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_ID_TAG)).values(bake_id).build();
+pub async fn tagged(
+    ctx: &bakery::aws::client::AwsContext,
+    regions: &[&str],
+    bake_id: &str,
+) -> Vec<String> {
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", bakery::aws::BAKE_ID_TAG))
+        .values(bake_id)
+        .build();
     tagged_with(ctx, regions, vec![f]).await
 }
 
 /// The same, only those still marked `pending` (not a finished bake's products).
-pub async fn tagged_pending(ctx: &bakery::aws::client::AwsContext, regions: &[&str], bake_id: &str) -> Vec<String> {
-    let f = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_ID_TAG)).values(bake_id).build();
-    let p = aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", bakery::aws::BAKE_STATE_TAG)).values("pending").build();
+pub async fn tagged_pending(
+    ctx: &bakery::aws::client::AwsContext,
+    regions: &[&str],
+    bake_id: &str,
+) -> Vec<String> {
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", bakery::aws::BAKE_ID_TAG))
+        .values(bake_id)
+        .build();
+    let p = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", bakery::aws::BAKE_STATE_TAG))
+        .values("pending")
+        .build();
     tagged_with(ctx, regions, vec![f, p]).await
 }

@@ -13,11 +13,11 @@ mod tags;
 mod wait;
 
 pub use copy::{copy_to_regions, copy_to_regions_with, RegionalImage};
+pub(crate) use find::{describe_own_images, snapshot_ids};
 pub use find::{
     find_image_by_name, glob_match, list_images, resolve_base, BaseAmi, BaseRef, BlockDevice,
     ImageSummary,
 };
-pub(crate) use find::{describe_own_images, snapshot_ids};
 pub use register::{register, register_with, RegisterSpec, Registered};
 pub use share::share;
 pub use tags::{ec2_tags, tag_map, tag_resources, tag_spec_for, with_bake_id};

@@ -137,7 +137,10 @@ pub async fn register_with(
             if msg.contains("InvalidAMIName.Duplicate") {
                 // Another bake registered this name between our lookup and our call (AMI names
                 // are unique per account and region): theirs is the image, ours is not needed.
-                info!("{} was registered in {region} by another bake meanwhile: reusing it", spec.name);
+                info!(
+                    "{} was registered in {region} by another bake meanwhile: reusing it",
+                    spec.name
+                );
                 for attempt in 0..10u64 {
                     if let Some(found) = find_image_by_name(&ec2, &spec.name).await? {
                         return reuse(ctx, region, spec, ledger, wait, found).await;

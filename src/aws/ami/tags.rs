@@ -32,7 +32,10 @@ pub fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
 pub fn with_bake_id(tags: &BTreeMap<String, String>, bake_id: &str) -> BTreeMap<String, String> {
     let mut out = tags.clone();
     out.insert(BAKE_ID_TAG.to_string(), bake_id.to_string());
-    out.insert(crate::aws::BAKE_STATE_TAG.to_string(), "pending".to_string());
+    out.insert(
+        crate::aws::BAKE_STATE_TAG.to_string(),
+        "pending".to_string(),
+    );
     out
 }
 

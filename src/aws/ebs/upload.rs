@@ -130,7 +130,12 @@ pub async fn upload_snapshot(
             .value(&ledger.bake_id)
             .build(),
     );
-    all_tags.push(Tag::builder().key(crate::aws::BAKE_STATE_TAG).value("pending").build());
+    all_tags.push(
+        Tag::builder()
+            .key(crate::aws::BAKE_STATE_TAG)
+            .value("pending")
+            .build(),
+    );
     let token = client_token(&ledger.bake_id, region, parent_id, gib, &changed, &hashes);
     let what = format!("starting a snapshot of {} in {region}", file.display());
     ledger.expect_region(region);
