@@ -175,6 +175,30 @@ fn short(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
+/// Tags an image of a bake gets (Aminator's set: `appversion`, `base_ami_id`,
+/// `base_ami_name`, `base_ami_version`, `creator`, `creation_time`), then CI's build tags, then
+/// the user's tags, which win.
+pub fn image_tags(
+    app: Option<&PackageInfo>,
+    base: &crate::manifest::BaseSummary,
+    creation_time: &str,
+    user_tags: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    if let Some(p) = app {
+        tags.insert("appversion".into(), appversion(p));
+    }
+    tags.insert("base_ami_id".into(), base.image.clone());
+    tags.insert("base_ami_name".into(), base.name.clone());
+    tags.insert("base_ami_version".into(), base.version.clone());
+    tags.insert("creator".into(), crate::context::creator(env));
+    tags.insert("creation_time".into(), creation_time.into());
+    tags.extend(ci_tags(env));
+    tags.extend(user_tags.clone());
+    tags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

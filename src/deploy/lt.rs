@@ -7,6 +7,7 @@ use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 
 use super::sdk;
+pub use crate::aws::launch_template::delete_version;
 
 /// A launch template as an ASG names it: by id or by name, and a version string. Deploy points
 /// groups at these; `images prune` resolves them to the AMIs in use.
@@ -149,38 +150,5 @@ pub async fn set_default(ec2: &aws_sdk_ec2::Client, template_id: &str, version: 
         .with_context(|| {
             format!("making version {version} the default of launch template {template_id}")
         })?;
-    Ok(())
-}
-
-/// Delete one version; one already gone is fine.
-pub async fn delete_version(
-    ec2: &aws_sdk_ec2::Client,
-    template_id: &str,
-    version: i64,
-) -> Result<()> {
-    let out = ec2
-        .delete_launch_template_versions()
-        .launch_template_id(template_id)
-        .versions(version.to_string())
-        .send()
-        .await
-        .map_err(sdk)
-        .with_context(|| format!("deleting version {version} of launch template {template_id}"))?;
-    if let Some(f) = out
-        .unsuccessfully_deleted_launch_template_versions()
-        .first()
-    {
-        let code = f
-            .response_error()
-            .and_then(|e| e.code())
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default();
-        if !code.contains("DoesNotExist") && !code.contains("NotFound") {
-            anyhow::bail!(
-                "deleting version {version} of launch template {template_id}: {code} {}",
-                f.response_error().and_then(|e| e.message()).unwrap_or("")
-            );
-        }
-    }
     Ok(())
 }

@@ -276,7 +276,7 @@ pub fn detect_fs<R: Read + Seek>(r: &mut R, off: u64) -> Result<Option<FsInfo>> 
             label: label(&sb[108..120]),
         }));
     }
-    let mut btrfs = [0u8; 0x200];
+    let mut btrfs = [0u8; 0x22b];
     if read_at(r, off + 0x10000, &mut btrfs).is_ok() && &btrfs[0x40..0x48] == b"_BHRfS_M" {
         return Ok(Some(FsInfo {
             kind: "btrfs".into(),

@@ -114,7 +114,7 @@ pub fn base_image() -> PathBuf {
     std::hash::Hash::hash(
         &(
             BASE_YAML,
-            include_str!("../../src/base/mod.rs"),
+            include_str!("../../src/pipeline/source/debootstrap.rs"),
             include_str!("../../src/provision/chroot.rs"),
         ),
         &mut h,
@@ -653,8 +653,13 @@ pub fn publish_test_base(
         .await
         .unwrap();
         let size = up.volume_size_gib as i32;
-        let base =
-            bakery::base::publish::from_scratch_base(name, region, &up.snapshot_id, size, "1");
+        let base = bakery::pipeline::sink::ami::from_scratch_base(
+            name,
+            region,
+            &up.snapshot_id,
+            size,
+            "1",
+        );
         let spec = RegisterSpec {
             name: name.to_string(),
             description: "bakery test base".into(),
