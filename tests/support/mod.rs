@@ -294,9 +294,13 @@ impl Mounted {
         let lo = r.stdout.trim().to_string();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let m = run(Command::new("mount")
-            .args(["-o", "ro,noload", &lo])
-            .arg(&root));
+        // Read-only without replaying a journal: each filesystem's own option for that.
+        let opts = match root_part.fs.as_ref().map(|f| f.kind.as_str()) {
+            Some("xfs") => "ro,norecovery",
+            Some("btrfs") => "ro",
+            _ => "ro,noload",
+        };
+        let m = run(Command::new("mount").args(["-o", opts, &lo]).arg(&root));
         if m.code != 0 {
             let _ = Command::new("losetup").args(["-d", &lo]).status();
             panic!("mount: {}", m.stderr);
