@@ -8,13 +8,7 @@ use anyhow::{Context, Result};
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_autoscaling::Client;
 
-fn sdk<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error
-where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    anyhow::Error::new(super::error::AwsError::from_sdk(&e))
-}
+use super::error::sdk;
 
 pub async fn describe(asg: &Client, name: &str) -> Result<Option<AutoScalingGroup>> {
     let out = asg

@@ -39,6 +39,15 @@ impl AwsError {
     }
 }
 
+/// An SDK error as an `anyhow` error that keeps its code (for `map_err`).
+pub fn sdk<E, R>(e: SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    anyhow::Error::new(AwsError::from_sdk(&e))
+}
+
 /// The AWS error code anywhere in an error chain (an [`AwsError`] wrapped in context).
 pub fn code_of(e: &anyhow::Error) -> Option<&str> {
     e.chain()

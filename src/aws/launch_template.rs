@@ -3,13 +3,7 @@
 
 use anyhow::{Context, Result};
 
-fn sdk<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error
-where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    anyhow::Error::new(super::error::AwsError::from_sdk(&e))
-}
+use super::error::sdk;
 
 /// Delete one version; one already gone is fine.
 pub async fn delete_version(

@@ -44,7 +44,7 @@ where
     R: std::fmt::Debug,
 {
     // Typed, so a caller can branch on the service's code (`aws::error::code_of`).
-    anyhow::Error::new(crate::aws::error::AwsError::from_sdk(&e))
+    crate::aws::error::sdk(e)
 }
 
 /// How long and how often to wait for instances, and how many termination signals had arrived
