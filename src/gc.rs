@@ -42,8 +42,7 @@ pub enum Leftover {
     },
 }
 
-/// Prefix of a bake's scratch directory in $TMPDIR: `bakery-layers-<bake-id>-XXXXXX`.
-pub const SCRATCH_PREFIX: &str = "bakery-layers-";
+pub use crate::workdir::SCRATCH_PREFIX;
 
 impl Leftover {
     pub fn describe(&self) -> String {

@@ -22,7 +22,6 @@ use crate::pipeline::sink::ami::AmiTarget;
 use crate::pipeline::sink::file::FileTarget;
 use crate::pipeline::{self, session, Job, Sink, Source, TagRule};
 use crate::provision::plan::Step;
-use crate::recipe::layer::{self, Layer};
 use crate::recipe::{is_ami_id, Recipe};
 use crate::workdir::new_bake_id;
 
@@ -49,12 +48,7 @@ pub enum BakeResult {
     Baked(Box<Manifest>),
 }
 
-pub fn resolve_layers(names: &[String], extra: &[PathBuf], scratch: &Path) -> Result<Vec<Layer>> {
-    names
-        .iter()
-        .map(|n| layer::resolve(n, extra, scratch))
-        .collect()
-}
+pub use crate::recipe::layer::resolve_all as resolve_layers;
 
 pub fn inspect_packages(paths: &[PathBuf]) -> Result<Vec<PackageInfo>> {
     paths
@@ -109,9 +103,16 @@ fn check_base_file(p: &Path) -> Result<PathBuf> {
     Ok(std::path::absolute(p)?)
 }
 
-/// Check everything a bake needs before anything is created. `Err(text)` in the `Ok`: a dry run
-/// or --print-config, with what to print.
-pub fn prepare(args: &BakeArgs) -> Result<std::result::Result<Prepared, String>> {
+/// What [`prepare`] found to do.
+pub enum Prep {
+    /// A bake to run.
+    Bake(Box<Prepared>),
+    /// `--dry-run` or `--print-config`: this text is the whole result.
+    Print(String),
+}
+
+/// Check everything a bake needs before anything is created.
+pub fn prepare(args: &BakeArgs) -> Result<Prep> {
     let started = Instant::now();
     let recipe = match &args.recipe {
         Some(p) => Recipe::load(p)?,
@@ -119,7 +120,7 @@ pub fn prepare(args: &BakeArgs) -> Result<std::result::Result<Prepared, String>>
     }
     .merge_flags(&args.overrides())?;
     if args.print_config {
-        return Ok(Err(serde_yaml_ng::to_string(&recipe)?));
+        return Ok(Prep::Print(serde_yaml_ng::to_string(&recipe)?));
     }
 
     let output = recipe.output.clone().ok_or_else(|| input!("no output given: pass --output FILE.qcow2 (or .raw, or `ami`), or set `output:` in the recipe"))?;
@@ -189,7 +190,7 @@ pub fn prepare(args: &BakeArgs) -> Result<std::result::Result<Prepared, String>>
 
     // Named for the bake, so `bakery gc` can tell whose it is after a crash.
     let scratch = tempfile::Builder::new()
-        .prefix(&format!("{}{bake_id}-", crate::gc::SCRATCH_PREFIX))
+        .prefix(&format!("{}{bake_id}-", crate::workdir::SCRATCH_PREFIX))
         .tempdir()?;
     let layers = resolve_layers(&recipe.layers, &args.layer_path, scratch.path())?;
     let steps = session::plan_steps(&layers, &packages);
@@ -213,7 +214,7 @@ pub fn prepare(args: &BakeArgs) -> Result<std::result::Result<Prepared, String>>
             tags: recipe.tags.clone(),
             regions: ami.then(|| target.regions()),
         };
-        return Ok(Err(serde_json::to_string_pretty(&plan)?));
+        return Ok(Prep::Print(serde_json::to_string_pretty(&plan)?));
     }
     let source = match (base_ami, base_file) {
         (Some(base), _) => Source::Ami {
@@ -230,7 +231,7 @@ pub fn prepare(args: &BakeArgs) -> Result<std::result::Result<Prepared, String>>
         }),
         None => Sink::Ami(target),
     };
-    Ok(Ok(Prepared {
+    Ok(Prep::Bake(Box::new(Prepared {
         job: Job {
             kind: Kind::Bake,
             bake_id,
@@ -246,15 +247,15 @@ pub fn prepare(args: &BakeArgs) -> Result<std::result::Result<Prepared, String>>
         source,
         sink,
         _scratch: scratch,
-    }))
+    })))
 }
 
 pub fn run(args: &BakeArgs, g: &Globals) -> Result<BakeResult> {
     // Before anything is made, so a signal at any point after start-up ends in cleanup and 130.
     crate::sys::signals::install();
     let p = match prepare(args)? {
-        Ok(p) => p,
-        Err(text) => return Ok(BakeResult::Printed(text)),
+        Prep::Bake(p) => p,
+        Prep::Print(text) => return Ok(BakeResult::Printed(text)),
     };
     let result = pipeline::run(&p.job, p.source.clone(), p.sink.clone(), g);
     post_bake(&p.job, &result);

@@ -70,7 +70,7 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
     let scratch = tempfile::Builder::new()
         .prefix("bakery-layers-")
         .tempdir()?;
-    let layers = crate::bake::resolve_layers(&spec.layers, &args.layer_path, scratch.path())?;
+    let layers = crate::recipe::layer::resolve_all(&spec.layers, &args.layer_path, scratch.path())?;
     if args.dry_run {
         let plan = BuildPlan {
             spec: origin,
