@@ -189,7 +189,7 @@ pub fn with_log_hint(e: anyhow::Error, work: &WorkDir) -> anyhow::Error {
     }
     let log = work.log();
     if log.exists() {
-        tracing::error!("full output of the failed step: {}", log.display());
+        eprintln!("bakery: full output of the failed step: {}", log.display());
     }
     e
 }
