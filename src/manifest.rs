@@ -33,6 +33,9 @@ pub struct Manifest {
     pub os: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
+    /// Every removal, upgrade and downgrade the bake made to a package the base had
+    /// (`{name, kind, from, to, action}`, `to` null for a removal); `[]` when none.
+    pub package_changes: Vec<crate::provision::pkgdb::PackageChange>,
     /// The tags an AMI of this bake gets.
     pub tags: BTreeMap<String, String>,
     pub timings: Vec<Timing>,

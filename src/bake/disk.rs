@@ -24,6 +24,8 @@ pub struct DiskJob<'a> {
     pub packages: Vec<PackageCheck>,
     pub echo_output: bool,
     pub plugins: Vec<(crate::plugin::PluginSpec, std::path::PathBuf)>,
+    /// A bake's package policy (None for base builds and refreshes).
+    pub policy: Option<crate::provision::pkgdb::Policy>,
 }
 
 pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Result<SessionOutcome> {
@@ -86,6 +88,7 @@ pub fn provision(job: DiskJob<'_>, work: &WorkDir, progress: &Progress) -> Resul
         packages: job.packages,
         plugins: job.plugins,
         bake_id: work.bake_id.clone(),
+        policy: job.policy,
     };
     let outcome = run_session(&plan, progress);
 

@@ -523,6 +523,10 @@ pub fn provision_image(
         packages: p.package_checks(),
         echo_output: g.verbose >= 2,
         plugins: p.plugins.clone(),
+        policy: Some(crate::provision::pkgdb::Policy {
+            allow_downgrade: p.recipe.allow_downgrade,
+            allow_remove: p.recipe.allow_remove.clone(),
+        }),
     };
     disk::provision(job, work, progress).map_err(|e| with_log_hint(e, work))
 }
@@ -561,6 +565,7 @@ pub fn manifest(
         upload: None,
         os: facts.os.clone(),
         arch: facts.arch.clone(),
+        package_changes: facts.package_changes.clone(),
         tags,
         timings,
         total_seconds: (p.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,

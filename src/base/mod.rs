@@ -257,6 +257,7 @@ fn build_spec(
         packages: vec![],
         echo_output: g.verbose >= 2,
         plugins: vec![],
+        policy: None,
     };
     let outcome =
         disk::provision(job, &work, &progress).map_err(|e| crate::bake::with_log_hint(e, &work))?;
@@ -302,6 +303,7 @@ fn build_spec(
         upload: None,
         os: outcome.facts.os,
         arch: outcome.facts.arch,
+        package_changes: vec![],
         tags,
         timings,
         total_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
