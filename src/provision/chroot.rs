@@ -627,6 +627,18 @@ impl Chroot {
                 }
             }
         }
+        // A package that moved "its" resolv.conf aside during the bake (systemd-resolved's
+        // postinst renames a file it finds to /etc/.resolv.conf.systemd-resolved.bak) moved our
+        // temporary link: such copies point at nothing once /run is gone.
+        for name in fs.list("/etc").unwrap_or_default() {
+            let p = format!("/etc/{name}");
+            if fs
+                .read_link(&p)
+                .is_ok_and(|t| t == std::path::Path::new(resolv::BAKE_RESOLV))
+            {
+                fs.remove(&p)?;
+            }
+        }
         if let Some(i) = &o.info {
             tracing::info!("{i}");
         }

@@ -191,8 +191,10 @@ pub enum Fix {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Each fix with the reason shown in the log.
+    /// Each fix with the reason shown in the log (empty: told in `notes`).
     pub fixes: Vec<(Fix, String)>,
+    /// Summaries of fixes told together (the logs).
+    pub notes: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -308,13 +310,12 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Plan {
             ));
         }
     }
+    let mut logs = Vec::new();
     for (path, size) in &after.logs {
         let base = before.logs.get(path).copied();
         if path.starts_with("/var/log/journal/") && base.is_none() {
-            p.fixes.push((
-                Fix::Remove(path.clone()),
-                format!("{path}: journal written during the bake; removed"),
-            ));
+            p.fixes.push((Fix::Remove(path.clone()), String::new()));
+            logs.push(path.clone());
             continue;
         }
         let keep = base.unwrap_or(0);
@@ -324,9 +325,16 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Plan {
                     path: path.clone(),
                     len: keep,
                 },
-                format!("{path}: log written during the bake; cut back to the base's {keep} bytes"),
+                String::new(),
             ));
+            logs.push(path.clone());
         }
+    }
+    if !logs.is_empty() {
+        p.notes.push(format!(
+            "logs written during the bake cut back to what the base had: {}",
+            logs.join(", ")
+        ));
     }
     p
 }
@@ -355,6 +363,7 @@ pub fn apply(fs: &InRoot, plan: &Plan) -> Result<Vec<String>> {
             done.push(why.clone());
         }
     }
+    done.extend(plan.notes.iter().cloned());
     Ok(done)
 }
 

@@ -229,8 +229,9 @@ pub fn refused<'a>(changes: &'a [PackageChange], policy: &Policy) -> Vec<&'a Pac
         .collect()
 }
 
-/// One line for the refused changes of `what` (a step), with the way to allow them.
-pub fn refusal_message(what: &str, refused: &[&PackageChange]) -> String {
+/// One line for the refused changes (of the step it is reported under), with the way to allow
+/// them.
+pub fn refusal_message(refused: &[&PackageChange]) -> String {
     let removed: Vec<String> = refused
         .iter()
         .filter(|c| c.action == Action::Remove)
@@ -260,7 +261,7 @@ pub fn refusal_message(what: &str, refused: &[&PackageChange]) -> String {
             downgraded.join(", ")
         ));
     }
-    format!("{what}: {}", parts.join("; and "))
+    parts.join("; and ")
 }
 
 #[cfg(test)]
@@ -320,7 +321,7 @@ mod tests {
         let strict = Policy::default();
         let r = refused(&c, &strict);
         assert_eq!(r.len(), 2);
-        let msg = refusal_message("install hunt-remote_1.0-1_all.deb", &r);
+        let msg = refusal_message(&r);
         assert!(msg.contains("allow-remove: [openssh-server]"), "{msg}");
         assert!(msg.contains("--allow-downgrade"), "{msg}");
         assert!(msg.contains("hunt-app 2.0-1 -> 1.0-2"), "{msg}");

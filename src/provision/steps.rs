@@ -126,8 +126,7 @@ impl<'a> Runner<'a> {
             };
             if older {
                 return Err(input!(
-                    "{}: {} {} is older than the {} the image has: a downgrade, refused; pass --allow-downgrade (recipe: `allow-downgrade: true`) to install it anyway",
-                    f.display(),
+                    "{} {} is older than the {} the image has: a downgrade, refused; pass --allow-downgrade (recipe: `allow-downgrade: true`) to install it anyway",
                     p.name,
                     p.evr(),
                     installed
@@ -139,17 +138,14 @@ impl<'a> Runner<'a> {
 
     /// After a step: every removal, upgrade and downgrade of the base's packages so far, and
     /// the policy's verdict on them.
-    fn check_changes(&mut self, step: &Step) -> Result<()> {
+    fn check_changes(&mut self) -> Result<()> {
         let (Some(policy), Some(base)) = (&self.plan.policy, &self.base_packages) else {
             return Ok(());
         };
         let changes = pkgdb::changes(base, &self.packages_now());
         let refused = pkgdb::refused(&changes, policy);
         if !refused.is_empty() {
-            return Err(input!(
-                "{}",
-                pkgdb::refusal_message(&step.label(), &refused)
-            ));
+            return Err(input!("{}", pkgdb::refusal_message(&refused)));
         }
         self.facts.package_changes = changes;
         Ok(())
@@ -386,18 +382,18 @@ impl<'a> Runner<'a> {
         }
         let r = self.run_step(step);
         if let Err(e) = r {
-            return Err(self.explain_failure(step, e));
+            return Err(self.explain_failure(e));
         }
         if !matches!(
             step,
             Step::Enable { .. } | Step::CopyFile { .. } | Step::WriteFile { .. }
         ) {
-            self.check_changes(step)?;
+            self.check_changes()?;
         }
         Ok(())
     }
 
-    fn explain_failure(&self, step: &Step, e: anyhow::Error) -> anyhow::Error {
+    fn explain_failure(&self, e: anyhow::Error) -> anyhow::Error {
         if e.chain()
             .any(|c| c.is::<crate::error::Interrupted>() || c.is::<crate::error::InputError>())
         {
@@ -424,13 +420,11 @@ impl<'a> Runner<'a> {
                 )
             }
             Some(Cause::Downgrade(names)) => input!(
-                "{}: the package manager would downgrade {}: refused; pass --allow-downgrade (recipe: `allow-downgrade: true`) to allow it",
-                step.label(),
+                "the package manager would downgrade {}: refused; pass --allow-downgrade (recipe: `allow-downgrade: true`) to allow it",
                 if names.is_empty() { "packages".to_string() } else { names.join(", ") }
             ),
             Some(Cause::Removal(names)) => input!(
-                "{}: it would remove essential package(s) {}: refused; fix the package's Conflicts/Breaks",
-                step.label(),
+                "it would remove essential package(s) {}: refused; fix the package's Conflicts/Breaks",
                 names.join(", ")
             ),
             Some(Cause::Script(f)) => anyhow::anyhow!("{}", f.message()),
