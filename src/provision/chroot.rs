@@ -43,28 +43,20 @@ pub struct Chroot {
 
 /// A command of the session that exited unsuccessfully: what ran, how it ended, and what it
 /// printed (its last 256 KiB), so the step can tell why from the real run's own output.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("`{}` failed ({status}): {}", short_cmd(.command), explain_tail(.output))]
 pub struct CommandFailed {
     pub command: String,
+    /// `exit 100`, or the signal that ended it.
     pub status: String,
     pub output: String,
 }
 
-impl std::fmt::Display for CommandFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines: Vec<String> = self.output.lines().map(str::to_string).collect();
-        let tail = &lines[lines.len().saturating_sub(40)..];
-        write!(
-            f,
-            "`{}` failed ({}): {}",
-            short_cmd(&self.command),
-            self.status,
-            explain(tail)
-        )
-    }
+/// [`explain`] over the last 40 lines of `output`.
+fn explain_tail(output: &str) -> String {
+    let lines: Vec<String> = output.lines().map(str::to_string).collect();
+    explain(&lines[lines.len().saturating_sub(40)..])
 }
-
-impl std::error::Error for CommandFailed {}
 
 /// What is at `path` in the image, the last component not followed.
 fn found(fs: &InRoot, path: &str) -> Found {

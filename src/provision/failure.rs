@@ -24,6 +24,8 @@ pub struct ScriptFailure {
     pub package: String,
     /// `postinst`, `preinst`, `prerm`, `postrm`, or rpm's `%post`, `%pre`, ...
     pub script: String,
+    /// How the tool names it: `post-installation script`, `%post scriptlet`.
+    pub kind: String,
     /// `exit status 3`
     pub status: String,
     /// The script's own last lines (at most 3).
@@ -38,8 +40,8 @@ impl ScriptFailure {
             format!("its last output: {}", self.lines.join(" | "))
         };
         format!(
-            "{}: the package's {} script failed ({}); {said}. Maintainer scripts run without a terminal and with stdin from /dev/null, as under CI: fix the package",
-            self.package, self.script, self.status
+            "{}: its {} ({}) failed ({}); {said}. Maintainer scripts run without a terminal and with stdin from /dev/null, as under CI: fix the package",
+            self.package, self.kind, self.script, self.status
         )
     }
 }
@@ -180,6 +182,7 @@ fn script_failure(output: &str) -> Option<ScriptFailure> {
         return Some(ScriptFailure {
             package: pkg.to_string(),
             script: script.to_string(),
+            kind: format!("{which} script"),
             status,
             lines: script_lines(&lines, err_at, prefix),
         });
@@ -202,6 +205,7 @@ fn script_failure(output: &str) -> Option<ScriptFailure> {
         return Some(ScriptFailure {
             package: pkg.to_string(),
             script: format!("%{script}"),
+            kind: format!("%{script} scriptlet"),
             status: status.to_string(),
             lines: script_lines(&lines, i, ""),
         });
@@ -316,6 +320,9 @@ mod tests {
             vec!["checking the config", "hunt-failpost: configuration failed"]
         );
         assert!(f.message().contains("hunt-failpost: configuration failed"));
+        assert!(f
+            .message()
+            .contains("its post-installation script (postinst) failed (exit status 3)"));
         // A prompt without a newline shares dpkg's error line.
         let out = "Setting up hunt-askstdin (1.0-1) ...\nAdmin e-mail: dpkg: error processing package hunt-askstdin (--configure):\n installed hunt-askstdin package post-installation script subprocess returned error exit status 1\n";
         let Some(Cause::Script(f)) = classify(out) else {

@@ -1,6 +1,7 @@
 //! The chroot session child (`bakery __session`): reads a plan on stdin, enters its own mount
-//! namespace, mounts and provisions the image, tears everything down and reports events as JSON
-//! lines on stdout. If it dies, the kernel drops its private mounts with it.
+//! namespace, then its own PID, IPC and UTS namespaces (as their PID 1, see `isolate`), mounts
+//! and provisions the image, tears everything down and reports events as JSON lines on stdout.
+//! If it dies, the kernel drops its private mounts and kills every process of its namespaces.
 
 use std::io::{Read, Write};
 use std::time::Instant;

@@ -371,6 +371,40 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// The package manager's word is checked: each package of the step must now be installed at
+    /// its own version (dnf, for one, answers "Nothing to do" for an older local package and
+    /// exits 0).
+    fn verify_installed(&self, files: &[PathBuf]) -> Result<()> {
+        for f in files {
+            let Ok(p) = crate::package::inspect(f) else {
+                continue;
+            };
+            // rpm -q reports `version-release` (no epoch); dpkg-query the whole version.
+            let want = match p.kind {
+                PackageKind::Deb => p.evr(),
+                PackageKind::Rpm => p.full_version(),
+            };
+            let same = |have: &str| match p.kind {
+                PackageKind::Deb => compare_deb(have, &want).is_eq(),
+                PackageKind::Rpm => compare_rpm(have, &want).is_eq(),
+            };
+            match self.facts.installed.get(&p.name) {
+                Some(have) if same(have) => {}
+                Some(have) => anyhow::bail!(
+                    "{}: the package manager left {} {have} installed, not {want} from this file",
+                    f.display(),
+                    p.name
+                ),
+                None => anyhow::bail!(
+                    "{}: {} is not installed after the step, though the package manager reported success",
+                    f.display(),
+                    p.name
+                ),
+            }
+        }
+        Ok(())
+    }
+
     /// Run one step; a failure whose output shows an input problem (unmet dependencies, a
     /// refused downgrade or removal, the image out of space) becomes an input error that says
     /// what to change, and a failing maintainer script shows its own last lines. Only the output
@@ -455,7 +489,7 @@ impl<'a> Runner<'a> {
                 let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
                 r?;
                 self.record_versions("deb", &names);
-                Ok(())
+                self.verify_installed(files)
             }
             Step::InstallRpms { files } => {
                 let staged = self.stage(files)?;
@@ -479,7 +513,7 @@ impl<'a> Runner<'a> {
                 r?;
                 let names = rpm::names(files)?;
                 self.record_versions("rpm", &names);
-                Ok(())
+                self.verify_installed(files)
             }
             Step::Script { layer, path } => {
                 let body =
