@@ -353,8 +353,10 @@ impl<'a> Runner<'a> {
         };
         let out = if kind == "rpm" && !self.has("/usr/bin/rpm") {
             let mut c = Command::new("rpm");
+            // The database bakery keeps in the image (Debian's rpm defaults to ~/.rpmdb).
             c.arg("--root")
                 .arg(&self.chroot.root)
+                .args(["--dbpath", rpm::DBPATH])
                 .args(["-q", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"])
                 .args(names);
             self.chroot.run_host(c, "rpm -q")
