@@ -479,18 +479,11 @@ impl Chroot {
         );
         debug!(command = %shown, "running");
         let (reader, writer) = std::io::pipe()?;
-        let captured = if capture {
-            let (out_r, out_w) = std::io::pipe()?;
-            c.stdout(out_w).stderr(writer);
-            Some(std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut { out_r }, &mut buf);
-                String::from_utf8_lossy(&buf).into_owned()
-            }))
+        if capture {
+            c.stdout(Stdio::piped()).stderr(writer);
         } else {
             c.stdout(writer.try_clone()?).stderr(writer);
-            None
-        };
+        }
         // Never the bake host's terminal: stdin is /dev/null unless bakery feeds it.
         c.stdin(if stdin.is_some() {
             Stdio::piped()
@@ -501,6 +494,13 @@ impl Chroot {
             .spawn()
             .with_context(|| format!("{what}: cannot start `{shown}`"))?;
         drop(c); // close our copies of the pipes' write ends
+        let captured = child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut out, &mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        });
         if let Some(bytes) = stdin {
             let mut si = child.stdin.take().unwrap();
             std::thread::spawn(move || {
