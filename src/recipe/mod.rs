@@ -39,6 +39,8 @@ pub struct Overrides {
     pub copy_to: Vec<String>,
     pub share_with: Vec<String>,
     pub mode: Option<Mode>,
+    /// `--allow-downgrade`.
+    pub allow_downgrade: bool,
 }
 
 /// A bake recipe. Relative paths are relative to the recipe file.
@@ -77,6 +79,13 @@ pub struct Recipe {
     /// Plugins run at the bake's hook points (see plugins/README.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<crate::plugin::PluginSpec>,
+    /// Allow the bake to downgrade packages the base has (`--allow-downgrade`); refused by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
+    /// Base packages the bake may remove (a package's Conflicts/Obsoletes, apt's choice), by
+    /// name; any other removal of a base package is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_remove: Vec<String>,
 }
 
 /// Read a YAML file into `T`, mapping every problem to one line that names the file.
@@ -186,6 +195,9 @@ impl Recipe {
         }
         if args.mode.is_some() {
             self.mode = args.mode;
+        }
+        if args.allow_downgrade {
+            self.allow_downgrade = true;
         }
         for name in &args.plugins {
             if !self.plugins.iter().any(|p| &p.name == name) {
