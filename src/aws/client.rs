@@ -19,6 +19,8 @@ pub struct AwsContext {
     base: SdkConfig,
     /// A `BAKERY_AWS_*_TIMEOUT` that does not parse: reported by [`AwsContext::require_credentials`].
     config_error: Option<String>,
+    /// An endpoint that wins over the environment's (`AWS_ENDPOINT_URL` is read per service).
+    endpoint: Option<String>,
 }
 
 /// How long one AWS call may take. Defaults suit a CI runner far from the region; each can be
@@ -102,9 +104,12 @@ impl Timeouts {
 macro_rules! client {
     ($name:ident, $sdk:ident) => {
         pub fn $name(&self, region: &str) -> $sdk::Client {
-            let conf = $sdk::config::Builder::from(&self.base)
+            let mut conf = $sdk::config::Builder::from(&self.base)
                 .region(Region::new(region.to_string()))
                 .interceptor(retry_log::RetryLog::new(region));
+            if let Some(url) = &self.endpoint {
+                conf = conf.endpoint_url(url);
+            }
             let conf = match fault::FaultHook::from_env() {
                 Some(h) => conf.interceptor(h).build(),
                 None => conf.build(),
@@ -125,22 +130,26 @@ impl AwsContext {
             .timeout_config(timeouts.config())
             .load()
             .await;
-        AwsContext { base, config_error }
+        AwsContext {
+            base,
+            config_error,
+            endpoint: None,
+        }
     }
 
     /// The same context with other timeouts (tests, and callers that know a call is slow).
     pub fn with_timeouts(&self, t: Timeouts) -> AwsContext {
         AwsContext {
             base: self.base.to_builder().timeout_config(t.config()).build(),
-            config_error: self.config_error.clone(),
+            ..self.clone()
         }
     }
 
     /// The same context talking to another endpoint (a test's fault proxy in front of the emulator).
     pub fn with_endpoint(&self, url: &str) -> AwsContext {
         AwsContext {
-            base: self.base.to_builder().endpoint_url(url).build(),
-            config_error: self.config_error.clone(),
+            endpoint: Some(url.to_string()),
+            ..self.clone()
         }
     }
 
