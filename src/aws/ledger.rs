@@ -42,6 +42,12 @@ pub enum Resource {
         region: String,
         name: String,
     },
+    /// A CloudWatch alarm a deploy made for a new generation's scaling policy (AWS keeps an
+    /// alarm when its group is deleted).
+    Alarm {
+        region: String,
+        name: String,
+    },
 }
 
 impl Resource {
@@ -63,6 +69,7 @@ impl Resource {
             Resource::AutoScalingGroup { region, name } => {
                 format!("Auto Scaling group {name} ({region})")
             }
+            Resource::Alarm { region, name } => format!("CloudWatch alarm {name} ({region})"),
         }
     }
 
@@ -73,7 +80,8 @@ impl Resource {
             | Resource::Snapshot { region, .. }
             | Resource::Image { region, .. }
             | Resource::LaunchTemplateVersion { region, .. }
-            | Resource::AutoScalingGroup { region, .. } => region,
+            | Resource::AutoScalingGroup { region, .. }
+            | Resource::Alarm { region, .. } => region,
         }
     }
 }
@@ -315,6 +323,11 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
             .map_err(|e| format!("{e:#}")),
         Resource::AutoScalingGroup { region, name } => {
             crate::deploy::asg::delete_group(&ctx.autoscaling(region), name)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+        Resource::Alarm { region, name } => {
+            crate::deploy::alarms::delete(&ctx.cloudwatch(region), std::slice::from_ref(name))
                 .await
                 .map_err(|e| format!("{e:#}"))
         }
