@@ -324,7 +324,7 @@ pub mod fault {
 /// Every retry the SDK makes is said on stderr: which call, in which region, which attempt, and
 /// why the previous one failed (the service's error code and HTTP status, or "no answer within
 /// the attempt timeout"). Repeats of the same line are rate-limited (64 blocks throttled at once
-/// say it once, with a count).
+/// say each attempt once).
 pub mod retry_log {
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -468,7 +468,7 @@ pub mod retry_log {
                 .unwrap_or_else(|| "a transient error".into());
             let (service, op) = operation(cfg);
             say(
-                &format!("{service}/{op}/{}/{why}", self.region),
+                &format!("{service}/{op}/{}/{why}/{attempt}", self.region),
                 &format!(
                     "{service} {op} ({}): {why}; retrying with backoff, attempt {attempt} of {}",
                     self.region,
