@@ -48,7 +48,7 @@ fn unique(prefix: &str) -> String {
 
 /// `bakery` against the emulator (or `endpoint`), polling fast.
 fn bakery_via(endpoint: Option<&str>, args: &[&str]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bakery"));
+    let mut c = Command::new(support::bakery_exe());
     c.args(args)
         .env("BAKERY_DEPLOY_POLL_MS", "50")
         .env("RUST_LOG", "bakery=info")
