@@ -940,11 +940,11 @@ fn red_black_behind_a_classic_load_balancer_moves_traffic_and_rollback_moves_it_
     );
     rt.block_on(async {
         let old = f.describe(&v001).await.unwrap();
-        assert_eq!(old.load_balancer_names(), [lb.clone()]);
+        assert_eq!(old.load_balancer_names(), std::slice::from_ref(&lb));
         assert!(suspended(&old).contains("AddToLoadBalancer"));
         assert_eq!(
             f.describe(&v002).await.unwrap().load_balancer_names(),
-            [lb.clone()]
+            std::slice::from_ref(&lb)
         );
     });
     // status shows each instance's state in the balancer.

@@ -28,11 +28,12 @@ pub struct AwsContext {
 /// tests make a stalled call fail in a second.
 ///
 /// - `connect` (`BAKERY_AWS_CONNECT_TIMEOUT`, 10 s): TCP + TLS handshake.
-/// - `read` (`BAKERY_AWS_READ_TIMEOUT`, 60 s): from the request being sent to the first byte of
-///   the answer (a PutSnapshotBlock that is never answered ends here, coldsnap#437).
-/// - `attempt` (`BAKERY_AWS_ATTEMPT_TIMEOUT`, 120 s): one attempt, body included. A timed-out
-///   attempt is retried like a throttled one.
-/// - `operation` (`BAKERY_AWS_OPERATION_TIMEOUT`, 600 s): every attempt and backoff of one call.
+/// - `read` (`BAKERY_AWS_READ_TIMEOUT`, 90 s): from the start of the request (its body included:
+///   64 blocks of 512 KiB share the uplink) to the first byte of the answer; a PutSnapshotBlock
+///   that is never answered ends here (coldsnap#437).
+/// - `attempt` (`BAKERY_AWS_ATTEMPT_TIMEOUT`, 180 s): one attempt. A timed-out attempt is retried
+///   like a throttled one.
+/// - `operation` (`BAKERY_AWS_OPERATION_TIMEOUT`, 900 s): every attempt and backoff of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -45,9 +46,9 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             connect: Duration::from_secs(10),
-            read: Duration::from_secs(60),
-            attempt: Duration::from_secs(120),
-            operation: Duration::from_secs(600),
+            read: Duration::from_secs(90),
+            attempt: Duration::from_secs(180),
+            operation: Duration::from_secs(900),
         }
     }
 }
@@ -651,7 +652,7 @@ mod tests {
             c.operation_attempt_timeout(),
             Some(Duration::from_millis(1500))
         );
-        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(600)));
+        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(900)));
         for bad in ["x", "0", "-1", "1e9"] {
             let pairs: &'static [(&str, &str)] =
                 Box::leak(vec![("BAKERY_AWS_READ_TIMEOUT", bad)].into_boxed_slice());

@@ -227,15 +227,24 @@ pub async fn put(cw: &aws_sdk_cloudwatch::Client, src: &MetricAlarm, c: &AlarmCo
     Ok(())
 }
 
-/// Delete alarms by name (100 per call); names already gone are fine.
+/// Delete alarms by name (100 per call). CloudWatch refuses the whole call (ResourceNotFound)
+/// when one name does not exist: a single name already gone is fine.
 pub async fn delete(cw: &aws_sdk_cloudwatch::Client, names: &[String]) -> Result<()> {
+    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
     for chunk in names.chunks(100) {
-        cw.delete_alarms()
+        match cw
+            .delete_alarms()
             .set_alarm_names(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(super::sdk)
-            .with_context(|| format!("deleting CloudWatch alarms {}", chunk.join(", ")))?;
+        {
+            Ok(_) => {}
+            Err(e) if chunk.len() == 1 && e.code() == Some("ResourceNotFound") => {}
+            Err(e) => {
+                return Err(super::sdk(e))
+                    .with_context(|| format!("deleting CloudWatch alarms {}", chunk.join(", ")))
+            }
+        }
     }
     Ok(())
 }

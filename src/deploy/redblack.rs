@@ -175,6 +175,7 @@ async fn deploy_inner(
     check_pending(&groups, cluster, region, image)?;
     let pending = pending(&groups);
 
+    let mut copied: Option<clone::Copied>;
     let (new_name, mut rec, from_g, resumed, serving_state) = match pending {
         Some((g, r)) if r.image == image => {
             let from = r.from.clone().unwrap_or_default();
@@ -207,15 +208,17 @@ async fn deploy_inner(
             // What the interrupted run may not have copied yet (every step is create-or-replace).
             let serving_state = clone::read(ctx, region, &from_g).await?;
             clone::check(&serving_state, region, asg::name(&g), GEN_TAG)?;
-            clone::settle(
-                ctx,
-                region,
-                &serving_state,
-                asg::name(&g),
-                r.phase != "canary",
-                ledger,
-            )
-            .await?;
+            copied = Some(
+                clone::settle(
+                    ctx,
+                    region,
+                    &serving_state,
+                    asg::name(&g),
+                    r.phase != "canary",
+                    ledger,
+                )
+                .await?,
+            );
             (asg::name(&g).to_string(), r, from_g, true, serving_state)
         }
         Some(_) => unreachable!("check_pending refused another image"),
@@ -289,15 +292,17 @@ async fn deploy_inner(
             )
             .await?;
             // A canary gets the schedule when it is promoted: a scheduled action must not resize it.
-            clone::settle(
-                ctx,
-                region,
-                &serving_state,
-                &new_name,
-                o.canary.is_none(),
-                ledger,
-            )
-            .await?;
+            copied = Some(
+                clone::settle(
+                    ctx,
+                    region,
+                    &serving_state,
+                    &new_name,
+                    o.canary.is_none(),
+                    ledger,
+                )
+                .await?,
+            );
             info!(
                 "{region}: created {new_name} ({} instances{}) from {}",
                 sz.desired,
@@ -342,7 +347,10 @@ async fn deploy_inner(
         rec.phase = "deploying".into();
         state::write(&a, &new_name, GEN_TAG, &rec).await?;
         asg::resize(&a, &new_name, asg::size(&from_g)).await?;
-        clone::copy_schedule(&a, &serving_state, &new_name).await?;
+        let n = clone::copy_schedule(&a, &serving_state, &new_name).await?;
+        if let Some(c) = copied.as_mut() {
+            c.scheduled_actions = n;
+        }
         targets::wait_healthy(ctx, region, &new_name, &HashSet::new(), &o.wait).await?;
     }
 
@@ -394,6 +402,7 @@ async fn deploy_inner(
     Ok(json!({
         "cluster": cluster, "serving": new_name, "disabled": from_name, "launch_template": rec.lt,
         "launch_template_version": rec.v, "canary_score": score, "resumed": resumed, "deleted": deleted,
+        "carried": copied,
     }))
 }
 

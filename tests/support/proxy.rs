@@ -217,7 +217,10 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     })
 }
 
-fn forward(up: &str, req: &Request) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// An HTTP answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn forward(up: &str, req: &Request) -> std::io::Result<Answer> {
     let mut s = TcpStream::connect(up)?;
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     for (k, v) in &req.headers {
