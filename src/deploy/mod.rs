@@ -400,6 +400,8 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
     signals::install();
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
+    // No credentials, or a BAKERY_AWS_*_TIMEOUT that is not a number: one line, exit 2.
+    rt.block_on(ctx.require_credentials())?;
     let (jobs, manifest) = images(args, &ctx)?;
     let regions: Vec<String> = jobs.iter().map(|(r, _)| r.clone()).collect();
     let waves = plan::waves(args.waves.as_deref(), &regions)?;
@@ -636,6 +638,8 @@ pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
     let plugins = hooks::resolve(&args.plugins)?;
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
+    // No credentials, or a BAKERY_AWS_*_TIMEOUT that is not a number: one line, exit 2.
+    rt.block_on(ctx.require_credentials())?;
     let regions = regions_of(&args.target, &ctx)?;
     let wait = Wait::of(&args.wait);
     let runs = regions.iter().map(|r| {
@@ -687,6 +691,8 @@ pub fn run_status(args: &StatusArgs) -> Result<i32> {
     let target = Target::of(&args.target)?;
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
+    // No credentials, or a BAKERY_AWS_*_TIMEOUT that is not a number: one line, exit 2.
+    rt.block_on(ctx.require_credentials())?;
     let regions = regions_of(&args.target, &ctx)?;
     let runs = regions.iter().map(|r| status::region(&ctx, r, &target));
     let mut out = Vec::new();

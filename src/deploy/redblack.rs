@@ -205,9 +205,9 @@ async fn deploy_inner(
                 region: region.into(),
                 name: asg::name(&g).into(),
             });
-            // What the interrupted run may not have copied yet (every step is create-or-replace).
+            // What the interrupted run may not have copied yet (every step is create-or-replace;
+            // the checks ran when the generation was made, and `from` may be half-disabled now).
             let serving_state = clone::read(ctx, region, &from_g).await?;
-            clone::check(&serving_state, region, asg::name(&g), GEN_TAG)?;
             copied = Some(
                 clone::settle(
                     ctx,
