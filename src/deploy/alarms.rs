@@ -227,27 +227,7 @@ pub async fn put(cw: &aws_sdk_cloudwatch::Client, src: &MetricAlarm, c: &AlarmCo
     Ok(())
 }
 
-/// Delete alarms by name (100 per call). CloudWatch refuses the whole call (ResourceNotFound)
-/// when one name does not exist: a single name already gone is fine.
-pub async fn delete(cw: &aws_sdk_cloudwatch::Client, names: &[String]) -> Result<()> {
-    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
-    for chunk in names.chunks(100) {
-        match cw
-            .delete_alarms()
-            .set_alarm_names(Some(chunk.to_vec()))
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if chunk.len() == 1 && e.code() == Some("ResourceNotFound") => {}
-            Err(e) => {
-                return Err(super::sdk(e))
-                    .with_context(|| format!("deleting CloudWatch alarms {}", chunk.join(", ")))
-            }
-        }
-    }
-    Ok(())
-}
+pub use crate::aws::alarm::delete;
 
 /// The alarms bakery made for `group` (tagged [`GENERATION_TAG`]) among those that trigger its
 /// scaling policies: what to delete with the group.

@@ -13,8 +13,7 @@ use anyhow::{anyhow, Result};
 use aws_sdk_ec2::types::Filter;
 
 use crate::aws::client::{describe_sdk_error, AwsContext};
-use crate::deploy::lt::LtRef;
-use crate::deploy::state::{self, SwapRecord, SWAP_TAG};
+use crate::aws::launch_template::LtRef;
 
 /// The highest version number among those DescribeLaunchTemplateVersions returned for
 /// `$Default` and `$Latest` (the latest one).
@@ -211,12 +210,11 @@ pub async fn images_in_use(
     // What a bakery rollback would return a group to.
     for g in &groups {
         let asg = g.auto_scaling_group_name().unwrap_or_default();
-        let rec: Option<SwapRecord> = state::read(g, SWAP_TAG)
+        let target = crate::aws::asg::rollback_target(g)
             .map_err(|e| anyhow!("{e:#} (in {region}); nothing is pruned in {region}"))?;
-        if let Some(r) = rec.filter(|r| r.phase != "rolled-back" && !r.prev_image.is_empty()) {
-            uses.entry(r.prev_image.clone()).or_default().push(format!(
-                "`bakery rollback --asg {asg}` returns to it (deploy {})",
-                r.id
+        if let Some((id, image)) = target {
+            uses.entry(image).or_default().push(format!(
+                "`bakery rollback --asg {asg}` returns to it (deploy {id})"
             ));
         }
     }
