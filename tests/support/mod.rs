@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod proxy;
 
 use std::fs::File;
 use std::io::Write;

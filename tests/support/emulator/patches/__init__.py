@@ -34,6 +34,14 @@ PATCHES = [
     "p_asg_unknown_action",
     "q_target_health_control",
     "w_register_image_unique_name",
+    "r_asg_classic_elb",
+    "s_asg_tag_limit",
+    "t_asg_per_group_names",
+    "u_asg_policy_alarms",
+    "v_asg_metrics_collection",
+    "x_asg_lifecycle_hooks",
+    "y_asg_notifications",
+    "z_asg_group_settings",
 ]
 
 
