@@ -108,6 +108,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Deploy(args) => bakery::deploy::run_deploy(&args),
         Command::Rollback(args) => bakery::deploy::run_rollback(&args),
         Command::Status(args) => bakery::deploy::run_status(&args),
+        Command::Canary(bakery::cli::canary::CanaryCommand::Judge(args)) => {
+            bakery::canary::run_judge(&args)
+        }
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
             let report = bakery::gc::run(&args, &g)?;
