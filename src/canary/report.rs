@@ -332,7 +332,7 @@ fn distributions(h: &mut String, m: &MetricResult) {
     } else {
         (lo - 0.5, hi + 0.5)
     };
-    let (x0, x1) = (40.0, w - 12.0);
+    let (x0, x1) = (58.0, w - 12.0);
     let xs = |v: f64| x0 + (v - lo) / (hi - lo) * (x1 - x0);
     let bins = 30usize;
     let hist = |v: &[f64]| {
@@ -411,12 +411,17 @@ fn distributions(h: &mut String, m: &MetricResult) {
             y + 7.0
         );
     }
-    // Axis ticks.
+    // Axis ticks (the outer ones inside the plot).
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
+        let anchor = match k {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             h,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" class=\"tick\">{}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\" class=\"tick\">{}</text>",
             xs(v),
             ht - 8.0,
             fmt(v)
@@ -460,11 +465,15 @@ fn shift_plot(h: &mut String, m: &MetricResult, confidence: f64) {
         h,
         "<line x1=\"{l:.1}\" y1=\"23\" x2=\"{r:.1}\" y2=\"23\" class=\"ci\"/>\
          <circle cx=\"{:.1}\" cy=\"23\" r=\"5\" class=\"est\"/>\
-         <text x=\"{l:.1}\" y=\"60\" class=\"tick\" text-anchor=\"middle\">{}</text>\
-         <text x=\"{r:.1}\" y=\"60\" class=\"tick\" text-anchor=\"middle\">{}</text></svg></figure>",
+         <text x=\"{z:.1}\" y=\"54\" class=\"tick\" text-anchor=\"middle\">0</text>\
+         <text x=\"{l:.1}\" y=\"66\" class=\"tick\" text-anchor=\"middle\">{}</text>\
+         <text x=\"{r:.1}\" y=\"66\" class=\"tick\" text-anchor=\"middle\">{}</text></svg>\
+         <div class=\"legend-s\"><i class=\"band-s\"></i>±0.25 × |estimate| · <b>—</b> interval · <i class=\"dot can\"></i>estimate {}</div></figure>",
         xs(est),
         lo.map_or("−∞".into(), fmt),
         hi.map_or("+∞".into(), fmt),
+        fmt(est),
+        z = xs(0.0),
     );
 }
 
@@ -571,6 +580,7 @@ svg .muted{fill:#8a96a3}.axis{stroke:#8a96a3}.zero{stroke:#1f2933;stroke-dasharr
 .band{fill:#d9d9d9}.ci{stroke:#1f2933;stroke-width:3}.est{fill:#e08214;stroke:#1f2933}
 .nums{border-collapse:collapse;margin:12px 16px 0 0;display:inline-table;vertical-align:top;font-variant-numeric:tabular-nums}
 .nums th,.nums td{padding:3px 10px;border-bottom:1px solid #e4e7eb;text-align:right}.nums th{text-align:left;font-weight:600}
+.legend-s{font-size:12px;color:#52606d}.band-s{display:inline-block;width:14px;height:10px;background:#d9d9d9;margin-right:4px}
 .dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:5px}.dot.base{background:#5b6b7a}.dot.can{background:#e08214}
 ";
 
