@@ -34,6 +34,7 @@ PATCHES = [
     "p_asg_unknown_action",
     "q_target_health_control",
     "w_register_image_unique_name",
+    "aa_cloudwatch_metric_identity",
 ]
 
 
