@@ -134,14 +134,14 @@ pub fn render(j: &Judgement, meta: &Meta) -> String {
         CSS
     );
     let counts = |c: MetricClass| j.metrics.iter().filter(|m| m.classification == c).count();
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<header class=\"top {verdict_class}\"><div class=\"score\" id=\"score\">{score:.2}</div>\
          <div class=\"what\"><div class=\"verdict\" id=\"verdict\">{verdict}</div>\
          <h1>{title}</h1>\
          <div class=\"facts\">pass ≥ {pass} · marginal ≥ {marginal} · confidence {conf} · \
          {n} metrics: {p} pass, {hi} high, {lo} low, {nd} no data</div>\
-         <div class=\"facts\">baseline <b>{b}</b> · canary <b>{c}</b>{gen}</div>{reason}</div></header>\n",
+         <div class=\"facts\">baseline <b>{b}</b> · canary <b>{c}</b>{gen}</div>{reason}</div></header>",
         score = j.score,
         verdict = j.classification,
         title = esc(title),

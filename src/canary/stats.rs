@@ -215,7 +215,7 @@ pub fn kth_difference(x: &[f64], y: &[f64], k: usize) -> f64 {
     let mut lo = vec![0usize; m];
     let mut hi = vec![n; m];
     let mut k = k;
-    let mut rng = SplitMix(0x5eed_0f_ca7a_57u64 ^ (k as u64).wrapping_mul(0x9e37_79b9));
+    let mut rng = SplitMix(0x005e_ed0f_ca7a_0057_u64 ^ (k as u64).wrapping_mul(0x9e37_79b9));
     let mut below = vec![0usize; m];
     let mut upto = vec![0usize; m];
     loop {
