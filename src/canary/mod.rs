@@ -7,15 +7,16 @@
 //! - [`data`]: metric files (CSV / JSON) and the in-memory `metric → points` sets
 //! - [`source`]: CloudWatch (`GetMetricData`) and Prometheus (`query_range`)
 //! - [`report`]: the self-contained HTML report
+//! - [`stage`]: when a deploy's canary stage judges, and what each judgement leads to
 //!
-//! `bakery canary judge` ([`run_judge`]) judges files or live groups; a deploy's canary stage
-//! (red/black with `--canary canary.yaml`) judges its baseline and canary groups.
+//! `bakery canary judge` ([`run_judge`]) judges files or live groups.
 
 pub mod config;
 pub mod data;
 pub mod judge;
 pub mod report;
 pub mod source;
+pub mod stage;
 pub mod stats;
 
 use std::fmt::Write as _;
