@@ -38,7 +38,7 @@ pub struct JudgeArgs {
     /// Read the canary live, `{group}` being this group.
     #[arg(long, value_name = "GROUP", requires = "baseline_group")]
     pub canary_group: Option<String>,
-    /// Live: start of the window (RFC 3339 or Unix seconds; or minutes before --end, as `30m`).
+    /// Live: start of the window (RFC 3339, Unix seconds, or a duration before --end: 30m, 2h).
     #[arg(long, value_name = "TIME", requires = "baseline_group")]
     pub start: Option<String>,
     /// Live: end of the window (RFC 3339 or Unix seconds; default: now).
