@@ -5,9 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::bake::Globals;
-use crate::base::which;
 use crate::cli::DoctorArgs;
+use crate::context::{which, Globals};
 use crate::input;
 
 #[derive(Debug, Serialize)]
@@ -123,7 +122,7 @@ pub fn checks(g: &Globals) -> Vec<Check> {
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
     let avail = nix::sys::statvfs::statvfs(work_parent)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0);
     vec![
         check("root", root, true, if root { "running as root".into() } else { "not root".into() }, "run bakery with sudo"),
@@ -154,6 +153,8 @@ pub fn checks(g: &Globals) -> Vec<Check> {
     ]
 }
 
+/// The command layer's result writer: the checks on stdout (a table, or JSON with `--json`).
+#[allow(clippy::print_stdout)]
 pub fn run(args: &DoctorArgs, g: &Globals) -> Result<i32> {
     let checks = checks(g);
     let missing = checks.iter().filter(|c| c.status == "missing").count();

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tracing::warn;
 
-use crate::bake::Globals;
+use crate::context::{Aws, Globals};
 use crate::sys::lock::HostLock;
 use crate::workdir::{alive_lock_name, PARTIAL_OUTPUT_NOTE};
 
@@ -42,8 +42,7 @@ pub enum Leftover {
     },
 }
 
-/// Prefix of a bake's scratch directory in $TMPDIR: `bakery-layers-<bake-id>-XXXXXX`.
-pub const SCRATCH_PREFIX: &str = "bakery-layers-";
+pub use crate::workdir::SCRATCH_PREFIX;
 
 impl Leftover {
     pub fn describe(&self) -> String {
@@ -274,23 +273,13 @@ pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
     if args.aws || !args.region.is_empty() {
         let grace =
             crate::aws::gc::parse_grace(&args.grace).map_err(|e| crate::input!("--grace {e}"))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let ctx = rt.block_on(crate::aws::client::AwsContext::load());
+        let Aws { rt, ctx } = Aws::load(false)?;
         let regions = if args.region.is_empty() {
             vec![ctx.region(None)?]
         } else {
             args.region.clone()
         };
-        for r in &regions {
-            if !crate::bake::ami::is_region_name(r) {
-                return Err(crate::input!(
-                    "--region `{r}` is not an AWS region name (like us-east-1)"
-                ));
-            }
-        }
+        crate::context::check_regions(&regions, "--region")?;
         let running = |id: &str| crate::aws::gc::running_here(&g.work_dir, id);
         let mut found = Vec::new();
         for r in &regions {

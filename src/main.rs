@@ -1,12 +1,16 @@
-//! Thin binary: parse, set up logging, run one command, map the error to an exit code.
+//! Thin binary: parse, set up logging, run one command, write its result on stdout, map the
+//! error to an exit code.
+#![allow(clippy::print_stdout)]
 
 use std::io::Write;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use bakery::bake::{BakeResult, Globals};
+use bakery::bake::BakeResult;
+use bakery::base::BaseResult;
 use bakery::cli::{BaseCommand, Cli, Command};
+use bakery::context::Globals;
 use bakery::error;
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -39,6 +43,16 @@ fn print_json<T: serde::Serialize>(v: &T, file: Option<&std::path::Path>) -> any
     Ok(())
 }
 
+/// A result that is already text (a dry-run plan, the merged recipe).
+fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")?;
+    if !text.ends_with('\n') {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = Globals {
         work_dir: cli.work_dir.clone(),
@@ -50,7 +64,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bake(args) => {
             bakery::doctor::require_root("bake")?;
             match bakery::bake::run(&args, &g)? {
-                BakeResult::Printed => Ok(0),
+                BakeResult::Printed(text) => {
+                    print_text(&text)?;
+                    Ok(0)
+                }
                 BakeResult::Baked(m) => {
                     print_json(&m, args.manifest.as_deref())?;
                     if let (Some(url), Some(out)) = (&args.boot_check, &m.output) {
@@ -70,14 +87,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 bakery::doctor::require_root("base build")?;
                 bakery::base::require_tools()?;
             }
-            match bakery::base::build(&args, &g) {
-                Ok(m) => {
-                    print_json(&m, args.manifest.as_deref())?;
-                    Ok(0)
-                }
-                Err(e) if e.is::<bakery::base::DryRun>() => Ok(0),
-                Err(e) => Err(e),
+            match bakery::base::build(&args, &g)? {
+                BaseResult::Printed(text) => print_text(&text)?,
+                BaseResult::Built(m) => print_json(&m, args.manifest.as_deref())?,
             }
+            Ok(0)
         }
         Command::Base(BaseCommand::Refresh(args)) => {
             bakery::doctor::require_root("base refresh")?;
@@ -86,7 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Base(BaseCommand::List(args)) => {
-            let v = bakery::base::publish::list(&args)?;
+            let v = bakery::base::list(&args)?;
             print_json(&v, None)?;
             Ok(0)
         }

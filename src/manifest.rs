@@ -1,46 +1,104 @@
-//! The JSON a bake prints on stdout and CI hands to the next stage.
+//! The manifest: the JSON a bake or base build prints on stdout (and writes to `--manifest`),
+//! and the one type every reader uses (`bakery deploy --manifest`). Field by field in
+//! docs/manifest.md; field names are a contract with CI scripts and never change within a
+//! `schema_version`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
+use crate::disk::image::Format;
+use crate::input;
 use crate::package::{PackageInfo, PackageKind};
+use crate::recipe::Mode;
 
-#[derive(Debug, Clone, Serialize)]
+/// The schema this bakery writes. Readers accept manifests up to this version; a manifest
+/// without `schema_version` is version 1 (the field came with the first schema).
+pub const SCHEMA_VERSION: u32 = 1;
+
+fn schema_v1() -> u32 {
+    1
+}
+
+/// What was made: an application image (`bakery bake`) or a base (`base build`, `base refresh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Bake,
+    Base,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    pub bakery_version: &'static str,
-    pub kind: &'static str,
+    #[serde(default = "schema_v1")]
+    pub schema_version: u32,
+    pub bakery_version: String,
+    pub kind: Kind,
     pub bake_id: String,
-    /// Aminator-style image name: `{package}-{version}-{release}-{arch}-{YYYYMMDDHHMM}`.
+    /// Aminator-style image name: `{package}-{version}-{release}-{arch}-{YYYYMMDDHHMM}`; for a
+    /// base `{name}-{version}`.
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The first package (the application), when packages were installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<PackageSummary>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<PackageSummary>,
     pub base: BaseSummary,
+    #[serde(default)]
     pub layers: Vec<String>,
     /// The image file (local bakes).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputSummary>,
     /// One AMI per region (AMI bakes), the registering region first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amis: Vec<AmiOutput>,
     /// What direct mode read and uploaded.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadSummary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
-    /// The tags an AMI of this bake gets.
+    /// The tags an AMI of this bake gets (without bakery's own `bakery:*` bookkeeping tags).
+    #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    #[serde(default)]
     pub timings: Vec<Timing>,
+    #[serde(default)]
     pub total_seconds: f64,
+    /// The bake's full log on the bake host.
     pub log: PathBuf,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Manifest {
+    /// Read a manifest file written by `bakery bake` or `bakery base build`. Input errors (exit
+    /// 2) name the file: missing, not JSON, not a manifest, or a newer schema than this bakery.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| input!("reading the manifest {}: {e}", path.display()))?;
+        Manifest::parse(&text, &path.display().to_string())
+    }
+
+    /// [`Manifest::load`] of text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest> {
+        let raw: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| input!("{origin}: not a bake manifest (JSON): {e}"))?;
+        let v = raw
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1);
+        if v > u64::from(SCHEMA_VERSION) {
+            return Err(input!(
+                "{origin}: manifest schema_version {v} is newer than this bakery reads ({SCHEMA_VERSION}); upgrade bakery"
+            ));
+        }
+        serde_json::from_value(raw).map_err(|e| input!("{origin}: not a bake manifest: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageSummary {
     pub kind: PackageKind,
     pub file: PathBuf,
@@ -49,7 +107,7 @@ pub struct PackageSummary {
     pub release: String,
     pub arch: String,
     /// The version the image's package database reports after the install.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_version: Option<String>,
 }
 
@@ -67,29 +125,31 @@ impl PackageSummary {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseSummary {
-    /// The base image file (local bakes) or AMI id.
+    /// The base image file (local bakes), AMI id, or `debootstrap SUITE MIRROR` (base build).
     pub image: String,
     pub name: String,
     pub version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub format: Option<&'static str>,
+    /// raw or qcow2, for a base file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputSummary {
     pub path: PathBuf,
-    pub format: &'static str,
-    /// What the guest sees.
+    pub format: Format,
+    /// What the guest sees, in bytes.
     pub size_bytes: u64,
-    /// What the file takes on disk.
+    /// What the file takes on disk, in bytes.
     pub file_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     pub step: String,
+    /// Wall-clock seconds, rounded to milliseconds.
     pub seconds: f64,
 }
 
@@ -102,22 +162,102 @@ impl Timing {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmiOutput {
     pub region: String,
     pub image_id: String,
     pub snapshot_id: String,
     /// An AMI of this name already existed there and was reused.
+    #[serde(default)]
     pub reused: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadSummary {
-    pub mode: &'static str,
+    /// `direct` (EBS direct APIs) or `volume` (a snapshot of the bake volume).
+    pub mode: Mode,
+    /// The parent snapshot (empty for a from-scratch upload).
     pub base_snapshot_id: String,
     pub snapshot_id: String,
+    /// Bytes read from the base snapshot (0 when it came from the cache or from nothing).
     pub bytes_read: u64,
+    /// 512 KiB blocks of the disk, and how many of them were sent.
     pub blocks_total: u64,
     pub blocks_changed: u64,
     pub bytes_uploaded: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            bakery_version: "0.1.0".into(),
+            kind: Kind::Bake,
+            bake_id: "bk-0123456789ab".into(),
+            name: "app-1.0-1-all-202611251830".into(),
+            package: None,
+            packages: vec![],
+            base: BaseSummary {
+                image: "ami-0abc".into(),
+                name: "bakery-base-bookworm".into(),
+                version: "1".into(),
+                format: None,
+            },
+            layers: vec![],
+            output: None,
+            amis: vec![AmiOutput {
+                region: "us-east-1".into(),
+                image_id: "ami-1".into(),
+                snapshot_id: "snap-1".into(),
+                reused: false,
+            }],
+            upload: Some(UploadSummary {
+                mode: Mode::Direct,
+                base_snapshot_id: "snap-0".into(),
+                snapshot_id: "snap-1".into(),
+                bytes_read: 1,
+                blocks_total: 2,
+                blocks_changed: 1,
+                bytes_uploaded: 524288,
+            }),
+            os: None,
+            arch: None,
+            tags: BTreeMap::new(),
+            timings: vec![Timing::new("copy base", 0.12345)],
+            total_seconds: 1.5,
+            log: "/var/lib/bakery/logs/bk-0123456789ab.log".into(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_reads_back_as_written() {
+        let m = sample();
+        let text = serde_json::to_string_pretty(&m).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["kind"], "bake");
+        assert_eq!(v["upload"]["mode"], "direct");
+        assert_eq!(v["timings"][0]["seconds"], 0.123);
+        assert_eq!(Manifest::parse(&text, "m.json").unwrap(), m);
+    }
+
+    #[test]
+    fn old_manifests_read_and_newer_ones_are_refused() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("schema_version");
+        let m = Manifest::parse(&v.to_string(), "old.json").unwrap();
+        assert_eq!(m.schema_version, 1);
+        v["schema_version"] = 99.into();
+        let e = Manifest::parse(&v.to_string(), "new.json").unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
+        assert!(e.to_string().contains("new.json"), "{e}");
+        let e = Manifest::parse("{\"amis\": []}", "x.json").unwrap_err();
+        assert!(
+            e.to_string().starts_with("x.json: not a bake manifest"),
+            "{e}"
+        );
+    }
 }

@@ -116,63 +116,109 @@ pub fn ci_tags(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     tags
 }
 
-/// Check a tag set against EC2's limits; the message names the offending tag and the limit.
-pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+/// A tag set EC2 would refuse (EC2 User Guide, "Tag restrictions"): the message names the
+/// offending tag and the limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    #[error("{0} tags, but AWS allows at most {max} per image; drop some --tag values", max = MAX_TAGS)]
+    TooMany(usize),
+    #[error("a tag key is empty; write tags as KEY=VALUE")]
+    EmptyKey,
+    #[error("tag key `{key}…` is {len} characters; AWS allows at most {max}", max = MAX_TAG_KEY)]
+    KeyTooLong { key: String, len: usize },
+    #[error("tag `{key}` value is {len} characters; AWS allows at most {max}", max = MAX_TAG_VALUE)]
+    ValueTooLong { key: String, len: usize },
+    #[error("tag key `{0}` starts with `aws:`, which AWS reserves")]
+    Reserved(String),
+    #[error("tag `{0}` contains a control character")]
+    ControlCharacter(String),
+}
+
+/// Check a tag set against EC2's limits.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), TagError> {
     if tags.len() > MAX_TAGS {
-        return Err(format!(
-            "{} tags, but AWS allows at most {MAX_TAGS} per image; drop some --tag values",
-            tags.len()
-        ));
+        return Err(TagError::TooMany(tags.len()));
     }
     for (k, v) in tags {
         if k.is_empty() {
-            return Err("a tag key is empty; write tags as KEY=VALUE".into());
+            return Err(TagError::EmptyKey);
         }
         if k.chars().count() > MAX_TAG_KEY {
-            return Err(format!(
-                "tag key `{}…` is {} characters; AWS allows at most {MAX_TAG_KEY}",
-                short(k),
-                k.chars().count()
-            ));
+            return Err(TagError::KeyTooLong {
+                key: short(k),
+                len: k.chars().count(),
+            });
         }
         if v.chars().count() > MAX_TAG_VALUE {
-            return Err(format!(
-                "tag `{}` value is {} characters; AWS allows at most {MAX_TAG_VALUE}",
-                short(k),
-                v.chars().count()
-            ));
+            return Err(TagError::ValueTooLong {
+                key: short(k),
+                len: v.chars().count(),
+            });
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(format!(
-                "tag key `{k}` starts with `aws:`, which AWS reserves"
-            ));
+            return Err(TagError::Reserved(k.clone()));
         }
         if k.chars().chain(v.chars()).any(char::is_control) {
-            return Err(format!("tag `{}` contains a control character", short(k)));
+            return Err(TagError::ControlCharacter(short(k)));
         }
     }
     Ok(())
 }
 
+/// An AMI name EC2 would refuse (EC2 API reference, RegisterImage `Name`: 3-128 characters of
+/// letters, digits and `( ) [ ] space . / - ' @ _`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmiNameError {
+    #[error("image name `{name}` is {len} characters; AWS needs {min} to {max}", min = MIN_AMI_NAME, max = MAX_AMI_NAME)]
+    Length { name: String, len: usize },
+    #[error("image name `{name}` contains `{c}`; AWS allows letters, digits and ()[] ./-'@_")]
+    Character { name: String, c: char },
+}
+
 /// Check a (user-given or computed) AMI name against EC2's rules.
-pub fn validate_ami_name(name: &str) -> Result<(), String> {
+pub fn validate_ami_name(name: &str) -> Result<(), AmiNameError> {
     let n = name.chars().count();
     if !(MIN_AMI_NAME..=MAX_AMI_NAME).contains(&n) {
-        return Err(format!(
-            "image name `{}` is {n} characters; AWS needs {MIN_AMI_NAME} to {MAX_AMI_NAME}",
-            short(name)
-        ));
+        return Err(AmiNameError::Length {
+            name: short(name),
+            len: n,
+        });
     }
     if let Some(c) = name.chars().find(|c| !is_ami_name_char(*c)) {
-        return Err(format!(
-            "image name `{name}` contains `{c}`; AWS allows letters, digits and ()[] ./-'@_"
-        ));
+        return Err(AmiNameError::Character {
+            name: name.to_string(),
+            c,
+        });
     }
     Ok(())
 }
 
 fn short(s: &str) -> String {
     s.chars().take(40).collect()
+}
+
+/// Tags an image of a bake gets (Aminator's set: `appversion`, `base_ami_id`,
+/// `base_ami_name`, `base_ami_version`, `creator`, `creation_time`), then CI's build tags, then
+/// the user's tags, which win.
+pub fn image_tags(
+    app: Option<&PackageInfo>,
+    base: &crate::manifest::BaseSummary,
+    creation_time: &str,
+    user_tags: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    if let Some(p) = app {
+        tags.insert("appversion".into(), appversion(p));
+    }
+    tags.insert("base_ami_id".into(), base.image.clone());
+    tags.insert("base_ami_name".into(), base.name.clone());
+    tags.insert("base_ami_version".into(), base.version.clone());
+    tags.insert("creator".into(), crate::context::creator(env));
+    tags.insert("creation_time".into(), creation_time.into());
+    tags.extend(ci_tags(env));
+    tags.extend(user_tags.clone());
+    tags
 }
 
 #[cfg(test)]
@@ -225,7 +271,10 @@ mod tests {
     #[test]
     fn ami_name_rules() {
         assert!(validate_ami_name("ab").is_err());
-        assert!(validate_ami_name("app*1").unwrap_err().contains("`*`"));
+        assert!(validate_ami_name("app*1")
+            .unwrap_err()
+            .to_string()
+            .contains("`*`"));
         assert!(validate_ami_name("app (v1) [x] it's@home_/.-").is_ok());
     }
 
@@ -241,17 +290,29 @@ mod tests {
         t.insert("k".to_string(), "v".repeat(256));
         validate_tags(&t).unwrap();
         t.insert("k".to_string(), "v".repeat(257));
-        assert!(validate_tags(&t).unwrap_err().contains("at most 256"));
+        assert!(validate_tags(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 256"));
         let mut t = BTreeMap::new();
         t.insert("k".repeat(129), "v".into());
-        assert!(validate_tags(&t).unwrap_err().contains("at most 128"));
+        assert!(validate_tags(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 128"));
         let many: BTreeMap<_, _> = (0..51)
             .map(|i| (format!("k{i}"), "v".to_string()))
             .collect();
-        assert!(validate_tags(&many).unwrap_err().contains("at most 50"));
+        assert!(validate_tags(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 50"));
         let mut t = BTreeMap::new();
         t.insert("aws:x".to_string(), "v".into());
-        assert!(validate_tags(&t).unwrap_err().contains("reserves"));
+        assert!(validate_tags(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("reserves"));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub fn alive_lock_name(id: &str) -> String {
     format!("bake-{id}")
 }
 
+/// Prefix of a bake's scratch directory in $TMPDIR: `bakery-layers-<bake-id>-XXXXXX`.
+pub const SCRATCH_PREFIX: &str = "bakery-layers-";
+
 /// File in a bake's work dir naming the temporary output it is writing (for `bakery gc`).
 pub const PARTIAL_OUTPUT_NOTE: &str = "partial-output";
 

@@ -88,7 +88,7 @@ fn assert_same_disk(want: &Path, got: &Path) {
     let wlen = std::fs::metadata(want).unwrap().len();
     let glen = std::fs::metadata(got).unwrap().len();
     assert!(
-        glen >= wlen && glen % (1 << 30) == 0,
+        glen >= wlen && glen.is_multiple_of(1 << 30),
         "downloaded size {glen} for a {wlen}-byte disk"
     );
     let (mut a, mut b) = (File::open(want).unwrap(), File::open(got).unwrap());

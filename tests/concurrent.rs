@@ -45,7 +45,9 @@ fn four_concurrent_bakes_get_their_own_devices_and_see_only_them() {
 
     // Sample losetup while the bakes run: which device each bake's file was attached to.
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<(BTreeSet<(String, String)>, usize)>> = Arc::default();
+    // (device, backing file) pairs seen, and how many samples were taken.
+    type Seen = (BTreeSet<(String, String)>, usize);
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let sampler = {
         let (stop, seen, dir) = (stop.clone(), seen.clone(), dir.clone());
         std::thread::spawn(move || {

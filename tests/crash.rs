@@ -205,6 +205,8 @@ fn a_manifest_write_is_atomic() {
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 let _ = bakery::disk::image::write_atomic(&dest2, big2.as_bytes());
+                // SAFETY: _exit ends the forked child at once, running no destructor or atexit
+                // handler that the parent's state (threads, locks) could deadlock.
                 unsafe { libc::_exit(0) };
             }
             nix::unistd::ForkResult::Parent { child } => {

@@ -543,7 +543,7 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
                 (old.min_size(), old.max_size(), old.desired_capacity())
             );
             assert_eq!(new.vpc_zone_identifier(), old.vpc_zone_identifier());
-            assert_eq!(new.target_group_arns(), [r.tg.clone()]);
+            assert_eq!(new.target_group_arns(), std::slice::from_ref(&r.tg));
             assert_eq!(new.health_check_type(), Some("ELB"));
             assert!(new.tags().iter().any(|t| t.key() == Some("team")
                 && t.value() == Some("payments")

@@ -178,7 +178,7 @@ fn sigint_and_sigterm_at_random_points_leave_nothing() {
     let (mut interrupted, mut finished, mut problems) = (0, 0, Vec::new());
     for i in 0..n {
         let delay = Duration::from_millis(rng.range(20, whole.as_millis() as u64 * 21 / 20));
-        let sig = if rng.next() % 2 == 0 {
+        let sig = if rng.next().is_multiple_of(2) {
             Signal::SIGINT
         } else {
             Signal::SIGTERM

@@ -54,8 +54,8 @@ impl AwsContext {
             ));
         };
         p.provide_credentials().await.map(|_| ()).map_err(|e| {
-            // CredentialsNotLoaded: no provider of the chain had any (its Display says "not enabled").
-            if e.to_string().contains("not enabled") {
+            // CredentialsNotLoaded: no provider of the chain had any.
+            if matches!(e, aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_)) {
                 input!("no AWS credentials found (tried the environment, the profile, web identity, ECS and instance metadata); set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
             } else {
                 let why = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();

@@ -62,21 +62,37 @@ pub fn is_leftover(
     Some(id.clone())
 }
 
+/// A `--grace` value that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraceError {
+    #[error("`{0}` is not a duration like 2h, 30m, 90s or 0")]
+    NotADuration(String),
+    #[error("`{text}`: unknown unit `{unit}` (use s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+}
+
 /// `2h`, `30m`, `90s`, `1d`, `0`: the grace period of `--grace`.
-pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
+pub fn parse_grace(s: &str) -> std::result::Result<Duration, GraceError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 2h, 30m, 90s or 0"))?;
+        .map_err(|_| GraceError::NotADuration(s.to_string()))?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+        _ => {
+            return Err(GraceError::UnknownUnit {
+                text: s.to_string(),
+                unit: unit.to_string(),
+            })
+        }
     };
-    Ok(Duration::from_secs(n * secs))
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| GraceError::NotADuration(s.to_string()))
 }
 
 fn age_of(created: Option<&aws_smithy_types::DateTime>) -> Duration {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::client::AwsContext;
+use super::client::{describe_sdk_error, AwsContext};
+use super::error::{code, is_already_gone, is_incorrect_state};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -161,8 +162,8 @@ impl Ledger {
             }
             info!("cleanup: removing {}", r.describe());
             if let Err(e) = delete(ctx, r).await {
-                warn!("cleanup: {}: {e}", r.describe());
-                failures.push(format!("{}: {e}", r.describe()));
+                warn!("cleanup: {}: {e:#}", r.describe());
+                failures.push(format!("{}: {e:#}", r.describe()));
             }
         }
         // What AWS made for us that we never saw an id of (the snapshots of a copy still in
@@ -176,8 +177,8 @@ impl Ledger {
                     super::BAKE_ID_TAG
                 );
                 if let Err(e) = delete(ctx, &r).await {
-                    warn!("cleanup: {}: {e}", r.describe());
-                    failures.push(format!("{}: {e}", r.describe()));
+                    warn!("cleanup: {}: {e:#}", r.describe());
+                    failures.push(format!("{}: {e:#}", r.describe()));
                 }
             }
         }
@@ -231,16 +232,17 @@ async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> V
     out
 }
 
-pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
+/// Delete one recorded resource; one already gone counts as deleted.
+pub async fn delete(ctx: &AwsContext, r: &Resource) -> anyhow::Result<()> {
+    let describe = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     match r {
         Resource::Image { region, id } => {
             let ec2 = ctx.ec2(region);
             // Deregistering does not delete the AMI's snapshots; they are in the ledger too when we made them.
             match ec2.deregister_image().image_id(id).send().await {
                 Ok(_) => Ok(()),
-                Err(e) if is_not_found(&super::client::describe_sdk_error(&e)) => Ok(()),
-                Err(e) => Err(super::client::describe_sdk_error(&e)),
+                Err(e) if code(&e).is_some_and(is_already_gone) => Ok(()),
+                Err(e) => Err(describe(&describe_sdk_error(&e))),
             }
         }
         Resource::Snapshot { region, id } => {
@@ -249,13 +251,12 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
                 match ec2.delete_snapshot().snapshot_id(id).send().await {
                     Ok(_) => return Ok(()),
                     Err(e) => {
-                        let msg = super::client::describe_sdk_error(&e);
-                        if is_not_found(&msg) {
+                        if code(&e).is_some_and(is_already_gone) {
                             return Ok(());
                         }
                         // A snapshot still in use by an image being deregistered: retry shortly.
                         if attempt == 9 {
-                            return Err(msg);
+                            return Err(describe(&describe_sdk_error(&e)));
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
@@ -279,9 +280,8 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
             {
                 Ok(_) => {}
                 Err(e) => {
-                    let msg = super::client::describe_sdk_error(&e);
-                    if !is_not_found(&msg) && !msg.contains("IncorrectState") {
-                        return Err(msg);
+                    if !code(&e).is_some_and(|c| is_already_gone(c) || is_incorrect_state(c)) {
+                        return Err(describe(&describe_sdk_error(&e)));
                     }
                 }
             }
@@ -292,7 +292,7 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
                     .volume_ids(volume_id)
                     .send()
                     .await
-                    .map_err(|e| err(&super::client::describe_sdk_error(&e)))?;
+                    .map_err(|e| describe(&describe_sdk_error(&e)))?;
                 let state = v
                     .volumes()
                     .first()
@@ -304,37 +304,25 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> Result<(), String> {
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(format!("{volume_id} did not detach within 2 minutes"))
+            Err(anyhow::anyhow!(
+                "{volume_id} did not detach within 2 minutes"
+            ))
         }
         Resource::LaunchTemplateVersion {
             region,
             template_id,
             version,
-        } => crate::deploy::lt::delete_version(&ctx.ec2(region), template_id, *version)
-            .await
-            .map_err(|e| format!("{e:#}")),
+        } => super::launch_template::delete_version(&ctx.ec2(region), template_id, *version).await,
         Resource::AutoScalingGroup { region, name } => {
-            crate::deploy::asg::delete_group(&ctx.autoscaling(region), name)
-                .await
-                .map_err(|e| format!("{e:#}"))
+            super::asg::delete_group(&ctx.autoscaling(region), name).await
         }
         Resource::Volume { region, id } => {
             let ec2 = ctx.ec2(region);
             match ec2.delete_volume().volume_id(id).send().await {
                 Ok(_) => Ok(()),
-                Err(e) => {
-                    let msg = super::client::describe_sdk_error(&e);
-                    if is_not_found(&msg) {
-                        Ok(())
-                    } else {
-                        Err(msg)
-                    }
-                }
+                Err(e) if code(&e).is_some_and(is_already_gone) => Ok(()),
+                Err(e) => Err(describe(&describe_sdk_error(&e))),
             }
         }
     }
-}
-
-fn is_not_found(msg: &str) -> bool {
-    msg.contains("NotFound") || msg.contains(".Malformed") && msg.contains("does not exist")
 }

@@ -2,10 +2,13 @@
 //! EBS direct snapshot I/O, and volume mode on an EC2 bake host.
 
 pub mod ami;
+pub mod asg;
 pub mod client;
 pub mod ebs;
+pub mod error;
 pub mod gc;
 pub mod imds;
+pub mod launch_template;
 pub mod ledger;
 pub mod volume;
 

@@ -1,18 +1,20 @@
 //! `bakery base refresh`: the newest base AMI plus OS updates, published as the next base
-//! version. It is a bake whose steps are the upgrade: only the blocks the updates change are
-//! uploaded (direct mode), on top of the old base's snapshot.
+//! version. It is a bake whose steps are the upgrade (AMI source → AMI sink): only the blocks
+//! the updates change are uploaded (direct mode), on top of the old base's snapshot.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::aws::ami::{self, BaseRef};
-use crate::aws::client::AwsContext;
-use crate::bake::{Globals, Prepared};
 use crate::cli::BaseRefreshArgs;
+use crate::context::{Aws, Globals};
 use crate::input;
-use crate::manifest::Manifest;
+use crate::manifest::{Kind, Manifest};
 use crate::naming;
+use crate::pipeline::{self, Job, Sink, Source, TagRule};
 use crate::provision::plan::Step;
-use crate::recipe::Recipe;
 use crate::workdir::new_bake_id;
 
 /// The upgrade, then GRUB and initramfs brought up to date (a new kernel must be in grub.cfg;
@@ -42,22 +44,26 @@ fi"
     ]
 }
 
+/// A refreshed base describes itself: its own family and version, and what it came from
+/// (these win over the tags a bake would give it).
+pub fn refresh_tags(family: &str, version: &str, from: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("base_ami_name".to_string(), family.to_string()),
+        ("base_ami_version".to_string(), version.to_string()),
+        ("refreshed_from".to_string(), from.to_string()),
+    ])
+}
+
 pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
-    crate::base::publish::check(&a.publish)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let ctx = rt.block_on(AwsContext::load());
-    rt.block_on(ctx.require_credentials())?;
-    let region = ctx.region(a.publish.region.as_deref())?;
+    let target = super::ami_target(&a.publish);
+    target.check()?;
+    let aws = Aws::load(true)?;
+    let region = aws.region(a.publish.region.as_deref())?;
     // Find the family before baking so the new name is known (and checked) up front.
-    let base = rt.block_on(ami::resolve_base(
-        &ctx,
-        &region,
-        &BaseRef::NamePattern(a.base_name.clone()),
-    ))?;
-    drop(rt);
+    let pattern = BaseRef::NamePattern(a.base_name.clone());
+    let base = aws
+        .rt
+        .block_on(ami::resolve_base(&aws.ctx, &region, &pattern))?;
     let family = a
         .family
         .clone()
@@ -68,29 +74,28 @@ pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
     let name = naming::sanitize_name_part(&format!("{family}-{version}"));
     naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
     let built_at = now.format(&time::format_description::well_known::Rfc3339)?;
-    let mut recipe = Recipe {
-        base_name: Some(a.base_name.clone()),
-        output: Some("ami".into()),
-        region: Some(region),
-        copy_to: a.publish.copy_to.clone(),
-        share_with: a.publish.share_with.clone(),
-        mode: a.mode,
-        ..Default::default()
-    };
-    // A refreshed base describes itself: its own family and version, and what it came from.
-    recipe.tags.insert("base_ami_name".into(), family);
-    recipe
-        .tags
-        .insert("base_ami_version".into(), version.clone());
-    recipe.tags.insert("refreshed_from".into(), base.id.clone());
-    let p = Prepared::custom(
-        recipe,
-        refresh_steps(&version, &built_at),
+    let job = Job {
+        kind: Kind::Base,
+        bake_id: new_bake_id(),
         name,
-        new_bake_id(),
-    )?;
-    let mut m = crate::bake::ami::bake(p, a.publish.keep_on_error, g)?;
-    m.kind = "base";
+        now,
+        started: Instant::now(),
+        steps: refresh_steps(&version, &built_at),
+        packages: vec![],
+        layers: vec![],
+        plugins: vec![],
+        tags: TagRule::Image(refresh_tags(&family, &version, &base.id)),
+    };
+    let source = Source::Ami {
+        base: pattern,
+        mode: a.mode.map(Into::into),
+    };
+    let target = crate::pipeline::sink::ami::AmiTarget {
+        region: Some(region),
+        ..target
+    };
+    let mut m = pipeline::run(&job, source, Sink::Ami(target), g)?;
+    // The manifest's base is the new base itself.
     m.base.version = version;
     Ok(m)
 }
@@ -110,5 +115,13 @@ mod tests {
             }
             _ => panic!(),
         }
+    }
+
+    #[test]
+    fn a_refreshed_base_names_its_family_version_and_origin() {
+        let t = super::refresh_tags("bakery-base-bookworm", "2", "ami-1");
+        assert_eq!(t["base_ami_name"], "bakery-base-bookworm");
+        assert_eq!(t["base_ami_version"], "2");
+        assert_eq!(t["refreshed_from"], "ami-1");
     }
 }

@@ -20,6 +20,22 @@ impl AccelChoice {
     }
 }
 
+/// Why KVM cannot be used on this host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KvmUnusable(pub String);
+
+impl From<&str> for KvmUnusable {
+    fn from(s: &str) -> KvmUnusable {
+        KvmUnusable(s.to_string())
+    }
+}
+
+/// `--accel kvm` on a host where KVM does not work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--accel kvm: KVM is not usable here ({0}); use --accel tcg or auto")]
+pub struct KvmRequired(pub KvmUnusable);
+
 /// Does /proc/cpuinfo text show hardware virtualization (vmx or svm)?
 pub fn cpu_has_virt(cpuinfo: &str) -> bool {
     cpuinfo
@@ -33,8 +49,8 @@ pub fn cpu_has_virt(cpuinfo: &str) -> bool {
 pub fn decide(
     requested: Accel,
     cpuinfo: &str,
-    probe_kvm: impl FnOnce() -> Result<(), String>,
-) -> Result<AccelChoice, String> {
+    probe_kvm: impl FnOnce() -> Result<(), KvmUnusable>,
+) -> Result<AccelChoice, KvmRequired> {
     if requested == Accel::Tcg {
         return Ok(AccelChoice {
             kvm: false,
@@ -42,7 +58,7 @@ pub fn decide(
         });
     }
     let unusable = if !cpu_has_virt(cpuinfo) {
-        Some("the CPU flags show no vmx/svm".to_string())
+        Some(KvmUnusable::from("the CPU flags show no vmx/svm"))
     } else {
         probe_kvm().err()
     };
@@ -51,9 +67,7 @@ pub fn decide(
             kvm: true,
             reason: "/dev/kvm works".into(),
         }),
-        (Accel::Kvm, Some(why)) => Err(format!(
-            "--accel kvm: KVM is not usable here ({why}); use --accel tcg or auto"
-        )),
+        (Accel::Kvm, Some(why)) => Err(KvmRequired(why)),
         (_, Some(why)) => Ok(AccelChoice {
             kvm: false,
             reason: format!("no usable KVM: {why}"),
@@ -62,29 +76,29 @@ pub fn decide(
 }
 
 /// Probe the real system: open /dev/kvm, check the API version and create (and drop) a VM.
-pub fn probe_kvm() -> Result<(), String> {
+pub fn probe_kvm() -> Result<(), KvmUnusable> {
     use std::os::fd::AsRawFd;
     let kvm = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
+        .map_err(|e| KvmUnusable(format!("cannot open /dev/kvm: {e}")))?;
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00; // _IO(KVMIO, 0x00)
     const KVM_CREATE_VM: libc::c_ulong = 0xAE01; // _IO(KVMIO, 0x01)
                                                  // SAFETY: `kvm` is an open fd for the whole call; KVM_GET_API_VERSION takes no argument.
     let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
     if version != 12 {
-        return Err(format!(
+        return Err(KvmUnusable(format!(
             "KVM_GET_API_VERSION returned {version}, expected 12"
-        ));
+        )));
     }
     // SAFETY: as above; KVM_CREATE_VM takes the machine type (0) and returns a new fd or -1.
     let vm = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM as _, 0) };
     if vm < 0 {
-        return Err(format!(
+        return Err(KvmUnusable(format!(
             "KVM_CREATE_VM failed: {}",
             std::io::Error::last_os_error()
-        ));
+        )));
     }
     // SAFETY: `vm` is a fresh fd we own and close exactly once.
     unsafe { libc::close(vm) };
@@ -92,7 +106,7 @@ pub fn probe_kvm() -> Result<(), String> {
 }
 
 /// Decide for this host.
-pub fn choose(requested: Accel) -> Result<AccelChoice, String> {
+pub fn choose(requested: Accel) -> Result<AccelChoice, KvmRequired> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     decide(requested, &cpuinfo, probe_kvm)
 }
@@ -133,7 +147,7 @@ mod tests {
                 .kvm
         );
         assert!(decide(Accel::Kvm, VMX, || Ok(())).unwrap().kvm);
-        let e = decide(Accel::Kvm, NONE, || Ok(())).unwrap_err();
+        let e = decide(Accel::Kvm, NONE, || Ok(())).unwrap_err().to_string();
         assert!(e.contains("--accel tcg"), "{e}");
     }
 }

@@ -513,7 +513,7 @@ fn boot_and_wait(
                             Some((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
                         break;
                     }
-                    Err(e) => last = e,
+                    Err(e) => last = e.0,
                 }
                 next_probe = Instant::now() + PROBE_EVERY;
                 if let Some(pb) = &spinner {
@@ -578,7 +578,7 @@ fn boot_and_wait(
 }
 
 /// Run every configured check once; all must pass.
-fn probe_all(plan: &Plan, host_port: &dyn Fn(u16) -> Option<u16>) -> Result<(), String> {
+fn probe_all(plan: &Plan, host_port: &dyn Fn(u16) -> Option<u16>) -> Result<(), probe::Unhealthy> {
     if let Some(h) = &plan.health {
         let port = host_port(h.guest_port()).ok_or("internal: health port not forwarded")?;
         match h {

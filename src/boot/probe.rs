@@ -10,16 +10,34 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Not healthy (yet): what the probe saw last, for the timeout message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
+impl From<String> for Unhealthy {
+    fn from(s: String) -> Unhealthy {
+        Unhealthy(s)
+    }
+}
+
+impl From<&str> for Unhealthy {
+    fn from(s: &str) -> Unhealthy {
+        Unhealthy(s.to_string())
+    }
+}
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(4);
 
-fn connect(host_port: u16) -> Result<TcpStream, String> {
+fn connect(host_port: u16) -> Result<TcpStream, Unhealthy> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| short_io(&e))?;
+    let s =
+        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| Unhealthy(short_io(&e)))?;
     s.set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| short_io(&e))?;
+        .map_err(|e| Unhealthy(short_io(&e)))?;
     s.set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| short_io(&e))?;
+        .map_err(|e| Unhealthy(short_io(&e)))?;
     Ok(s)
 }
 
@@ -56,10 +74,10 @@ pub fn parse_status_line(head: &[u8]) -> Option<u16> {
 }
 
 /// GET through the forwarded port; 2xx is healthy.
-pub fn http(host_port: u16, authority: &str, path: &str) -> Result<u16, String> {
+pub fn http(host_port: u16, authority: &str, path: &str) -> Result<u16, Unhealthy> {
     let mut s = connect(host_port)?;
     s.write_all(http_request(authority, path).as_bytes())
-        .map_err(|e| short_io(&e))?;
+        .map_err(|e| Unhealthy(short_io(&e)))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.contains(&b'\n') && head.len() < 8192 {
@@ -68,7 +86,7 @@ pub fn http(host_port: u16, authority: &str, path: &str) -> Result<u16, String> 
             Ok(n) => head.extend_from_slice(&buf[..n]),
             Err(e) => {
                 if head.is_empty() {
-                    return Err(short_io(&e));
+                    return Err(Unhealthy(short_io(&e)));
                 }
                 break;
             }
@@ -81,13 +99,13 @@ pub fn http(host_port: u16, authority: &str, path: &str) -> Result<u16, String> 
     }
     match parse_status_line(&head) {
         Some(code) if (200..300).contains(&code) => Ok(code),
-        Some(code) => Err(format!("HTTP {code}")),
+        Some(code) => Err(Unhealthy(format!("HTTP {code}"))),
         None => Err("not an HTTP response".into()),
     }
 }
 
 /// TCP connect that also receives at least one byte (a banner, e.g. `SSH-2.0-...`).
-pub fn tcp_banner(host_port: u16) -> Result<(), String> {
+pub fn tcp_banner(host_port: u16) -> Result<(), Unhealthy> {
     let mut s = connect(host_port)?;
     let mut b = [0u8; 1];
     match s.read(&mut b) {
@@ -95,7 +113,7 @@ pub fn tcp_banner(host_port: u16) -> Result<(), String> {
         Ok(0) => {
             Err("connection closed without a banner (nothing listening in the guest yet?)".into())
         }
-        Err(e) => Err(format!("no banner: {}", short_io(&e))),
+        Err(e) => Err(Unhealthy(format!("no banner: {}", short_io(&e)))),
     }
 }
 
@@ -128,14 +146,14 @@ pub fn ssh_cmd(
     host_port: u16,
     cmd: &str,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unhealthy> {
     let mut child = Command::new("ssh")
         .args(ssh_args(private_key, host_port, cmd))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run ssh: {e}"))?;
+        .map_err(|e| Unhealthy(format!("cannot run ssh: {e}")))?;
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -148,23 +166,23 @@ pub fn ssh_cmd(
                     let _ = e.read_to_string(&mut err);
                 }
                 let err = err.trim().lines().last().unwrap_or("").to_string();
-                return Err(format!(
+                return Err(Unhealthy(format!(
                     "--health-cmd over ssh: {st}{}",
                     if err.is_empty() {
                         String::new()
                     } else {
                         format!(": {err}")
                     }
-                ));
+                )));
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(Unhealthy(format!(
                     "--health-cmd over ssh: still running after {}s",
                     limit.as_secs()
-                ));
+                )));
             }
         }
     }
@@ -218,7 +236,7 @@ mod tests {
         let not_found = serve(b"HTTP/1.1 404 Not Found\r\n\r\n", true);
         assert_eq!(http(not_found, "h", "/"), Err("HTTP 404".into()));
         let e = http(serve(b"", true), "h", "/").unwrap_err();
-        assert!(e.contains("closed without a response"), "{e}");
+        assert!(e.0.contains("closed without a response"), "{e}");
         // a closed port
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -233,6 +251,7 @@ mod tests {
         assert_eq!(tcp_banner(serve(b"SSH-2.0-OpenSSH_9.2\r\n", false)), Ok(()));
         assert!(tcp_banner(serve(b"", false))
             .unwrap_err()
+            .0
             .contains("without a banner"));
     }
 

@@ -111,19 +111,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Find an executable on PATH (plus the sbin directories, which a non-login root may lack).
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
+pub use crate::context::which;
 
 #[cfg(test)]
 mod tests {

@@ -35,23 +35,29 @@ impl fmt::Display for HealthSpec {
     }
 }
 
+/// A `--health` or `--forward` value that cannot be read: the message names the flag and
+/// what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSpec(pub String);
+
 /// Parse `http://HOST[:PORT]/PATH` or `tcp:PORT`. The host names the guest and is only used
 /// for the Host header; the port defaults to 80.
-pub fn parse_health(s: &str) -> Result<HealthSpec, String> {
+pub fn parse_health(s: &str) -> Result<HealthSpec, BadSpec> {
     let s = s.trim();
     if let Some(port) = s.strip_prefix("tcp:") {
-        let port = parse_port(port).map_err(|e| format!("--health {s:?}: {e}"))?;
+        let port = parse_port(port).map_err(|e| BadSpec(format!("--health {s:?}: {e}")))?;
         return Ok(HealthSpec::Tcp { port });
     }
     if s.starts_with("https://") {
-        return Err(format!(
+        return Err(BadSpec(format!(
             "--health {s:?}: https is not supported; check the plain http port or use tcp:PORT"
-        ));
+        )));
     }
     let Some(rest) = s.strip_prefix("http://") else {
-        return Err(format!(
+        return Err(BadSpec(format!(
             "--health {s:?}: expected http://localhost:PORT/PATH or tcp:PORT"
-        ));
+        )));
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -59,18 +65,18 @@ pub fn parse_health(s: &str) -> Result<HealthSpec, String> {
         None => (rest, "/".to_string()),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(format!(
+        return Err(BadSpec(format!(
             "--health {s:?}: expected http://localhost:PORT/PATH"
-        ));
+        )));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         match v6.split_once(']') {
             Some((h, "")) => (h, None),
             Some((h, p)) => match p.strip_prefix(':') {
                 Some(p) => (h, Some(p)),
-                None => return Err(format!("--health {s:?}: bad host {authority:?}")),
+                None => return Err(BadSpec(format!("--health {s:?}: bad host {authority:?}"))),
             },
-            None => return Err(format!("--health {s:?}: bad host {authority:?}")),
+            None => return Err(BadSpec(format!("--health {s:?}: bad host {authority:?}"))),
         }
     } else {
         match authority.split_once(':') {
@@ -79,16 +85,18 @@ pub fn parse_health(s: &str) -> Result<HealthSpec, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("--health {s:?}: missing host (use localhost)"));
+        return Err(BadSpec(format!(
+            "--health {s:?}: missing host (use localhost)"
+        )));
     }
     let port = match port {
-        Some(p) => parse_port(p).map_err(|e| format!("--health {s:?}: {e}"))?,
+        Some(p) => parse_port(p).map_err(|e| BadSpec(format!("--health {s:?}: {e}")))?,
         None => 80,
     };
     if path.contains(char::is_whitespace) {
-        return Err(format!(
+        return Err(BadSpec(format!(
             "--health {s:?}: the path must not contain spaces (use %20)"
-        ));
+        )));
     }
     Ok(HealthSpec::Http {
         port,
@@ -105,22 +113,22 @@ pub struct ForwardSpec {
 }
 
 /// Parse `GUEST` or `HOST:GUEST`.
-pub fn parse_forward(s: &str) -> Result<ForwardSpec, String> {
+pub fn parse_forward(s: &str) -> Result<ForwardSpec, BadSpec> {
     let s = s.trim();
     let (host, guest) = match s.split_once(':') {
         Some((h, g)) => (Some(parse_port(h)), g),
         None => (None, s),
     };
-    let guest = parse_port(guest).map_err(|e| format!("--forward {s:?}: {e}"))?;
+    let guest = parse_port(guest).map_err(|e| BadSpec(format!("--forward {s:?}: {e}")))?;
     let host = host
         .transpose()
-        .map_err(|e| format!("--forward {s:?}: {e}"))?;
+        .map_err(|e| BadSpec(format!("--forward {s:?}: {e}")))?;
     Ok(ForwardSpec { host, guest })
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
+fn parse_port(s: &str) -> Result<u16, BadSpec> {
     match s.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{s:?} is not a TCP port (1-65535)")),
+        Ok(0) | Err(_) => Err(BadSpec(format!("{s:?} is not a TCP port (1-65535)"))),
         Ok(p) => Ok(p),
     }
 }

@@ -151,13 +151,38 @@ pub struct AwsArgs {
     pub mode: Option<AwsMode>,
 }
 
-#[derive(
-    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AwsMode {
     Volume,
     Direct,
+}
+
+impl From<AwsMode> for crate::recipe::Mode {
+    fn from(m: AwsMode) -> Self {
+        match m {
+            AwsMode::Volume => crate::recipe::Mode::Volume,
+            AwsMode::Direct => crate::recipe::Mode::Direct,
+        }
+    }
+}
+
+impl BakeArgs {
+    /// The flags a recipe merges (see [`crate::recipe::Recipe::merge_flags`]).
+    pub fn overrides(&self) -> crate::recipe::Overrides {
+        crate::recipe::Overrides {
+            base: self.base.clone(),
+            packages: self.packages.clone(),
+            layers: self.layers.clone(),
+            output: self.output.clone(),
+            tags: self.tags.clone(),
+            plugins: self.plugins.clone(),
+            base_name: self.aws.base_name.clone(),
+            region: self.aws.publish.region.clone(),
+            copy_to: self.aws.publish.copy_to.clone(),
+            share_with: self.aws.publish.share_with.clone(),
+            mode: self.aws.mode.map(Into::into),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,8 +1,6 @@
 //! Auto Scaling groups: describe, what they launch from, point them at a launch template
 //! version, copy one as the next generation, suspend/resume, resize, delete.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplate, MixedInstancesPolicy, Tag};
 use aws_sdk_autoscaling::Client;
@@ -10,24 +8,10 @@ use aws_sdk_autoscaling::Client;
 use super::lt::LtRef;
 use super::plan::generation_of;
 use super::sdk;
+pub use crate::aws::asg::{delete_group, describe, start_delete};
 
 /// Processes suspended while a generation is disabled (Asgard/Spinnaker).
 pub const DISABLE_PROCESSES: [&str; 3] = ["Launch", "Terminate", "AddToLoadBalancer"];
-
-pub async fn describe(asg: &Client, name: &str) -> Result<Option<AutoScalingGroup>> {
-    let out = asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(name)
-        .send()
-        .await
-        .map_err(sdk)
-        .with_context(|| format!("describing Auto Scaling group {name}"))?;
-    Ok(out
-        .auto_scaling_groups()
-        .iter()
-        .find(|g| g.auto_scaling_group_name() == Some(name))
-        .cloned())
-}
 
 pub async fn require(asg: &Client, name: &str) -> Result<AutoScalingGroup> {
     describe(asg, name)
@@ -356,38 +340,6 @@ pub async fn replace_instance(asg: &Client, instance_id: &str) -> Result<()> {
         .await
         .map_err(sdk)
         .with_context(|| format!("replacing instance {instance_id}"))?;
-    Ok(())
-}
-
-/// Force-delete a group (its instances go too) and wait until it is gone; one already gone is fine.
-pub async fn delete_group(asg: &Client, name: &str) -> Result<()> {
-    start_delete(asg, name).await?;
-    for _ in 0..600 {
-        if describe(asg, name).await?.is_none() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    anyhow::bail!("Auto Scaling group {name} was still being deleted after 10 minutes")
-}
-
-/// Force-delete a group without waiting for AWS to finish (retention of old generations).
-pub async fn start_delete(asg: &Client, name: &str) -> Result<()> {
-    match asg
-        .delete_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .force_delete(true)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e) => {
-            let msg = crate::aws::client::describe_sdk_error(&e);
-            if !msg.contains("not found") {
-                anyhow::bail!("deleting Auto Scaling group {name}: {msg}");
-            }
-        }
-    }
     Ok(())
 }
 

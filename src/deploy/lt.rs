@@ -3,60 +3,10 @@
 //! exactly), move the default, delete a version.
 
 use anyhow::{Context, Result};
-use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 
 use super::sdk;
-
-/// A launch template as an ASG names it: by id or by name, and a version string. Deploy points
-/// groups at these; `images prune` resolves them to the AMIs in use.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LtRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    /// `3`, `$Default` or `$Latest` (AWS's default when absent is `$Default`).
-    pub version: String,
-}
-
-impl LtRef {
-    pub fn of(spec: &LaunchTemplateSpecification) -> LtRef {
-        LtRef {
-            id: spec.launch_template_id().map(String::from),
-            name: spec.launch_template_name().map(String::from),
-            // A group that names no version (or an empty one) runs the template's default.
-            version: spec
-                .version()
-                .filter(|v| !v.is_empty())
-                .unwrap_or("$Default")
-                .to_string(),
-        }
-    }
-
-    /// `of`, for a specification that names a template at all (an override may name none).
-    pub fn named(spec: &LaunchTemplateSpecification) -> Option<LtRef> {
-        (spec.launch_template_id().is_some() || spec.launch_template_name().is_some())
-            .then(|| LtRef::of(spec))
-    }
-
-    /// The template's id, else its name.
-    pub fn label(&self) -> &str {
-        self.id.as_deref().or(self.name.as_deref()).unwrap_or("?")
-    }
-
-    /// The same template, named the same way (id or name), at `version`.
-    pub fn spec(&self, version: &str) -> LaunchTemplateSpecification {
-        let b = LaunchTemplateSpecification::builder().version(version);
-        match (&self.id, &self.name) {
-            (Some(id), _) => b.launch_template_id(id).build(),
-            (None, Some(n)) => b.launch_template_name(n).build(),
-            (None, None) => b.build(),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        format!("launch template {} version {}", self.label(), self.version)
-    }
-}
+pub use crate::aws::launch_template::{delete_version, LtRef};
 
 /// What a version string of a template stands for now.
 #[derive(Debug, Clone)]
@@ -149,38 +99,5 @@ pub async fn set_default(ec2: &aws_sdk_ec2::Client, template_id: &str, version: 
         .with_context(|| {
             format!("making version {version} the default of launch template {template_id}")
         })?;
-    Ok(())
-}
-
-/// Delete one version; one already gone is fine.
-pub async fn delete_version(
-    ec2: &aws_sdk_ec2::Client,
-    template_id: &str,
-    version: i64,
-) -> Result<()> {
-    let out = ec2
-        .delete_launch_template_versions()
-        .launch_template_id(template_id)
-        .versions(version.to_string())
-        .send()
-        .await
-        .map_err(sdk)
-        .with_context(|| format!("deleting version {version} of launch template {template_id}"))?;
-    if let Some(f) = out
-        .unsuccessfully_deleted_launch_template_versions()
-        .first()
-    {
-        let code = f
-            .response_error()
-            .and_then(|e| e.code())
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default();
-        if !code.contains("DoesNotExist") && !code.contains("NotFound") {
-            anyhow::bail!(
-                "deleting version {version} of launch template {template_id}: {code} {}",
-                f.response_error().and_then(|e| e.message()).unwrap_or("")
-            );
-        }
-    }
     Ok(())
 }

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{error, info};
 
@@ -43,7 +43,8 @@ where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    anyhow!(crate::aws::client::describe_sdk_error(&e))
+    // Typed, so a caller can branch on the service's code (`aws::error::code_of`).
+    crate::aws::error::sdk(e)
 }
 
 /// How long and how often to wait for instances, and how many termination signals had arrived
@@ -126,21 +127,6 @@ pub async fn unless_signalled<T>(base: usize, fut: impl Future<Output = T>) -> O
     }
 }
 
-/// The part of a bake manifest a deploy reads.
-#[derive(Debug, Clone, Deserialize)]
-struct ManifestIn {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    amis: Vec<AmiIn>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct AmiIn {
-    region: String,
-    image_id: String,
-}
-
 /// What the user pointed at.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,12 +170,9 @@ fn images(args: &DeployArgs, ctx: &AwsContext) -> Result<Images> {
         .manifest
         .as_deref()
         .expect("clap requires --manifest or --image");
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| input!("reading the manifest {}: {e}", path.display()))?;
-    let raw: Value = serde_json::from_str(&text)
-        .map_err(|e| input!("{}: not a bake manifest (JSON): {e}", path.display()))?;
-    let m: ManifestIn = serde_json::from_value(raw.clone())
-        .map_err(|e| input!("{}: not a bake manifest: {e}", path.display()))?;
+    // The type the bake wrote (`bakery bake` and `base build` with `--output ami`).
+    let m = crate::manifest::Manifest::load(path)?;
+    let raw = serde_json::to_value(&m)?;
     if m.amis.is_empty() {
         return Err(input!(
             "{}: the manifest lists no AMIs (`amis`): was it baked with --output ami?",
@@ -211,10 +194,7 @@ fn images(args: &DeployArgs, ctx: &AwsContext) -> Result<Images> {
                     "the manifest {} has no AMI for region {r} (it has {}{})",
                     path.display(),
                     have.join(", "),
-                    m.name
-                        .as_deref()
-                        .map(|n| format!(" of {n}"))
-                        .unwrap_or_default()
+                    format!(" of {}", m.name)
                 )
             })?;
             out.push((r.clone(), a.image_id.clone()));
@@ -242,7 +222,7 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
         Ok(o) => o.images().iter().any(|i| i.image_id() == Some(image)),
         Err(e) => {
             let msg = crate::aws::client::describe_sdk_error(&e);
-            if msg.contains("InvalidAMIID") {
+            if crate::aws::error::code(&e).is_some_and(crate::aws::error::is_unknown_ami) {
                 false
             } else {
                 return Err(anyhow!(msg).context(format!("looking up image {image} in {region}")));
@@ -345,13 +325,12 @@ pub fn rollback_command(target: &Target, region: &str) -> String {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()?)
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    crate::context::runtime()
 }
 
+/// The command layer's result writer: one JSON document on stdout.
+#[allow(clippy::print_stdout)]
 fn print(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -667,6 +646,8 @@ pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The command layer: the status as a table, or JSON with `--json`, on stdout.
+#[allow(clippy::print_stdout)]
 pub fn run_status(args: &StatusArgs) -> Result<i32> {
     let target = Target::of(&args.target)?;
     let rt = runtime()?;

@@ -210,7 +210,8 @@ async fn replace(
             Ok(()) => return Ok("instance-refresh"),
             Err(e)
                 if r.replace_with == ReplaceWith::Auto
-                    && format!("{e:#}").contains("InvalidAction") =>
+                    && crate::aws::error::code_of(&e)
+                        .is_some_and(crate::aws::error::is_invalid_action) =>
             {
                 info!("{name} ({region}): no instance refresh on this endpoint ({e:#}); replacing in batches");
             }

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::input;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Raw,
@@ -242,15 +242,26 @@ impl PendingOutput {
         }
     }
 
-    /// fsync the data, rename into place, fsync the directory.
-    pub fn commit(mut self) -> Result<()> {
-        File::open(&self.tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+    /// fsync the data, rename into place, fsync the directory (fault point `sync NAME` between
+    /// the sync and the rename).
+    pub fn commit(self) -> Result<()> {
+        self.sync()?;
         crate::fault::point(&format!(
             "sync {}",
             self.dest.file_name().unwrap_or_default().to_string_lossy()
         ))?;
+        self.rename()
+    }
+
+    /// fsync the temporary file's data.
+    pub fn sync(&self) -> Result<()> {
+        File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", self.tmp.display()))
+    }
+
+    /// Rename the (synced) temporary file into place and fsync the directory.
+    pub fn rename(mut self) -> Result<()> {
         std::fs::rename(&self.tmp, &self.dest).with_context(|| {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
         })?;

@@ -70,17 +70,8 @@ pub fn run(args: &PruneArgs) -> Result<PruneReport> {
     if args.app.is_empty() || args.app.contains(['*', '?', ' ']) {
         return Err(input!("--app `{}`: give the package name of the app (as in its appversion tag), without wildcards", args.app));
     }
-    for r in &args.region {
-        if !crate::bake::ami::is_region_name(r) {
-            return Err(input!(
-                "region `{r}` is not an AWS region name (like us-east-1); check --region"
-            ));
-        }
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    crate::context::check_regions(&args.region, "--region")?;
+    let rt = crate::context::runtime()?;
     rt.block_on(async {
         let ctx = AwsContext::load().await;
         ctx.require_credentials().await?;

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Result};
 use aws_sdk_ec2::types::Filter;
 
 use crate::aws::client::{describe_sdk_error, AwsContext};
-use crate::deploy::lt::LtRef;
+use crate::aws::launch_template::LtRef;
 
 /// Every launch template (with version) an ASG launches from.
 pub fn asg_templates(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<LtRef> {

@@ -325,7 +325,7 @@ mod test_support {
                     (T_STRING_ARRAY, off, list.len())
                 }
                 Value::Int32(v) => {
-                    while store.len() % 4 != 0 {
+                    while !store.len().is_multiple_of(4) {
                         store.push(0);
                     }
                     let off = store.len();
@@ -362,7 +362,7 @@ mod test_support {
         assert_eq!(out.len(), 96);
         let size = (main.len() + payload.len()) as u32;
         out.extend(header(&[(SIG_SIZE, Value::Int32(size))]));
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
         out.extend(main);

@@ -459,8 +459,8 @@ fn read_from(log: &Path, from: u64) -> String {
 fn fs_space(p: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(p) {
         Ok(s) => (
-            s.blocks_free() as u64 * s.fragment_size() as u64,
-            s.blocks() as u64 * s.fragment_size() as u64,
+            s.blocks_free() * s.fragment_size(),
+            s.blocks() * s.fragment_size(),
         ),
         Err(_) => (0, 0),
     }

@@ -166,6 +166,11 @@ pub fn load_dir(dir: &Path) -> Result<Layer> {
     })
 }
 
+/// [`resolve`] each of `names`, in order.
+pub fn resolve_all(names: &[String], extra: &[PathBuf], scratch: &Path) -> Result<Vec<Layer>> {
+    names.iter().map(|n| resolve(n, extra, scratch)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

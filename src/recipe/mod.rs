@@ -11,9 +11,35 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::cli::BakeArgs;
 use crate::input;
 pub use size::Size;
+
+/// How an AMI bake gets its block device: an EBS volume attached to this EC2 bake host, or the
+/// EBS direct APIs and a local loop device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Volume,
+    Direct,
+}
+
+/// The command-line flags a recipe merges (`bakery bake`), as plain data: the command layer
+/// fills it from its clap arguments, so recipes know nothing of the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub base: Option<PathBuf>,
+    pub packages: Vec<PathBuf>,
+    pub layers: Vec<String>,
+    pub output: Option<PathBuf>,
+    /// `KEY=VALUE`, as typed.
+    pub tags: Vec<String>,
+    pub plugins: Vec<String>,
+    pub base_name: Option<String>,
+    pub region: Option<String>,
+    pub copy_to: Vec<String>,
+    pub share_with: Vec<String>,
+    pub mode: Option<Mode>,
+}
 
 /// A bake recipe. Relative paths are relative to the recipe file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,7 +73,7 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub share_with: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<crate::cli::AwsMode>,
+    pub mode: Option<Mode>,
     /// Plugins run at the bake's hook points (see plugins/README.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<crate::plugin::PluginSpec>,
@@ -129,7 +155,7 @@ impl Recipe {
     /// Merge command-line flags over a recipe: scalars replace, lists given on the command line
     /// replace the recipe's lists (so CI can pass "the package of this build"), tags merge with
     /// the flag winning per key.
-    pub fn merge_flags(mut self, args: &BakeArgs) -> Result<Recipe> {
+    pub fn merge_flags(mut self, args: &Overrides) -> Result<Recipe> {
         if let Some(b) = &args.base {
             self.base = Some(b.clone());
         }
@@ -142,25 +168,24 @@ impl Recipe {
         if let Some(o) = &args.output {
             self.output = Some(o.clone());
         }
-        let aws = &args.aws;
-        if let Some(b) = &aws.base_name {
+        if let Some(b) = &args.base_name {
             self.base_name = Some(b.clone());
             self.base = None;
         }
         if args.base.is_some() {
             self.base_name = None;
         }
-        if let Some(r) = &aws.publish.region {
+        if let Some(r) = &args.region {
             self.region = Some(r.clone());
         }
-        if !aws.publish.copy_to.is_empty() {
-            self.copy_to = aws.publish.copy_to.clone();
+        if !args.copy_to.is_empty() {
+            self.copy_to = args.copy_to.clone();
         }
-        if !aws.publish.share_with.is_empty() {
-            self.share_with = aws.publish.share_with.clone();
+        if !args.share_with.is_empty() {
+            self.share_with = args.share_with.clone();
         }
-        if aws.mode.is_some() {
-            self.mode = aws.mode;
+        if args.mode.is_some() {
+            self.mode = args.mode;
         }
         for name in &args.plugins {
             if !self.plugins.iter().any(|p| &p.name == name) {
@@ -210,7 +235,7 @@ mod tests {
             "r.yaml",
         )
         .unwrap();
-        let args = BakeArgs {
+        let args = Overrides {
             packages: vec!["c.deb".into(), "d.rpm".into()],
             output: Some("o.qcow2".into()),
             tags: vec!["env=prod".into(), "k=v=w".into()],
@@ -227,7 +252,7 @@ mod tests {
         assert_eq!(r.tags["team"], "x");
         assert_eq!(r.tags["k"], "v=w");
         assert!(Recipe::default()
-            .merge_flags(&BakeArgs {
+            .merge_flags(&Overrides {
                 tags: vec!["novalue".into()],
                 ..Default::default()
             })

@@ -7,18 +7,29 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
 
+/// A disk size that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size; write it like 2GiB, 512MiB or 4G")]
+    NotASize(String),
+    #[error("`{text}`: unknown size unit `{unit}`; use KiB, MiB, GiB or TiB")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 impl Size {
     pub fn bytes(self) -> u64 {
         self.0
     }
 
-    pub fn parse(text: &str) -> Result<Size, String> {
+    pub fn parse(text: &str) -> Result<Size, SizeError> {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("`{text}` is not a size; write it like 2GiB, 512MiB or 4G"))?;
+            .map_err(|_| SizeError::NotASize(text.to_string()))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "K" | "KiB" | "k" => 1 << 10,
@@ -26,14 +37,15 @@ impl Size {
             "G" | "GiB" => 1 << 30,
             "T" | "TiB" => 1 << 40,
             other => {
-                return Err(format!(
-                    "`{text}`: unknown size unit `{other}`; use KiB, MiB, GiB or TiB"
-                ))
+                return Err(SizeError::UnknownUnit {
+                    text: text.to_string(),
+                    unit: other.to_string(),
+                })
             }
         };
         n.checked_mul(mult)
             .map(Size)
-            .ok_or_else(|| format!("`{text}` is too large"))
+            .ok_or_else(|| SizeError::TooLarge(text.to_string()))
     }
 }
 
@@ -41,7 +53,7 @@ impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-            if b != 0 && b % (1u64 << shift) == 0 {
+            if b != 0 && b.is_multiple_of(1u64 << shift) {
                 return write!(f, "{}{unit}", b >> shift);
             }
         }
@@ -89,6 +101,7 @@ mod tests {
         assert!(Size::parse("lots").is_err());
         assert!(Size::parse("2 parsecs")
             .unwrap_err()
+            .to_string()
             .contains("unknown size unit"));
         assert!(Size::parse("99999999999T").is_err());
     }

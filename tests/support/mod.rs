@@ -114,7 +114,7 @@ pub fn base_image() -> PathBuf {
     std::hash::Hash::hash(
         &(
             BASE_YAML,
-            include_str!("../../src/base/mod.rs"),
+            include_str!("../../src/pipeline/source/debootstrap.rs"),
             include_str!("../../src/provision/chroot.rs"),
         ),
         &mut h,
@@ -294,9 +294,13 @@ impl Mounted {
         let lo = r.stdout.trim().to_string();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let m = run(Command::new("mount")
-            .args(["-o", "ro,noload", &lo])
-            .arg(&root));
+        // Read-only without replaying a journal: each filesystem's own option for that.
+        let opts = match root_part.fs.as_ref().map(|f| f.kind.as_str()) {
+            Some("xfs") => "ro,norecovery",
+            Some("btrfs") => "ro",
+            _ => "ro,noload",
+        };
+        let m = run(Command::new("mount").args(["-o", opts, &lo]).arg(&root));
         if m.code != 0 {
             let _ = Command::new("losetup").args(["-d", &lo]).status();
             panic!("mount: {}", m.stderr);
@@ -653,8 +657,13 @@ pub fn publish_test_base(
         .await
         .unwrap();
         let size = up.volume_size_gib as i32;
-        let base =
-            bakery::base::publish::from_scratch_base(name, region, &up.snapshot_id, size, "1");
+        let base = bakery::pipeline::sink::ami::from_scratch_base(
+            name,
+            region,
+            &up.snapshot_id,
+            size,
+            "1",
+        );
         let spec = RegisterSpec {
             name: name.to_string(),
             description: "bakery test base".into(),

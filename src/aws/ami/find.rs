@@ -174,7 +174,7 @@ pub async fn resolve_base(ctx: &AwsContext, region: &str, base: &BaseRef) -> Res
                 })?,
                 Err(e) => {
                     let msg = describe_sdk_error(&e);
-                    if msg.contains("InvalidAMIID") {
+                    if crate::aws::error::code(&e).is_some_and(crate::aws::error::is_unknown_ami) {
                         return Err(input!(
                             "base AMI {id} not found in {region}; check the id and region ({msg})"
                         ));

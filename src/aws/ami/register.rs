@@ -134,7 +134,7 @@ pub async fn register_with(
         Ok(out) => out,
         Err(e) => {
             let msg = describe_sdk_error(&e);
-            if msg.contains("InvalidAMIName.Duplicate") {
+            if crate::aws::error::code(&e).is_some_and(crate::aws::error::is_duplicate_ami_name) {
                 // Another bake registered this name between our lookup and our call (AMI names
                 // are unique per account and region): theirs is the image, ours is not needed.
                 info!(

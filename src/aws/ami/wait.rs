@@ -80,7 +80,11 @@ pub async fn wait_image_available(
             },
             Err(e) => {
                 let msg = describe_sdk_error(&e);
-                if msg.contains("NotFound") && start.elapsed() < Duration::from_secs(60) {
+                // Just after RegisterImage/CopyImage EC2 may not know the id yet (eventual
+                // consistency): InvalidAMIID.NotFound for up to a minute is waited out.
+                if crate::aws::error::code(&e).is_some_and(crate::aws::error::is_not_found)
+                    && start.elapsed() < Duration::from_secs(60)
+                {
                     "not visible yet".to_string()
                 } else {
                     return Err(anyhow!("waiting for image {image_id} in {region}: {msg}"));

@@ -107,27 +107,39 @@ async fn hash_blocking(path: &Path) -> Result<Vec<Option<BlockHash>>> {
         .context("hashing thread")?
 }
 
+/// Why a block read with GetSnapshotBlock is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockCheckError {
+    #[error("unsupported checksum algorithm {0}")]
+    UnsupportedAlgorithm(String),
+    #[error("the response carries no checksum")]
+    NoChecksum,
+    #[error("checksum mismatch: the service says {want}, the data received hashes to {got}")]
+    Mismatch { want: String, got: String },
+}
+
 /// Check a block against the `Checksum` GetSnapshotBlock returned (base64 SHA-256); the raw
-/// digest on success, a description of the mismatch otherwise.
+/// digest on success.
 pub fn verify_block(
     data: &[u8],
     checksum: Option<&str>,
     algorithm: Option<&str>,
-) -> Result<BlockHash, String> {
+) -> Result<BlockHash, BlockCheckError> {
     if let Some(a) = algorithm {
         if a != "SHA256" {
-            return Err(format!("unsupported checksum algorithm {a}"));
+            return Err(BlockCheckError::UnsupportedAlgorithm(a.to_string()));
         }
     }
     let Some(want) = checksum else {
-        return Err("the response carries no checksum".into());
+        return Err(BlockCheckError::NoChecksum);
     };
     let got: BlockHash = Sha256::digest(data).into();
     let got_b64 = blocks::checksum_b64(&got);
     if got_b64 != want {
-        return Err(format!(
-            "checksum mismatch: the service says {want}, the data received hashes to {got_b64}"
-        ));
+        return Err(BlockCheckError::Mismatch {
+            want: want.to_string(),
+            got: got_b64,
+        });
     }
     Ok(got)
 }
@@ -373,13 +385,17 @@ mod tests {
         assert!(verify_block(&data, Some(&good), None).is_ok());
         let mut bad = data.clone();
         bad[10] = 6;
-        let e = verify_block(&bad, Some(&good), Some("SHA256")).unwrap_err();
+        let e = verify_block(&bad, Some(&good), Some("SHA256"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("checksum mismatch") && e.contains(&good), "{e}");
         assert!(verify_block(&data, None, Some("SHA256"))
             .unwrap_err()
+            .to_string()
             .contains("no checksum"));
         assert!(verify_block(&data, Some(&good), Some("MD5"))
             .unwrap_err()
+            .to_string()
             .contains("unsupported"));
     }
 

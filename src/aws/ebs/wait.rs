@@ -59,7 +59,9 @@ pub async fn wait_snapshot_completed(
             Err(e) => {
                 let msg = describe_sdk_error(&e);
                 // Just after StartSnapshot, EC2 may not know the snapshot yet (eventual consistency).
-                if !msg.contains("NotFound") || started.elapsed() > Duration::from_secs(60) {
+                let not_yet =
+                    crate::aws::error::code(&e).is_some_and(crate::aws::error::is_not_found);
+                if !not_yet || started.elapsed() > Duration::from_secs(60) {
                     bail!("waiting for {snapshot_id}: {msg}");
                 }
                 debug!("waiting for {snapshot_id}: {msg}");

@@ -156,8 +156,15 @@ pub async fn create_and_attach_with(
             }
             Err(e) => {
                 let msg = describe_sdk_error(&e);
-                // Someone outside bakery took the name between our look and the call: try the next.
-                if msg.contains("in use") || msg.contains("InUse") {
+                // Someone outside bakery took the name between our look and the call: AWS says
+                // InvalidParameterValue ("attachment point ... is already in use"). Whether the
+                // name is taken now is asked, not read from the message; then try the next.
+                let taken = crate::aws::error::code(&e) == Some("InvalidParameterValue")
+                    && instance_device_names(&ec2, region, &host.instance_id)
+                        .await?
+                        .iter()
+                        .any(|n| n == &name);
+                if taken {
                     warn!(
                         "{name} is taken on {}: {msg}; trying the next name",
                         host.instance_id

@@ -1,0 +1,384 @@
+//! The one bake pipeline. Every command that makes an image — `bakery bake` (file or AMI),
+//! `base build` (file or AMI), `base refresh`, and the built-in base a first bake builds — is a
+//! [`Job`] (what to install, how to name and tag it) run through the same five steps of
+//! ARCHITECTURE.md:
+//!
+//! ```text
+//!  source ──> device ──> chroot session ──> seal ──> sink
+//!  source/   device.rs   session.rs        seal.rs   sink/
+//! ```
+//!
+//! - [`source`]: where the disk comes from — a raw/qcow2 file (`file.rs`), the built-in base
+//!   (`builtin.rs`), a base spec built with debootstrap (`debootstrap.rs`), a base AMI's snapshot
+//!   read with the EBS direct APIs (`ami_direct.rs`) or as a volume attached to this EC2 host
+//!   (`ami_volume.rs`). A source hands over a disk (file or block device) and what it knows of
+//!   the base.
+//! - [`device`]: the disk as a block device: a loop device and its partition mappings.
+//! - [`session`]: the chroot session child mounts, provisions (layers, packages, plugins) and
+//!   trims the image.
+//! - [`seal`]: the disk is released (partitions unmapped, loop device or volume detached): what
+//!   the sink gets is final.
+//! - [`sink`]: where the image goes — a raw/qcow2 file (`file.rs`), or AMIs (`ami.rs`: upload
+//!   or snapshot, register, share, copy to regions, tag, all under the cleanup ledger).
+//!
+//! Every stage passes through [`Stages::run`]: the signal check, the progress line, the timing
+//! recorded in the manifest and the stage's fault point (`BAKERY_FAULT_LOG`/`BAKERY_FAIL_AT`),
+//! so no path can skip them.
+//!
+//! Seams for what comes next (not implemented here):
+//! - a disk-size growth step (`--disk-size`) goes on the device, between [`source`] and
+//!   [`device`] (grow the file or volume, then the partition and filesystem in the session);
+//! - a UEFI+BIOS layout is a property of the debootstrap source's disk layout
+//!   (`source::debootstrap::partition`);
+//! - AMI attributes, encryption and sharing are properties of [`sink::ami::AmiTarget`];
+//! - a layer cache (a cached image of base + layers) is another [`source::Source`] variant;
+//! - progress and log routing: [`Stages`] is the one place stages are reported.
+
+pub mod device;
+pub mod seal;
+pub mod session;
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use tracing::info;
+
+use crate::context::Globals;
+use crate::manifest::{BaseSummary, Kind, Manifest, PackageSummary, Timing, SCHEMA_VERSION};
+use crate::package::PackageInfo;
+use crate::plugin::PluginSpec;
+use crate::progress::Progress;
+use crate::provision::plan::{ImageFacts, Step};
+use crate::sys::signals;
+use crate::workdir::WorkDir;
+
+pub use sink::Sink;
+pub use source::Source;
+
+/// What to bake, decided before anything is made: the command's spec turned into steps.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub kind: Kind,
+    pub bake_id: String,
+    /// The image name (AMI name; Aminator's rule for bakes, `{family}-{version}` for bases).
+    pub name: String,
+    /// When the bake started (UTC): the name's stamp and the `creation_time` tag.
+    pub now: time::OffsetDateTime,
+    pub started: Instant,
+    /// What the chroot session runs, in order.
+    pub steps: Vec<Step>,
+    /// The package files installed (the first is the application).
+    pub packages: Vec<PackageInfo>,
+    /// Layer names, for the manifest.
+    pub layers: Vec<String>,
+    /// Plugins found and checked up front.
+    pub plugins: Vec<(PluginSpec, PathBuf)>,
+    pub tags: TagRule,
+}
+
+/// How a job's image is tagged (the tags go on every AMI and snapshot, and into the manifest).
+#[derive(Debug, Clone)]
+pub enum TagRule {
+    /// Aminator's set from the application package and the base, CI tags, then these user tags
+    /// (which win), then plugin tags: `bakery bake`, `base refresh`.
+    Image(BTreeMap<String, String>),
+    /// Exactly these, plus plugin tags: `base build`.
+    Fixed(BTreeMap<String, String>),
+}
+
+impl Job {
+    /// The job's tags once the base and the image's facts are known, checked against AWS limits
+    /// (input error). `env`: the process environment (CI variables, the user).
+    pub fn tags(
+        &self,
+        base: &BaseSummary,
+        facts: &ImageFacts,
+        env: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut tags = match &self.tags {
+            TagRule::Image(user) => {
+                let creation_time = self
+                    .now
+                    .format(&time::format_description::well_known::Rfc3339)?;
+                crate::naming::image_tags(self.packages.first(), base, &creation_time, user, env)
+            }
+            TagRule::Fixed(t) => t.clone(),
+        };
+        tags.extend(facts.plugin_tags.clone());
+        crate::naming::validate_tags(&tags).map_err(|e| crate::input!("tags: {e}"))?;
+        Ok(tags)
+    }
+
+    /// The manifest of this job; the sink fills `output` or `amis` and `upload`.
+    pub fn manifest(
+        &self,
+        base: BaseSummary,
+        facts: &ImageFacts,
+        tags: BTreeMap<String, String>,
+        timings: Vec<Timing>,
+        work: &WorkDir,
+    ) -> Manifest {
+        let packages: Vec<PackageSummary> = self
+            .packages
+            .iter()
+            .map(|p| PackageSummary::new(p, &facts.installed))
+            .collect();
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            bakery_version: env!("CARGO_PKG_VERSION").to_string(),
+            kind: self.kind,
+            bake_id: self.bake_id.clone(),
+            name: self.name.clone(),
+            package: packages.first().cloned(),
+            packages,
+            base,
+            layers: self.layers.clone(),
+            output: None,
+            amis: vec![],
+            upload: None,
+            os: facts.os.clone(),
+            arch: facts.arch.clone(),
+            tags: tags
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("bakery:"))
+                .collect(),
+            timings,
+            total_seconds: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            log: work.log(),
+        }
+    }
+}
+
+/// Run `job` from `source` to `sink`: the whole bake. On any error or signal everything made
+/// is released (guards; the cleanup ledger for AWS) and the error says which stage failed.
+pub fn run(job: &Job, source: Source, sink: Sink, g: &Globals) -> Result<Manifest> {
+    // Before anything is made, so a signal at any point ends in cleanup and exit 130.
+    signals::install();
+    let mut stages = Stages::new(Progress::new(g.quiet));
+    match sink {
+        Sink::File(target) => sink::file::run(job, source, &target, &mut stages, g),
+        Sink::Ami(target) => sink::ami::run(job, source, &target, &mut stages, g),
+    }
+}
+
+/// The disk between source and sink: the steps every sink runs on it (device, session, seal).
+/// Returns the facts the session read from the image.
+pub(crate) fn provision(
+    job: &Job,
+    disk: &source::SourceDisk,
+    cloud: Option<&sink::ami::Cloud>,
+    work: &WorkDir,
+    stages: &mut Stages,
+    g: &Globals,
+) -> Result<ImageFacts> {
+    let attached = device::attach(&disk.path, stages)?;
+    let facts = session::provision(job, disk, &attached, work, stages, g)
+        .map_err(|e| with_log_hint(e, work))?;
+    seal::seal(attached, disk, cloud, stages)?;
+    Ok(facts)
+}
+
+/// Point at the full log when a step fails (the error line carries only its last lines).
+pub fn with_log_hint(e: anyhow::Error, work: &WorkDir) -> anyhow::Error {
+    if e.chain().any(|c| c.is::<crate::error::Interrupted>()) {
+        return e;
+    }
+    let log = work.log();
+    if log.exists() {
+        eprintln!("bakery: full output of the failed step: {}", log.display());
+    }
+    e
+}
+
+/// The stage runner: every stage of every bake passes through [`Stages::run`].
+pub struct Stages {
+    progress: Progress,
+    timings: Vec<Timing>,
+}
+
+/// A stage in progress: it may rename its timing or its closing progress line, and record
+/// timings it measured inside (the chroot session's steps).
+pub struct Stage<'a> {
+    progress: &'a Progress,
+    timing: Option<String>,
+    said: Option<String>,
+    inner: Vec<Timing>,
+}
+
+impl Stage<'_> {
+    /// Progress for what the stage reports itself.
+    pub fn progress(&self) -> &Progress {
+        self.progress
+    }
+
+    /// Timings measured inside the stage, recorded before the stage's own.
+    pub fn record(&mut self, timings: impl IntoIterator<Item = Timing>) {
+        self.inner.extend(timings);
+    }
+
+    /// Record the stage's timing under `label` (default: the stage's name).
+    pub fn timing(&mut self, label: impl Into<String>) {
+        self.timing = Some(label.into());
+    }
+
+    /// Close the stage's progress line with `msg` (default: the timing label).
+    pub fn say(&mut self, msg: impl Into<String>) {
+        self.said = Some(msg.into());
+    }
+}
+
+impl Stages {
+    pub fn new(progress: Progress) -> Stages {
+        Stages {
+            progress,
+            timings: Vec::new(),
+        }
+    }
+
+    /// Run stage `name`: signal check, progress, `f`, timing, fault point `name`, signal check.
+    pub fn run<T>(&mut self, name: &str, f: impl FnOnce(&mut Stage) -> Result<T>) -> Result<T> {
+        self.run_shown(name, name, f)
+    }
+
+    /// [`Stages::run`], showing `shown` while it runs (e.g. `copy to us-west-2, eu-west-1`).
+    pub fn run_shown<T>(
+        &mut self,
+        name: &str,
+        shown: &str,
+        f: impl FnOnce(&mut Stage) -> Result<T>,
+    ) -> Result<T> {
+        signals::check()?;
+        self.progress.start_step(shown);
+        let t = Instant::now();
+        let mut stage = Stage {
+            progress: &self.progress,
+            timing: None,
+            said: None,
+            inner: Vec::new(),
+        };
+        let out = f(&mut stage)?;
+        let secs = t.elapsed().as_secs_f64();
+        let label = stage.timing.unwrap_or_else(|| name.to_string());
+        self.progress
+            .finish_step(stage.said.as_deref().unwrap_or(&label), secs);
+        self.timings.extend(stage.inner);
+        self.timings.push(Timing::new(&label, secs));
+        crate::fault::point(name)?;
+        signals::check()?;
+        Ok(out)
+    }
+
+    /// A stage that is an AWS call: dropped at once with `Interrupted` when a signal arrives
+    /// (a long upload or wait does not delay the cleanup).
+    pub fn run_aws<T>(
+        &mut self,
+        name: &str,
+        shown: &str,
+        rt: &tokio::runtime::Runtime,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.run_shown(name, shown, |_| signals::block_on(rt, fut))
+    }
+
+    pub fn timings(&self) -> Vec<Timing> {
+        self.timings.clone()
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+/// Log the start of a run (tests and `bakery gc` read the bake id from this line).
+pub(crate) fn announce(job: &Job, work: &WorkDir, from: &str) {
+    info!(bake_id = %job.bake_id, log = %work.log().display(), "baking {} from {from}", job.name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(tags: TagRule) -> Job {
+        Job {
+            kind: Kind::Bake,
+            bake_id: "bk-0123456789ab".into(),
+            name: "app-1.2-3-all-202611250000".into(),
+            now: time::macros::datetime!(2026-11-25 00:00 UTC),
+            started: Instant::now(),
+            steps: vec![],
+            packages: vec![PackageInfo {
+                name: "app".into(),
+                version: "1.2".into(),
+                release: "3".into(),
+                ..PackageInfo::for_tests()
+            }],
+            layers: vec![],
+            plugins: vec![],
+            tags,
+        }
+    }
+
+    fn base() -> BaseSummary {
+        BaseSummary {
+            image: "ami-0abc".into(),
+            name: "bakery-base-bookworm".into(),
+            version: "7".into(),
+            format: None,
+        }
+    }
+
+    #[test]
+    fn image_tags_come_from_the_base_and_plugins_add_theirs() {
+        let user = BTreeMap::from([("team".to_string(), "web".to_string())]);
+        let facts = ImageFacts {
+            plugin_tags: BTreeMap::from([("scanned".to_string(), "yes".to_string())]),
+            ..Default::default()
+        };
+        let t = job(TagRule::Image(user))
+            .tags(&base(), &facts, &BTreeMap::new())
+            .unwrap();
+        assert_eq!(t["appversion"], "app-1.2-3");
+        assert_eq!(t["base_ami_version"], "7");
+        assert_eq!(t["creation_time"], "2026-11-25T00:00:00Z");
+        assert_eq!(t["team"], "web");
+        assert_eq!(t["scanned"], "yes");
+        let fixed = BTreeMap::from([("base_ami_name".to_string(), "b".to_string())]);
+        let t = job(TagRule::Fixed(fixed))
+            .tags(&base(), &ImageFacts::default(), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(t.len(), 1);
+        let too_long = BTreeMap::from([("k".to_string(), "v".repeat(300))]);
+        let e = job(TagRule::Fixed(too_long))
+            .tags(&base(), &ImageFacts::default(), &BTreeMap::new())
+            .unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
+    }
+
+    #[test]
+    fn the_runner_times_every_stage_and_stops_at_its_fault_point() {
+        let mut s = Stages::new(Progress::new(true));
+        let v = s
+            .run("first stage", |st| {
+                st.timing("first, renamed");
+                Ok(7)
+            })
+            .unwrap();
+        assert_eq!(v, 7);
+        let e = s
+            .run("second stage", |_| -> Result<()> {
+                anyhow::bail!("broken")
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "broken");
+        let steps: Vec<String> = s.timings().into_iter().map(|t| t.step).collect();
+        assert_eq!(
+            steps,
+            ["first, renamed"],
+            "a failed stage records no timing"
+        );
+    }
+}

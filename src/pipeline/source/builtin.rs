@@ -1,0 +1,51 @@
+//! Source: the built-in Debian 12 base (base-images/debian-bookworm.yaml, compiled in). Built
+//! once per content of its YAML with the debootstrap source and a file sink — the same
+//! pipeline — and kept under `<work-dir>/bases`; concurrent bakes wait for one build.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use super::{debootstrap, SourceDisk};
+use crate::context::Globals;
+use crate::disk::image::Format;
+use crate::pipeline::{sink, Stages};
+use crate::recipe::base::{BaseSpec, DEFAULT_BASE_YAML};
+use crate::sys::lock::HostLock;
+
+/// The cached built-in base, built first if needed.
+pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
+    let hash = hex::encode(&Sha256::digest(DEFAULT_BASE_YAML.as_bytes())[..8]);
+    let dir = g.work_dir.join("bases");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("debian-bookworm-{hash}.raw"));
+    let _lock = HostLock::acquire(&g.work_dir.join("locks"), &format!("base-{hash}"))?;
+    if path.exists() {
+        return Ok(path);
+    }
+    stages.progress().println(&format!(
+        "building the built-in Debian 12 base once (cached as {})",
+        path.display()
+    ));
+    let spec = BaseSpec::builtin();
+    let (job, source) = debootstrap::job(&spec, &[], &[])?;
+    let m = crate::pipeline::run(
+        &job,
+        source,
+        sink::Sink::File(sink::file::FileTarget {
+            path: path.clone(),
+            format: Format::Raw,
+        }),
+        g,
+    )?;
+    info!("built-in base ready in {:.0}s", m.total_seconds);
+    Ok(path)
+}
+
+/// Copy the cached built-in base into `disk`.
+pub fn open(g: &Globals, disk: &Path, stages: &mut Stages) -> Result<SourceDisk> {
+    let base = cached(g, stages)?;
+    super::file::open(&base, disk, stages)
+}
