@@ -123,7 +123,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rollback(args) => bakery::deploy::run_rollback(&args),
         Command::Status(args) => bakery::deploy::run_status(&args),
         Command::Canary(bakery::cli::canary::CanaryCommand::Judge(args)) => {
-            bakery::canary::run_judge(&args)
+            let judged = bakery::canary::run_judge(&args)?;
+            if args.json {
+                print_json(&judged.judgement, None)?;
+            } else {
+                print_text(&bakery::canary::table(&judged.judgement))?;
+            }
+            judged.outcome()
         }
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;

@@ -170,9 +170,31 @@ pub fn table(j: &Judgement) -> String {
     out
 }
 
-/// `bakery canary judge`: 0 when the canary passes (or is Marginal and the config's `marginal`
-/// is `pass`), 1 when it does not, 2 on bad input.
-pub fn run_judge(args: &JudgeArgs) -> Result<i32> {
+/// What `bakery canary judge` found: the judgement (main prints it: `--json`, or [`table`]) and
+/// whether it lets the canary through.
+#[derive(Debug)]
+pub struct Judged {
+    pub judgement: Judgement,
+    /// Pass, or Marginal with `marginal: pass`.
+    pub passed: bool,
+}
+
+impl Judged {
+    /// The exit: 0 when the canary passed (its summary on stderr), else the summary as the error
+    /// (exit 1).
+    pub fn outcome(&self) -> Result<i32> {
+        if self.passed {
+            info!("{}", self.judgement.summary_line());
+            Ok(0)
+        } else {
+            Err(anyhow!("{}", self.judgement.summary_line()))
+        }
+    }
+}
+
+/// `bakery canary judge`: judge files or live groups, write the report if asked. Bad input is an
+/// input error (exit 2) before anything is written.
+pub fn run_judge(args: &JudgeArgs) -> Result<Judged> {
     let config = Config::load(&args.config)?;
     if let Some(r) = &args.report {
         check_output("--report", r)?;
@@ -206,22 +228,15 @@ pub fn run_judge(args: &JudgeArgs) -> Result<i32> {
         write_report(r, &j, &meta)?;
         info!("report: {}", r.display());
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&j)?);
-    } else {
-        print!("{}", table(&j));
-    }
-    let ok = match j.classification {
+    let passed = match j.classification {
         Verdict::Pass => true,
         Verdict::Marginal => config.marginal == config::OnMarginal::Pass,
         Verdict::Fail => false,
     };
-    if ok {
-        info!("{}", j.summary_line());
-        Ok(0)
-    } else {
-        Err(anyhow!("{}", j.summary_line()))
-    }
+    Ok(Judged {
+        judgement: j,
+        passed,
+    })
 }
 
 /// Read both groups from the config's sources.
@@ -249,10 +264,7 @@ fn live(
     if start >= end {
         return Err(input!("--start is not before --end: the window is empty"));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::context::runtime()?;
     let (b, c) = rt.block_on(async {
         let needs_aws = config.metrics.iter().any(|m| m.cloudwatch.is_some());
         let ctx = if needs_aws {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricStat, ScanBy, StandardUnit, StatusCode,
 };
@@ -74,10 +74,9 @@ pub async fn fetch(
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                anyhow!(crate::aws::client::describe_sdk_error(&e))
-                    .context("CloudWatch GetMetricData")
-            })?;
+            let page = page
+                .map_err(crate::aws::error::sdk)
+                .context("CloudWatch GetMetricData")?;
             for r in page.metric_data_results() {
                 let Some(i) = r
                     .id()
