@@ -131,6 +131,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             judged.outcome()
         }
+        Command::Canary(bakery::cli::canary::CanaryCommand::Approve(args)) => {
+            print_json(
+                &bakery::deploy::canary_stage::run_approval(&args, true)?,
+                None,
+            )?;
+            Ok(0)
+        }
+        Command::Canary(bakery::cli::canary::CanaryCommand::Reject(args)) => {
+            print_json(
+                &bakery::deploy::canary_stage::run_approval(&args, false)?,
+                None,
+            )?;
+            Ok(0)
+        }
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
             let report = bakery::gc::run(&args, &g)?;

@@ -70,6 +70,22 @@ pub fn parse_when(flag: &str, s: &str, end: f64) -> Result<f64> {
     })
 }
 
+/// A duration flag: `90` or `90s` seconds, `5m`, `1.5h`, `1d`. `None` when it is not one.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last()? {
+        's' => (&t[..t.len() - 1], 1.0),
+        'm' => (&t[..t.len() - 1], 60.0),
+        'h' => (&t[..t.len() - 1], 3600.0),
+        'd' => (&t[..t.len() - 1], 86400.0),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num.parse().ok()?;
+    let secs = v * mult;
+    (secs.is_finite() && secs >= 0.0 && !num.starts_with('+'))
+        .then(|| std::time::Duration::from_secs_f64(secs))
+}
+
 /// Fail early (input error) when `path`'s directory does not exist, so nothing is judged for a
 /// report that cannot be written.
 pub fn check_output(flag: &str, path: &Path) -> Result<()> {
@@ -307,6 +323,20 @@ fn live(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration(s).map(|d| d.as_secs_f64());
+        assert_eq!(d("90"), Some(90.0));
+        assert_eq!(d("90s"), Some(90.0));
+        assert_eq!(d("5m"), Some(300.0));
+        assert_eq!(d("1.5h"), Some(5400.0));
+        assert_eq!(d("1d"), Some(86400.0));
+        assert_eq!(d("0.5s"), Some(0.5));
+        for bad in ["", "m", "-5m", "5 min", "+5", "soon"] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn times_in_three_forms() {

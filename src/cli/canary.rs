@@ -9,6 +9,20 @@ pub enum CanaryCommand {
     /// Judge a canary against its baseline (Mann–Whitney per metric, Kayenta's scoring) from
     /// metric files or live groups; prints the result, optionally writes an HTML report.
     Judge(JudgeArgs),
+    /// Let a Marginal canary that waits for a person (`marginal: manual`) be promoted.
+    Approve(ApprovalArgs),
+    /// Stop a Marginal canary that waits for a person: its deploy removes it and fails.
+    Reject(ApprovalArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApprovalArgs {
+    /// The cluster whose deploy waits (`bakery deploy --cluster C --canary ...`).
+    #[arg(long)]
+    pub cluster: String,
+    /// Regions (comma-separated or repeated; default: AWS_REGION).
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub region: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
