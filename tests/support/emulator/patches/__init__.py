@@ -34,6 +34,11 @@ PATCHES = [
     "p_asg_unknown_action",
     "q_target_health_control",
     "w_register_image_unique_name",
+    "ka_image_deprecation",
+    "kb_image_deregistration_protection",
+    "kc_ebs_default_kms_key",
+    "kd_ebs_start_snapshot_encryption",
+    "ke_copy_encryption",
 ]
 
 
