@@ -80,6 +80,7 @@ impl AwsContext {
     client!(ebs, aws_sdk_ebs);
     client!(autoscaling, aws_sdk_autoscaling);
     client!(elbv2, aws_sdk_elasticloadbalancingv2);
+    client!(kms, aws_sdk_kms);
 
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base
