@@ -61,6 +61,10 @@ pub struct Manifest {
     pub os: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
+    /// Every removal, upgrade and downgrade the bake made to a package the base had
+    /// (`{name, kind, from, to, action}`, `to` null for a removal); `[]` when none.
+    #[serde(default)]
+    pub package_changes: Vec<crate::provision::pkgdb::PackageChange>,
     /// The tags an AMI of this bake gets (without bakery's own `bakery:*` bookkeeping tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -245,6 +249,7 @@ mod tests {
                 encrypted_parent_snapshot_id: None,
             }),
             os: None,
+            package_changes: vec![],
             arch: None,
             tags: BTreeMap::new(),
             timings: vec![Timing::new("copy base", 0.12345)],

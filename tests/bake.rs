@@ -133,6 +133,7 @@ fn deb_app_with_jvm_tomcat_layer() {
             postinst: Some(
                 "mkdir -p /var/lib/hello-web\nid tomcat > /var/lib/hello-web/postinst-ran",
             ),
+            control: "",
         },
     );
     let lib = build_deb(

@@ -189,6 +189,15 @@ fn prune_keeps_the_newest_and_everything_in_use() {
             .send()
             .await
             .unwrap();
+        // Version 2 is the default too: version 1 is then named by no `$Default`, no `$Latest`
+        // and no group, the one version of the template prune may free (a template's
+        // `$Default` and `$Latest` images are always kept).
+        ec2.modify_launch_template()
+            .launch_template_id(&lt_id)
+            .default_version("2")
+            .send()
+            .await
+            .unwrap();
         asc.create_auto_scaling_group()
             .auto_scaling_group_name(format!("{app}-v001"))
             .launch_template(lt_spec(&lt_id, Some("$Latest")))
@@ -420,4 +429,286 @@ fn prune_keeps_the_newest_and_everything_in_use() {
     let mut c = t.bakery();
     emu.apply(c.args(["images", "prune", "--app", "web", "--keep", "0"]));
     assert_eq!(run(&mut c).code, 2);
+}
+
+/// A launch template `name` whose version 1 names `v1`, and (with `v2`) a version 2 that is its
+/// `$Latest` while version 1 stays `$Default`. Returns its id.
+async fn template(ec2: &aws_sdk_ec2::Client, name: &str, v1: &str, v2: Option<&str>) -> String {
+    let lt = ec2
+        .create_launch_template()
+        .launch_template_name(name)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(v1)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = lt
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap()
+        .to_string();
+    if let Some(v2) = v2 {
+        ec2.create_launch_template_version()
+            .launch_template_id(&id)
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(v2)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    id
+}
+
+/// prune-lt-unattached (widdix/aws-amicleaner#5): a launch template no Auto Scaling group uses
+/// still launches instances (RunInstances, a batch job): its `$Default` and `$Latest` images stay.
+/// And an app with no AMI at all is an input error, not an empty success.
+#[test]
+fn prune_keeps_the_images_of_a_launch_template_no_group_uses() {
+    let emu = emulator::shared(&[]);
+    let t = TestDir::new("prune-lt");
+    let rt = rt();
+    let ctx = rt.block_on(AwsContext::load());
+    let ec2 = ctx.ec2(REGION);
+    let app = format!("ltapp{}", std::process::id());
+    let roles = ["default", "latest", "unused", "newest"];
+    let mut ids: BTreeMap<&str, (String, String)> = BTreeMap::new();
+    for (i, role) in roles.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(1050));
+        }
+        let id = rt.block_on(register(
+            &ec2,
+            &format!("{app}-1.{i}-1-all-2026113000{i:02}"),
+            &format!("{app}-1.{i}-1"),
+        ));
+        ids.insert(role, id);
+    }
+    let img = |role: &str| ids[role].0.clone();
+    let lt_name = format!("{app}-batch-runner");
+    rt.block_on(template(
+        &ec2,
+        &lt_name,
+        &img("default"),
+        Some(&img("latest")),
+    ));
+
+    let prune = |extra: &[&str]| {
+        let mut c = t.bakery();
+        emu.apply(
+            c.args([
+                "images", "prune", "--app", &app, "--keep", "1", "--region", REGION,
+            ])
+            .args(extra),
+        );
+        run(&mut c)
+    };
+    let r = prune(&["--json"]);
+    r.assert_ok();
+    let report = r.json();
+    let reasons: BTreeMap<String, (String, String)> = report["regions"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["image_id"].as_str().unwrap().to_string(),
+                (
+                    d["action"].as_str().unwrap().to_string(),
+                    d["reasons"].to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(reasons[&img("unused")].0, "delete", "{report:#}");
+    for role in ["default", "latest", "newest"] {
+        assert_eq!(reasons[&img(role)].0, "keep", "{role}: {report:#}");
+    }
+    assert!(
+        reasons[&img("default")]
+            .1
+            .contains(&format!("launch template {lt_name} version 1 ($Default)")),
+        "{}",
+        reasons[&img("default")].1
+    );
+    assert!(
+        reasons[&img("latest")]
+            .1
+            .contains(&format!("launch template {lt_name} version 2 ($Latest)")),
+        "{}",
+        reasons[&img("latest")].1
+    );
+    let left = rt.block_on(own_images(&ec2));
+    for role in ["default", "latest", "newest"] {
+        assert!(left.contains(&img(role)), "{role} was deregistered");
+    }
+    assert!(!left.contains(&img("unused")));
+
+    // An app with no image: one line, exit 2 (with and without --dry-run).
+    for extra in [&["--dry-run"][..], &[]] {
+        let mut c = t.bakery();
+        emu.apply(
+            c.args([
+                "images",
+                "prune",
+                "--app",
+                &format!("{app}-nosuch"),
+                "--keep",
+                "1",
+                "--region",
+                REGION,
+            ])
+            .args(extra),
+        );
+        let r = run(&mut c);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.error_line().contains("no AMI of app"), "{}", r.stderr);
+        assert!(r.stdout.trim().is_empty(), "{}", r.stdout);
+    }
+}
+
+/// prune-rollback-target: deploy (rolling), prune, rollback: the image the rollback returns to
+/// is never pruned (the template's `$Default`, and the group's bakery:swap record), and a
+/// rollback whose image is gone anyway (deregistered by hand) is refused, changing nothing.
+#[test]
+fn prune_never_breaks_a_rollback_and_rollback_refuses_a_gone_image() {
+    let emu = emulator::shared(&[]);
+    let t = TestDir::new("prune-rb");
+    let rt = rt();
+    let ctx = rt.block_on(AwsContext::load());
+    let ec2 = ctx.ec2(REGION);
+    let asc = ctx.autoscaling(REGION);
+    let app = format!("rbapp{}", std::process::id());
+    let (old, _) = rt.block_on(register(
+        &ec2,
+        &format!("{app}-1.0-1-all-202611300001"),
+        &format!("{app}-1.0-1"),
+    ));
+    std::thread::sleep(Duration::from_millis(1050));
+    let (new, _) = rt.block_on(register(
+        &ec2,
+        &format!("{app}-1.1-1-all-202611300002"),
+        &format!("{app}-1.1-1"),
+    ));
+    let group = format!("{app}-api");
+    let lt_id = rt.block_on(async {
+        let lt_id = template(&ec2, &format!("{app}-lt"), &old, None).await;
+        asc.create_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .launch_template(lt_spec(&lt_id, Some("1")))
+            .min_size(1)
+            .max_size(2)
+            .desired_capacity(1)
+            .availability_zones("us-east-1a")
+            .send()
+            .await
+            .unwrap();
+        lt_id
+    });
+    let bakery = |args: &[&str]| {
+        let mut c = t.bakery();
+        emu.apply(c.args(args).env("BAKERY_DEPLOY_POLL_MS", "50"));
+        run(&mut c)
+    };
+    let version = || {
+        rt.block_on(async {
+            let g = asc
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(&group)
+                .send()
+                .await
+                .unwrap();
+            let v = g.auto_scaling_groups()[0]
+                .launch_template()
+                .unwrap()
+                .version()
+                .unwrap()
+                .to_string();
+            let out = ec2
+                .describe_launch_template_versions()
+                .launch_template_id(&lt_id)
+                .versions(&v)
+                .send()
+                .await
+                .unwrap();
+            let img = out.launch_template_versions()[0]
+                .launch_template_data()
+                .unwrap()
+                .image_id()
+                .unwrap()
+                .to_string();
+            (v, img)
+        })
+    };
+
+    bakery(&[
+        "deploy",
+        "--image",
+        &new,
+        "--asg",
+        &group,
+        "--strategy",
+        "rolling",
+        "--region",
+        REGION,
+    ])
+    .assert_ok();
+    assert_eq!(version(), ("2".to_string(), new.clone()));
+    let r = bakery(&[
+        "images", "prune", "--app", &app, "--keep", "1", "--region", REGION, "--json",
+    ]);
+    r.assert_ok();
+    let decisions = r.json()["regions"][0]["images"].clone();
+    let old_d = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["image_id"] == old.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(old_d["action"], "keep", "{old_d}");
+    assert!(
+        old_d["reasons"]
+            .to_string()
+            .contains(&format!("`bakery rollback --asg {group}` returns to it")),
+        "{old_d}"
+    );
+    assert!(rt.block_on(own_images(&ec2)).contains(&old));
+    bakery(&["rollback", "--asg", &group, "--region", REGION]).assert_ok();
+    assert_eq!(version(), ("1".to_string(), old.clone()));
+
+    // Deploy again, then the old image goes by hand: rollback must refuse, and change nothing.
+    bakery(&[
+        "deploy",
+        "--image",
+        &new,
+        "--asg",
+        &group,
+        "--strategy",
+        "swap",
+        "--region",
+        REGION,
+    ])
+    .assert_ok();
+    let before = version();
+    rt.block_on(async {
+        ec2.deregister_image().image_id(&old).send().await.unwrap();
+    });
+    let r = bakery(&["rollback", "--asg", &group, "--region", REGION]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let line = r.error_line();
+    assert!(
+        line.contains(&old) && line.contains("no longer registered"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(version(), before, "a refused rollback changed the group");
 }

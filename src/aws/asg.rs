@@ -10,6 +10,32 @@ use aws_sdk_autoscaling::Client;
 
 use super::error::sdk;
 
+/// The tag a swap or rolling deploy keeps on a group: `deploy::state::SwapRecord` as compact
+/// JSON (what a rollback restores).
+pub const SWAP_RECORD_TAG: &str = "bakery:swap";
+
+/// What `bakery rollback --asg` would return `g` to, from its swap record: (deploy id, image),
+/// or None (no record, or that deploy was rolled back already). Err when the record does not
+/// parse. `images prune` keeps that image; the record's writer is `deploy::state`.
+pub fn rollback_target(g: &AutoScalingGroup) -> Result<Option<(String, String)>> {
+    let Some(v) = g
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(SWAP_RECORD_TAG))
+        .and_then(|t| t.value())
+    else {
+        return Ok(None);
+    };
+    let name = g.auto_scaling_group_name().unwrap_or("?");
+    let rec: serde_json::Value = serde_json::from_str(v)
+        .with_context(|| format!("reading tag {SWAP_RECORD_TAG} of {name}: `{v}`"))?;
+    let field = |k: &str| rec.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+    if field("ph") == "rolled-back" || field("pimg").is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((field("id").to_string(), field("pimg").to_string())))
+}
+
 pub async fn describe(asg: &Client, name: &str) -> Result<Option<AutoScalingGroup>> {
     let out = asg
         .describe_auto_scaling_groups()

@@ -1,27 +1,116 @@
 //! One place that makes AWS clients: the standard credential chain and config (`AWS_PROFILE`,
-//! `AWS_REGION`, `AWS_ENDPOINT_URL` for emulators), one client per region, standard retries with
-//! backoff and jitter for throttling, and a test-only fault hook.
+//! `AWS_REGION`, `AWS_ENDPOINT_URL` for emulators), one client per region, and for every client
+//! the same bounds on a call: connect, read, attempt and operation timeouts ([`Timeouts`]), and
+//! the SDK's standard retries (exponential backoff with full jitter, [`MAX_ATTEMPTS`] attempts)
+//! for throttling, 5xx, dropped connections and timed-out attempts, each retry said on stderr
+//! ([`retry_log::RetryLog`]). Plus a test-only fault hook.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::input;
 
 #[derive(Clone, Debug)]
 pub struct AwsContext {
     base: SdkConfig,
+    /// A `BAKERY_AWS_*_TIMEOUT` that does not parse: reported by [`AwsContext::require_credentials`].
+    config_error: Option<String>,
+    /// An endpoint that wins over the environment's (`AWS_ENDPOINT_URL` is read per service).
+    endpoint: Option<String>,
+}
+
+/// How long one AWS call may take. Defaults suit a CI runner far from the region; each can be
+/// changed with an environment variable in seconds (fractions allowed), which is also how the
+/// tests make a stalled call fail in a second.
+///
+/// - `connect` (`BAKERY_AWS_CONNECT_TIMEOUT`, 10 s): TCP + TLS handshake.
+/// - `read` (`BAKERY_AWS_READ_TIMEOUT`, 90 s): from the start of the request (its body included:
+///   64 blocks of 512 KiB share the uplink) to the first byte of the answer; a PutSnapshotBlock
+///   that is never answered ends here (coldsnap#437).
+/// - `attempt` (`BAKERY_AWS_ATTEMPT_TIMEOUT`, 180 s): one attempt. A timed-out attempt is retried
+///   like a throttled one.
+/// - `operation` (`BAKERY_AWS_OPERATION_TIMEOUT`, 900 s): every attempt and backoff of one call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub attempt: Duration,
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(90),
+            attempt: Duration::from_secs(180),
+            operation: Duration::from_secs(900),
+        }
+    }
+}
+
+impl Timeouts {
+    pub const VARS: [&'static str; 4] = [
+        "BAKERY_AWS_CONNECT_TIMEOUT",
+        "BAKERY_AWS_READ_TIMEOUT",
+        "BAKERY_AWS_ATTEMPT_TIMEOUT",
+        "BAKERY_AWS_OPERATION_TIMEOUT",
+    ];
+
+    /// The defaults, overridden by the variables `lookup` knows. Err names the variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Timeouts, String> {
+        let mut t = Timeouts::default();
+        for (var, slot) in Self::VARS.iter().zip([
+            &mut t.connect,
+            &mut t.read,
+            &mut t.attempt,
+            &mut t.operation,
+        ]) {
+            let Some(v) = lookup(var) else { continue };
+            let secs: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{var}={v}: not a number of seconds (e.g. 30 or 0.5)"))?;
+            if !(secs > 0.0 && secs <= 86_400.0) {
+                return Err(format!(
+                    "{var}={v}: give a number of seconds above 0 and at most 86400"
+                ));
+            }
+            *slot = Duration::from_secs_f64(secs);
+        }
+        Ok(t)
+    }
+
+    pub fn from_env() -> Result<Timeouts, String> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.read)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
 }
 
 /// `AwsContext::NAME(region)`: a client of SDK crate `$sdk` for `region`, from the shared
-/// config (credentials, endpoint, retries), with the test-only fault hook when it is asked for.
+/// config (credentials, endpoint, timeouts, retries), saying each retry on stderr, with the
+/// test-only fault hook when it is asked for.
 macro_rules! client {
     ($name:ident, $sdk:ident) => {
         pub fn $name(&self, region: &str) -> $sdk::Client {
-            let conf =
-                $sdk::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            let mut conf = $sdk::config::Builder::from(&self.base)
+                .region(Region::new(region.to_string()))
+                .interceptor(retry_log::RetryLog::new(region));
+            if let Some(url) = &self.endpoint {
+                conf = conf.endpoint_url(url);
+            }
             let conf = match fault::FaultHook::from_env() {
                 Some(h) => conf.interceptor(h).build(),
                 None => conf.build(),
@@ -33,21 +122,51 @@ macro_rules! client {
 
 impl AwsContext {
     pub async fn load() -> AwsContext {
+        let (timeouts, config_error) = match Timeouts::from_env() {
+            Ok(t) => (t, None),
+            Err(e) => (Timeouts::default(), Some(e)),
+        };
         let base = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(Duration::from_millis(200)),
-            )
+            .retry_config(retry_config())
+            .timeout_config(timeouts.config())
             .load()
             .await;
-        AwsContext { base }
+        AwsContext {
+            base,
+            config_error,
+            endpoint: None,
+        }
     }
 
-    /// Fail early, as an input error, when no credentials can be found: every later message would
-    /// otherwise be about an endpoint that cannot be reached.
+    /// The same context with other timeouts (tests, and callers that know a call is slow).
+    pub fn with_timeouts(&self, t: Timeouts) -> AwsContext {
+        AwsContext {
+            base: self.base.to_builder().timeout_config(t.config()).build(),
+            ..self.clone()
+        }
+    }
+
+    /// The same context talking to another endpoint (a test's fault proxy in front of the emulator).
+    pub fn with_endpoint(&self, url: &str) -> AwsContext {
+        AwsContext {
+            endpoint: Some(url.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The timeouts every client of this context has.
+    pub fn timeouts(&self) -> Option<TimeoutConfig> {
+        self.base.timeout_config().cloned()
+    }
+
+    /// Fail early, as an input error, when no credentials can be found (every later message would
+    /// otherwise be about an endpoint that cannot be reached), or a `BAKERY_AWS_*_TIMEOUT` is not
+    /// a number of seconds.
     pub async fn require_credentials(&self) -> Result<()> {
         use aws_sdk_ec2::config::ProvideCredentials;
+        if let Some(e) = &self.config_error {
+            return Err(input!("{e}"));
+        }
         let Some(p) = self.base.credentials_provider() else {
             return Err(input!(
                 "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -80,11 +199,22 @@ impl AwsContext {
     client!(ebs, aws_sdk_ebs);
     client!(autoscaling, aws_sdk_autoscaling);
     client!(elbv2, aws_sdk_elasticloadbalancingv2);
+    // Classic Load Balancers.
+    client!(elb, aws_sdk_elasticloadbalancing);
+    client!(cloudwatch, aws_sdk_cloudwatch);
     client!(kms, aws_sdk_kms);
 
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base
     }
+}
+
+/// Standard retries: [`MAX_ATTEMPTS`] attempts, exponential backoff from 200 ms with full jitter
+/// (capped at 20 s), for throttling, 5xx, transient network errors and timed-out attempts.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(200))
 }
 
 /// Test-only fault injection: `BAKERY_FAIL_API=Operation[,Operation...]` makes those API calls
@@ -193,6 +323,165 @@ pub mod fault {
     }
 }
 
+/// Every retry the SDK makes is said on stderr: which call, in which region, which attempt, and
+/// why the previous one failed (the service's error code and HTTP status, or "no answer within
+/// the attempt timeout"). Repeats of the same line are rate-limited (64 blocks throttled at once
+/// say each attempt once).
+pub mod retry_log {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::interceptors::context::{
+        BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    };
+    use aws_smithy_runtime_api::client::interceptors::Intercept;
+    use aws_smithy_runtime_api::client::retries::RequestAttempts;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+    #[derive(Debug)]
+    pub struct RetryLog {
+        region: String,
+    }
+
+    impl RetryLog {
+        pub fn new(region: &str) -> RetryLog {
+            RetryLog {
+                region: region.to_string(),
+            }
+        }
+    }
+
+    /// Why the last attempt of this call failed (kept between attempts in the call's config bag).
+    #[derive(Debug, Clone)]
+    struct LastFailure(String);
+
+    impl Storable for LastFailure {
+        type Storer = StoreReplace<Self>;
+    }
+
+    /// The error code of a failed answer: the `x-amzn-errortype` header (REST-JSON: EBS), a
+    /// JSON `__type`/`code`, or the XML `<Code>` (query and EC2 protocols). Only for saying why.
+    pub fn error_code(errortype_header: Option<&str>, body: &[u8]) -> Option<String> {
+        if let Some(h) = errortype_header.filter(|h| !h.is_empty()) {
+            return Some(h.split(':').next().unwrap_or(h).to_string());
+        }
+        let text = std::str::from_utf8(body).ok()?;
+        if let Some(start) = text.find("<Code>") {
+            let rest = &text[start + 6..];
+            return rest
+                .find("</Code>")
+                .map(|end| rest[..end].trim().to_string());
+        }
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        ["__type", "code", "Code"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(|c| c.as_str()))
+            .map(|c| c.rsplit('#').next().unwrap_or(c).to_string())
+    }
+
+    /// Log `line` unless the same `key` was logged in the last 5 s (then count it, and say the
+    /// count with the next line that goes out).
+    pub fn say(key: &str, line: &str) {
+        static SEEN: Mutex<Option<HashMap<String, (Instant, u32)>>> = Mutex::new(None);
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let map = seen.get_or_insert_with(HashMap::new);
+        let now = Instant::now();
+        match map.get_mut(key) {
+            Some((at, skipped)) if now.duration_since(*at) < Duration::from_secs(5) => {
+                *skipped += 1;
+            }
+            entry => {
+                let skipped = entry.map(|(_, s)| *s).unwrap_or(0);
+                let more = if skipped > 0 {
+                    format!(" (and {skipped} more like it)")
+                } else {
+                    String::new()
+                };
+                tracing::warn!("{line}{more}");
+                map.insert(key.to_string(), (now, 0));
+            }
+        }
+    }
+
+    fn operation(cfg: &ConfigBag) -> (String, String) {
+        cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| (m.service().to_string(), m.name().to_string()))
+            .unwrap_or_default()
+    }
+
+    impl Intercept for RetryLog {
+        fn name(&self) -> &'static str {
+            "BakeryRetryLog"
+        }
+
+        fn read_after_attempt(
+            &self,
+            ctx: &FinalizerInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let Some(Err(e)) = ctx.output_or_error() else {
+                return Ok(());
+            };
+            let why = if e.is_timeout_error() {
+                "no answer within the attempt timeout".to_string()
+            } else if let Some(c) = e.as_connector_error() {
+                if c.is_timeout() {
+                    "no answer within the connect or read timeout".to_string()
+                } else {
+                    "connection failed".to_string()
+                }
+            } else if let Some(resp) = ctx.response() {
+                let status = resp.status().as_u16();
+                let code = error_code(
+                    resp.headers().get("x-amzn-errortype"),
+                    resp.body().bytes().unwrap_or_default(),
+                );
+                match code {
+                    Some(c) => format!("{c} (HTTP {status})"),
+                    None => format!("HTTP {status}"),
+                }
+            } else {
+                "the answer could not be read".to_string()
+            };
+            cfg.interceptor_state().store_put(LastFailure(why));
+            Ok(())
+        }
+
+        fn read_before_attempt(
+            &self,
+            _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let attempt = cfg
+                .load::<RequestAttempts>()
+                .map(|a| a.attempts())
+                .unwrap_or(1);
+            if attempt < 2 {
+                return Ok(());
+            }
+            let why = cfg
+                .load::<LastFailure>()
+                .map(|f| f.0.clone())
+                .unwrap_or_else(|| "a transient error".into());
+            let (service, op) = operation(cfg);
+            say(
+                &format!("{service}/{op}/{}/{why}/{attempt}", self.region),
+                &format!(
+                    "{service} {op} ({}): {why}; retrying with backoff, attempt {attempt} of {}",
+                    self.region,
+                    super::MAX_ATTEMPTS
+                ),
+            );
+            Ok(())
+        }
+    }
+}
+
 /// One line for an SDK error: the service's code and message when there is one.
 pub fn describe_sdk_error<E, R>(e: &aws_sdk_ec2::error::SdkError<E, R>) -> String
 where
@@ -232,7 +521,10 @@ where
                 format!("cannot reach the AWS endpoint{endpoint} ({why}); check the network, the region and AWS_ENDPOINT_URL")
             }
         }
-        SdkError::TimeoutError(_) => "the AWS call timed out".into(),
+        SdkError::TimeoutError(_) => {
+            "no answer within the timeouts after retries (BAKERY_AWS_ATTEMPT_TIMEOUT, BAKERY_AWS_OPERATION_TIMEOUT bound each call); check the network or the endpoint"
+                .into()
+        }
         SdkError::ConstructionFailure(_) => {
             // The whole chain: an interceptor's error says only that it failed, its source why.
             let mut parts = Vec::new();
@@ -332,5 +624,62 @@ mod tests {
             aws_smithy_types::error::display::DisplayErrorContext(&e)
         );
         assert!(!msg.contains("injected"), "{msg}");
+    }
+
+    #[test]
+    fn timeouts_come_from_the_environment_in_seconds_and_bad_values_name_the_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            Timeouts::from_lookup(env(&[])).unwrap(),
+            Timeouts::default()
+        );
+        let t = Timeouts::from_lookup(env(&[
+            ("BAKERY_AWS_ATTEMPT_TIMEOUT", "1.5"),
+            ("BAKERY_AWS_CONNECT_TIMEOUT", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(t.attempt, Duration::from_millis(1500));
+        assert_eq!(t.connect, Duration::from_secs(2));
+        assert_eq!(t.read, Timeouts::default().read);
+        let c = t.config();
+        assert_eq!(
+            c.operation_attempt_timeout(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(900)));
+        for bad in ["x", "0", "-1", "1e9"] {
+            let pairs: &'static [(&str, &str)] =
+                Box::leak(vec![("BAKERY_AWS_READ_TIMEOUT", bad)].into_boxed_slice());
+            let e = Timeouts::from_lookup(env(pairs)).unwrap_err();
+            assert!(e.starts_with("BAKERY_AWS_READ_TIMEOUT="), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_retry_says_the_service_error_code() {
+        use retry_log::error_code;
+        assert_eq!(
+            error_code(Some("ThrottlingException:http://x"), b""),
+            Some("ThrottlingException".into())
+        );
+        assert_eq!(
+            error_code(None, b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>"),
+            Some("RequestLimitExceeded".into())
+        );
+        assert_eq!(
+            error_code(
+                None,
+                br#"{"__type":"com.amazon#ServiceUnavailable","message":"x"}"#
+            ),
+            Some("ServiceUnavailable".into())
+        );
+        assert_eq!(error_code(None, b"<html>bad gateway</html>"), None);
     }
 }

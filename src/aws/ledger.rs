@@ -43,6 +43,12 @@ pub enum Resource {
         region: String,
         name: String,
     },
+    /// A CloudWatch alarm a deploy made for a new generation's scaling policy (AWS keeps an
+    /// alarm when its group is deleted).
+    Alarm {
+        region: String,
+        name: String,
+    },
 }
 
 impl Resource {
@@ -64,6 +70,7 @@ impl Resource {
             Resource::AutoScalingGroup { region, name } => {
                 format!("Auto Scaling group {name} ({region})")
             }
+            Resource::Alarm { region, name } => format!("CloudWatch alarm {name} ({region})"),
         }
     }
 
@@ -74,7 +81,8 @@ impl Resource {
             | Resource::Snapshot { region, .. }
             | Resource::Image { region, .. }
             | Resource::LaunchTemplateVersion { region, .. }
-            | Resource::AutoScalingGroup { region, .. } => region,
+            | Resource::AutoScalingGroup { region, .. }
+            | Resource::Alarm { region, .. } => region,
         }
     }
 }
@@ -318,6 +326,9 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> anyhow::Result<()> {
         } => super::launch_template::delete_version(&ctx.ec2(region), template_id, *version).await,
         Resource::AutoScalingGroup { region, name } => {
             super::asg::delete_group(&ctx.autoscaling(region), name).await
+        }
+        Resource::Alarm { region, name } => {
+            super::alarm::delete(&ctx.cloudwatch(region), std::slice::from_ref(name)).await
         }
         Resource::Volume { region, id } => {
             let ec2 = ctx.ec2(region);

@@ -1,6 +1,7 @@
 //! AWS: per-region SDK clients, the cleanup ledger, AMIs (find, register, copy, tag, share),
 //! EBS direct snapshot I/O, and volume mode on an EC2 bake host.
 
+pub mod alarm;
 pub mod ami;
 pub mod asg;
 pub mod client;

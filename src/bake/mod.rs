@@ -250,6 +250,10 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             layers: layers.iter().map(|l| l.name.clone()).collect(),
             plugins,
             tags: TagRule::Image(recipe.tags.clone()),
+            policy: Some(crate::provision::pkgdb::Policy {
+                allow_downgrade: recipe.allow_downgrade,
+                allow_remove: recipe.allow_remove.clone(),
+            }),
         },
         source,
         sink,

@@ -102,6 +102,10 @@ pub struct BakeArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Allow installing a package older than the one the base has (a downgrade, refused by default, whatever the package's dependencies).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+
     /// Print the plan and exit without touching anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -177,6 +181,7 @@ impl BakeArgs {
             copy_to: self.aws.publish.copy_to.clone(),
             share_with: self.aws.publish.share_with.clone(),
             mode: self.aws.mode.map(Into::into),
+            allow_downgrade: self.allow_downgrade,
             ami: self.aws.publish.ami.spec(),
         }
     }

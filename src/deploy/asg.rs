@@ -1,8 +1,8 @@
 //! Auto Scaling groups: describe, what they launch from, point them at a launch template
-//! version, copy one as the next generation, suspend/resume, resize, delete.
+//! version, suspend/resume, resize, delete (`clone` makes a group the copy of another).
 
 use anyhow::{Context, Result};
-use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplate, MixedInstancesPolicy, Tag};
+use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplate, MixedInstancesPolicy};
 use aws_sdk_autoscaling::Client;
 
 use super::lt::LtRef;
@@ -98,7 +98,7 @@ pub fn source(g: &AutoScalingGroup, region: &str) -> Result<Source> {
 }
 
 /// The mixed instances policy of `g` with its launch template replaced by `spec`.
-fn mixed_with(
+pub(crate) fn mixed_with(
     g: &AutoScalingGroup,
     spec: aws_sdk_autoscaling::types::LaunchTemplateSpecification,
 ) -> Option<MixedInstancesPolicy> {
@@ -161,127 +161,6 @@ pub fn size(g: &AutoScalingGroup) -> Size {
         max: g.max_size().unwrap_or(0),
         desired: g.desired_capacity().unwrap_or(0),
     }
-}
-
-/// Create `new_name` as a copy of `from` (subnets, target groups, health checks, termination
-/// policies, tags...) launching from `template_id` version `version`, with `size` and the
-/// extra (non-propagated) tags.
-#[allow(clippy::too_many_arguments)]
-pub async fn create_generation(
-    asg: &Client,
-    from: &AutoScalingGroup,
-    src: &Source,
-    new_name: &str,
-    template_id: &str,
-    version: i64,
-    sz: Size,
-    extra: Vec<Tag>,
-) -> Result<()> {
-    let spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-        .launch_template_id(template_id)
-        .version(version.to_string())
-        .build();
-    let mut tags: Vec<Tag> = from
-        .tags()
-        .iter()
-        .filter(|t| {
-            t.key()
-                .is_some_and(|k| !k.starts_with("bakery:") && !k.starts_with("aws:"))
-        })
-        .map(|t| {
-            Tag::builder()
-                .resource_id(new_name)
-                .resource_type("auto-scaling-group")
-                .set_key(t.key().map(String::from))
-                .set_value(t.value().map(String::from))
-                .set_propagate_at_launch(t.propagate_at_launch())
-                .build()
-        })
-        .collect();
-    tags.extend(extra);
-    let mut q = asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(new_name)
-        .min_size(sz.min)
-        .max_size(sz.max)
-        .desired_capacity(sz.desired)
-        .set_vpc_zone_identifier(
-            from.vpc_zone_identifier()
-                .filter(|s| !s.is_empty())
-                .map(String::from),
-        )
-        .set_target_group_arns(non_empty(from.target_group_arns()))
-        .set_load_balancer_names(non_empty(from.load_balancer_names()))
-        .set_health_check_type(from.health_check_type().map(String::from))
-        .set_health_check_grace_period(from.health_check_grace_period())
-        .set_default_cooldown(from.default_cooldown())
-        .set_termination_policies(non_empty(from.termination_policies()))
-        .set_new_instances_protected_from_scale_in(from.new_instances_protected_from_scale_in())
-        .set_capacity_rebalance(from.capacity_rebalance())
-        .set_max_instance_lifetime(from.max_instance_lifetime())
-        .set_default_instance_warmup(from.default_instance_warmup())
-        .set_tags(Some(tags));
-    if from.vpc_zone_identifier().is_none_or(|s| s.is_empty()) {
-        q = q.set_availability_zones(Some(from.availability_zones().to_vec()));
-    }
-    q = match src {
-        Source::Template(_) => q.launch_template(spec),
-        Source::Mixed(_) => q.set_mixed_instances_policy(mixed_with(from, spec)),
-    };
-    q.send().await.map_err(sdk).with_context(|| {
-        format!(
-            "creating Auto Scaling group {new_name} (copy of {})",
-            name(from)
-        )
-    })?;
-    Ok(())
-}
-
-fn non_empty(v: &[String]) -> Option<Vec<String>> {
-    (!v.is_empty()).then(|| v.to_vec())
-}
-
-/// Copy the scaling policies of `from` to `to`.
-pub async fn copy_policies(asg: &Client, from: &str, to: &str) -> Result<usize> {
-    let out = asg
-        .describe_policies()
-        .auto_scaling_group_name(from)
-        .send()
-        .await
-        .map_err(sdk)
-        .with_context(|| format!("listing the scaling policies of {from}"))?;
-    let mut n = 0;
-    for p in out.scaling_policies() {
-        asg.put_scaling_policy()
-            .auto_scaling_group_name(to)
-            .set_policy_name(p.policy_name().map(String::from))
-            .set_policy_type(p.policy_type().map(String::from))
-            .set_adjustment_type(p.adjustment_type().map(String::from))
-            .set_min_adjustment_magnitude(p.min_adjustment_magnitude())
-            .set_scaling_adjustment(p.scaling_adjustment())
-            .set_cooldown(p.cooldown())
-            .set_metric_aggregation_type(p.metric_aggregation_type().map(String::from))
-            .set_step_adjustments(Some(p.step_adjustments().to_vec()).filter(|v| !v.is_empty()))
-            .set_estimated_instance_warmup(p.estimated_instance_warmup())
-            .set_target_tracking_configuration(p.target_tracking_configuration().cloned())
-            .set_enabled(p.enabled())
-            .set_predictive_scaling_configuration(
-                p.predictive_scaling_configuration()
-                    .cloned()
-                    .filter(|c| !c.metric_specifications().is_empty()),
-            )
-            .send()
-            .await
-            .map_err(sdk)
-            .with_context(|| {
-                format!(
-                    "copying scaling policy {} from {from} to {to}",
-                    p.policy_name().unwrap_or("?")
-                )
-            })?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 pub async fn suspend(asg: &Client, name: &str, processes: &[&str]) -> Result<()> {

@@ -64,6 +64,27 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, r: &LtRef) -> Result<Resolved> {
     })
 }
 
+/// Whether `image` is still registered in this region (an image a rollback would return to may
+/// have been pruned). DescribeImages answers a deregistered id with InvalidAMIID.NotFound (or,
+/// for a while, with the image in state `deregistered`).
+pub async fn image_exists(ec2: &aws_sdk_ec2::Client, image: &str) -> Result<bool> {
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    match ec2.describe_images().image_ids(image).send().await {
+        Ok(o) => Ok(o.images().iter().any(|i| {
+            i.image_id() == Some(image) && i.state().map(|s| s.as_str()) != Some("deregistered")
+        })),
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk(e)).with_context(|| format!("looking up image {image}")),
+    }
+}
+
 /// A new version of `template_id` copied from `source` with only ImageId changed.
 pub async fn create_version(
     ec2: &aws_sdk_ec2::Client,

@@ -3,13 +3,17 @@
 //!
 //! - `plan`: pure decisions (next generation, retention, waves, batches, what rollback restores)
 //! - `state`: what a deploy records as tags on the groups (rollback/status need nothing else)
-//! - `lt`, `asg`, `targets`: launch template versions, groups, target health
+//! - `lt`, `asg`, `targets`: launch template versions, groups, target health (target groups and
+//!   Classic Load Balancers)
+//! - `clone`, `alarms`: the next red/black generation as a faithful copy of the serving one
 //! - `swap`, `rolling`, `redblack` (+ `canary`): the strategies and their rollbacks
 //! - `status`: what a cluster or group runs now
 //! - `hooks`: the plugin hook points (pre-deploy, post-deploy, deploy-failed, rollback)
 
+pub mod alarms;
 pub mod asg;
 pub mod canary;
+pub mod clone;
 pub mod hooks;
 pub mod lt;
 pub mod plan;
@@ -215,7 +219,8 @@ pub struct Options {
 }
 
 /// Check one region before anything changes: the image is there, the group or cluster is there
-/// and launches from a launch template.
+/// and launches from a launch template, every tag bakery writes fits in AWS's limit, and a
+/// cluster's serving generation can be cloned faithfully (`clone::check`).
 async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) -> Result<()> {
     let ec2 = ctx.ec2(region);
     let found = match ec2.describe_images().image_ids(image).send().await {
@@ -239,6 +244,14 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
                 .await?
                 .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
             asg::source(&g, region)?;
+            let keys: Vec<&str> = g.tags().iter().filter_map(|t| t.key()).collect();
+            clone::check_tag_room(
+                name,
+                region,
+                &keys,
+                &[state::SWAP_TAG],
+                "the deploy record bakery keeps for a rollback",
+            )?;
         }
         Target::Cluster(c) => {
             let groups = asg::cluster_groups(&a, c).await?;
@@ -251,6 +264,9 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
             })?;
             asg::source(serving, region)?;
             redblack::check_pending(&groups, c, region, image)?;
+            let next = redblack::next_name(c, &groups)?;
+            let s = clone::read(ctx, region, serving).await?;
+            clone::check(&s, region, &next, state::GEN_TAG)?;
         }
     }
     Ok(())
@@ -363,6 +379,8 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
     signals::install();
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
+    // No credentials, or a BAKERY_AWS_*_TIMEOUT that is not a number: one line, exit 2.
+    rt.block_on(ctx.require_credentials())?;
     let (jobs, manifest) = images(args, &ctx)?;
     let regions: Vec<String> = jobs.iter().map(|(r, _)| r.clone()).collect();
     let waves = plan::waves(args.waves.as_deref(), &regions)?;
@@ -599,6 +617,8 @@ pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
     let plugins = hooks::resolve(&args.plugins)?;
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
+    // No credentials, or a BAKERY_AWS_*_TIMEOUT that is not a number: one line, exit 2.
+    rt.block_on(ctx.require_credentials())?;
     let regions = regions_of(&args.target, &ctx)?;
     let wait = Wait::of(&args.wait);
     let runs = regions.iter().map(|r| {
@@ -652,11 +672,24 @@ pub fn run_status(args: &StatusArgs) -> Result<i32> {
     let target = Target::of(&args.target)?;
     let rt = runtime()?;
     let ctx = rt.block_on(AwsContext::load());
+    // No credentials, or a BAKERY_AWS_*_TIMEOUT that is not a number: one line, exit 2.
+    rt.block_on(ctx.require_credentials())?;
     let regions = regions_of(&args.target, &ctx)?;
     let runs = regions.iter().map(|r| status::region(&ctx, r, &target));
     let mut out = Vec::new();
     for r in rt.block_on(futures::future::join_all(runs)) {
         out.push(r?);
+    }
+    if let Target::Cluster(c) = &target {
+        if out
+            .iter()
+            .all(|r| r["generations"].as_array().is_none_or(|g| g.is_empty()))
+        {
+            return Err(input!(
+                "cluster {c} has no generation in {} (no Auto Scaling group named {c} or {c}-vNNN); check --cluster and --region",
+                regions.join(", ")
+            ));
+        }
     }
     let v = json!({"kind": "status", "target": target, "regions": out});
     if args.json {

@@ -1,9 +1,10 @@
-//! Red/black (Asgard, Spinnaker): the next generation `CLUSTER-vNNN` beside the serving one,
-//! same sizes, subnets, target groups, tags and policies, launching the new image; once all of
-//! it is InService and healthy in every target group the old generation is disabled (its
-//! instances deregistered, Launch/Terminate/AddToLoadBalancer suspended) but kept running for
-//! an instant rollback; generations beyond `--keep` are deleted. Optionally a canary generation
-//! of a few instances is judged first.
+//! Red/black (Asgard, Spinnaker): the next generation `CLUSTER-vNNN` beside the serving one, a
+//! faithful clone of it (`clone`: settings, hooks, policies and their alarms, schedule, tags...)
+//! launching the new image; once all of it is InService and healthy in every target group and
+//! Classic Load Balancer the old generation is disabled (its instances deregistered from both,
+//! Launch/Terminate/AddToLoadBalancer suspended) but kept running for an instant rollback;
+//! generations beyond `--keep` are deleted (with the alarms bakery made for them). Optionally a
+//! canary generation of a few instances is judged first.
 //!
 //! The deploy's progress is a tag on the new generation ([`GenRecord`]): an interrupted deploy
 //! is resumed by running it again, or undone by `bakery rollback`.
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 use super::asg::{self, Size, DISABLE_PROCESSES};
 use super::plan::{self, Gen};
 use super::state::{self, GenRecord, GEN_TAG};
-use super::{canary, lt, targets, Options, Wait};
+use super::{alarms, canary, clone, lt, targets, Options, Wait};
 use crate::aws::client::AwsContext;
 use crate::aws::ledger::{Ledger, Resource};
 use crate::input;
@@ -68,7 +69,7 @@ pub fn serving(groups: &[AutoScalingGroup]) -> Option<&AutoScalingGroup> {
         .copied()
 }
 
-fn gens(cluster: &str, groups: &[AutoScalingGroup]) -> Vec<Gen> {
+pub(crate) fn gens(cluster: &str, groups: &[AutoScalingGroup]) -> Vec<Gen> {
     groups
         .iter()
         .map(|g| Gen {
@@ -79,28 +80,27 @@ fn gens(cluster: &str, groups: &[AutoScalingGroup]) -> Vec<Gen> {
         .collect()
 }
 
-/// Put a generation in service: resume its processes, register its instances.
+/// Put a generation in service: resume its processes, register its instances with its target
+/// groups and Classic Load Balancers.
 pub async fn enable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<()> {
     asg::resume(&ctx.autoscaling(region), asg::name(g), &DISABLE_PROCESSES).await?;
-    targets::register(
-        &ctx.elbv2(region),
-        g.target_group_arns(),
-        &asg::instance_ids(g),
-        true,
-    )
-    .await
+    targets::register_group(ctx, region, g, true).await
 }
 
-/// Take a generation out of service but keep it running: suspend, then deregister.
+/// Take a generation out of service but keep it running: suspend, then deregister its instances
+/// from its target groups and Classic Load Balancers (the group stays attached to them, so a
+/// rollback knows where to put them back).
 pub async fn disable(ctx: &AwsContext, region: &str, g: &AutoScalingGroup) -> Result<()> {
     asg::suspend(&ctx.autoscaling(region), asg::name(g), &DISABLE_PROCESSES).await?;
-    targets::register(
-        &ctx.elbv2(region),
-        g.target_group_arns(),
-        &asg::instance_ids(g),
-        false,
-    )
-    .await
+    targets::register_group(ctx, region, g, false).await
+}
+
+/// The name the next generation of `cluster` gets (or the one of the deploy in progress).
+pub fn next_name(cluster: &str, groups: &[AutoScalingGroup]) -> Result<String> {
+    match pending(groups) {
+        Some((g, _)) => Ok(asg::name(&g).to_string()),
+        None => plan::next_generation(cluster, &gens(cluster, groups)),
+    }
 }
 
 pub async fn deploy(
@@ -175,7 +175,8 @@ async fn deploy_inner(
     check_pending(&groups, cluster, region, image)?;
     let pending = pending(&groups);
 
-    let (new_name, mut rec, from_g, resumed) = match pending {
+    let mut copied: Option<clone::Copied>;
+    let (new_name, mut rec, from_g, resumed, serving_state) = match pending {
         Some((g, r)) if r.image == image => {
             let from = r.from.clone().unwrap_or_default();
             let from_g = groups
@@ -204,7 +205,21 @@ async fn deploy_inner(
                 region: region.into(),
                 name: asg::name(&g).into(),
             });
-            (asg::name(&g).to_string(), r, from_g, true)
+            // What the interrupted run may not have copied yet (every step is create-or-replace;
+            // the checks ran when the generation was made, and `from` may be half-disabled now).
+            let serving_state = clone::read(ctx, region, &from_g).await?;
+            copied = Some(
+                clone::settle(
+                    ctx,
+                    region,
+                    &serving_state,
+                    asg::name(&g),
+                    r.phase != "canary",
+                    ledger,
+                )
+                .await?,
+            );
+            (asg::name(&g).to_string(), r, from_g, true, serving_state)
         }
         Some(_) => unreachable!("check_pending refused another image"),
         None => {
@@ -215,6 +230,9 @@ async fn deploy_inner(
                 );
             }
             let new_name = plan::next_generation(cluster, &gens(cluster, &groups))?;
+            // Everything the new generation must carry, read and checked before anything is made.
+            let serving_state = clone::read(ctx, region, &serving_g).await?;
+            clone::check(&serving_state, region, &new_name, GEN_TAG)?;
             if src.lt().version == "$Latest" {
                 // The version made next would become the serving generation's $Latest (and a
                 // rollback's): pin it to the number it runs now, which changes nothing it launches.
@@ -262,9 +280,9 @@ async fn deploy_inner(
                 region: region.into(),
                 name: new_name.clone(),
             });
-            asg::create_generation(
+            clone::create(
                 &a,
-                &serving_g,
+                &serving_state,
                 &src,
                 &new_name,
                 &cur.template_id,
@@ -273,14 +291,25 @@ async fn deploy_inner(
                 vec![tag],
             )
             .await?;
-            let n = asg::copy_policies(&a, asg::name(&serving_g), &new_name).await?;
+            // A canary gets the schedule when it is promoted: a scheduled action must not resize it.
+            copied = Some(
+                clone::settle(
+                    ctx,
+                    region,
+                    &serving_state,
+                    &new_name,
+                    o.canary.is_none(),
+                    ledger,
+                )
+                .await?,
+            );
             info!(
-                "{region}: created {new_name} ({} instances{}, {n} scaling policies) from {}",
+                "{region}: created {new_name} ({} instances{}) from {}",
                 sz.desired,
                 if o.canary.is_some() { ", canary" } else { "" },
                 asg::name(&serving_g)
             );
-            (new_name, rec, serving_g.clone(), false)
+            (new_name, rec, serving_g.clone(), false, serving_state)
         }
     };
     let from_name = asg::name(&from_g).to_string();
@@ -318,6 +347,10 @@ async fn deploy_inner(
         rec.phase = "deploying".into();
         state::write(&a, &new_name, GEN_TAG, &rec).await?;
         asg::resize(&a, &new_name, asg::size(&from_g)).await?;
+        let n = clone::copy_schedule(&a, &serving_state, &new_name).await?;
+        if let Some(c) = copied.as_mut() {
+            c.scheduled_actions = n;
+        }
         targets::wait_healthy(ctx, region, &new_name, &HashSet::new(), &o.wait).await?;
     }
 
@@ -334,6 +367,9 @@ async fn deploy_inner(
     }
     ledger.commit();
     info!("{region}: {new_name} serves {image}; {from_name} disabled (kept for rollback)");
+    if let Err(e) = clone::protect(&a, &serving_state, &new_name).await {
+        warn!("{region}: {e:#}");
+    }
 
     // Retention: never the new (serving) generation nor the one a rollback would re-enable.
     let groups = asg::cluster_groups(&a, cluster).await?;
@@ -343,7 +379,13 @@ async fn deploy_inner(
         &[new_name.as_str(), from_name.as_str()],
     );
     let mut deleted = Vec::new();
+    let cw = ctx.cloudwatch(region);
     for d in &doomed {
+        // The alarms bakery made for it first: AWS keeps alarms when their group goes, and
+        // finds them through the group's policies only while it exists.
+        if let Err(e) = alarms::delete_made_for(&a, &cw, d).await {
+            warn!("{region}: retention: the alarms of {d}: {e:#}");
+        }
         match asg::start_delete(&a, d).await {
             Ok(()) => deleted.push(d.clone()),
             Err(e) => warn!("{region}: retention: {e:#}"),
@@ -360,6 +402,7 @@ async fn deploy_inner(
     Ok(json!({
         "cluster": cluster, "serving": new_name, "disabled": from_name, "launch_template": rec.lt,
         "launch_template_version": rec.v, "canary_score": score, "resumed": resumed, "deleted": deleted,
+        "carried": copied,
     }))
 }
 
@@ -392,6 +435,16 @@ pub async fn rollback(ctx: &AwsContext, region: &str, cluster: &str, wait: &Wait
         .find(|g| asg::name(g) == prev_name)
         .cloned()
         .ok_or_else(|| anyhow!("{prev_name}, the generation before {} ({region}), was deleted: nothing to roll back to", asg::name(&newer)))?;
+    // The generation re-enabled launches its own launch template version: its image must still
+    // exist, or every instance it launches (now, or to replace one) fails.
+    let prev_src = asg::source(&prev, region)?;
+    let prev_lt = lt::resolve(&ctx.ec2(region), prev_src.lt()).await?;
+    if !lt::image_exists(&ctx.ec2(region), &prev_lt.image_id).await? {
+        return Err(input!(
+            "cluster {cluster} ({region}): rolling back to {prev_name} would serve image {}, which is no longer registered (pruned or deregistered); nothing was changed: deploy an image that exists instead",
+            prev_lt.image_id
+        ));
+    }
     enable(ctx, region, &prev).await?;
     targets::wait_healthy(ctx, region, &prev_name, &HashSet::new(), wait)
         .await
@@ -404,7 +457,9 @@ pub async fn rollback(ctx: &AwsContext, region: &str, cluster: &str, wait: &Wait
         r.phase = "rolled-back".into();
         state::write(&a, &newer_name, GEN_TAG, &r).await?;
     } else {
-        // An interrupted deploy: remove what it half-made.
+        // An interrupted deploy: remove what it half-made (its alarms first: they are found
+        // through its scaling policies).
+        alarms::delete_made_for(&a, &ctx.cloudwatch(region), &newer_name).await?;
         asg::delete_group(&a, &newer_name).await?;
         lt::delete_version(&ctx.ec2(region), &rec.lt, rec.v).await?;
     }

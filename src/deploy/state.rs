@@ -7,7 +7,7 @@ use aws_sdk_autoscaling::types::{AutoScalingGroup, Tag};
 use serde::{Deserialize, Serialize};
 
 /// On an ASG deployed by swap/rolling: [`SwapRecord`].
-pub const SWAP_TAG: &str = "bakery:swap";
+pub const SWAP_TAG: &str = crate::aws::asg::SWAP_RECORD_TAG;
 /// On a generation made by red/black: [`GenRecord`].
 pub const GEN_TAG: &str = "bakery:deploy";
 
@@ -142,6 +142,42 @@ mod tests {
             phase: "rolled-back".into(),
         };
         let t = tag("app-prod", SWAP_TAG, &r).unwrap();
+        // `images prune` reads the rollback target of this record without this module.
+        let g = AutoScalingGroup::builder()
+            .auto_scaling_group_name("app-prod")
+            .tags(
+                aws_sdk_autoscaling::types::TagDescription::builder()
+                    .key(SWAP_TAG)
+                    .set_value(t.value().map(String::from))
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            crate::aws::asg::rollback_target(&g).unwrap(),
+            None,
+            "a rolled-back deploy has no rollback target"
+        );
+        let live = tag(
+            "app-prod",
+            SWAP_TAG,
+            &SwapRecord {
+                phase: "done".into(),
+                ..r.clone()
+            },
+        )
+        .unwrap();
+        let g = AutoScalingGroup::builder()
+            .tags(
+                aws_sdk_autoscaling::types::TagDescription::builder()
+                    .key(SWAP_TAG)
+                    .set_value(live.value().map(String::from))
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            crate::aws::asg::rollback_target(&g).unwrap(),
+            Some((r.id.clone(), r.prev_image.clone()))
+        );
         assert!(t.value().unwrap().len() < 256);
         assert_eq!(
             serde_json::from_str::<SwapRecord>(t.value().unwrap()).unwrap(),

@@ -123,9 +123,10 @@ pub fn table(v: &Value) -> String {
                     is.iter()
                         .filter(|i| {
                             i["lifecycle"] == "InService"
-                                && i["targets"]
-                                    .as_object()
-                                    .is_none_or(|t| t.values().all(|s| s == "healthy"))
+                                && i["targets"].as_object().is_none_or(|t| {
+                                    t.values()
+                                        .all(|s| s.as_str().is_some_and(targets::is_healthy))
+                                })
                         })
                         .count()
                 })

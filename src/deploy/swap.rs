@@ -176,6 +176,15 @@ pub async fn rollback(ctx: &AwsContext, region: &str, name: &str) -> Result<Valu
             rec.id
         ));
     }
+    // Never point a group back at an image that is gone (pruned, deregistered by hand): its
+    // instances would fail to launch.
+    if !lt::image_exists(&ctx.ec2(region), &rec.prev_image).await? {
+        return Err(input!(
+            "{name} ({region}): rolling back deploy {} would return it to image {}, which is no longer registered (pruned or deregistered); nothing was changed: deploy an image that exists instead",
+            rec.id,
+            rec.prev_image
+        ));
+    }
     let did = undo(ctx, region, name, &rec)
         .await
         .with_context(|| format!("rolling back deploy {} of {name}", rec.id))?;

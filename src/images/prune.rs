@@ -86,6 +86,18 @@ pub fn run(args: &PruneArgs) -> Result<PruneReport> {
                 prune_region(&ctx, &region, &args.app, args.keep as usize, args.dry_run).await,
             );
         }
+        if reports
+            .iter()
+            .all(|r| r.images.is_empty() && r.errors.is_empty())
+        {
+            let names: Vec<&str> = reports.iter().map(|r| r.region.as_str()).collect();
+            return Err(input!(
+                "no AMI of app `{}` in {} (an app's AMIs are this account's images whose `appversion` tag is `{}-VERSION[-RELEASE]`); check --app and --region",
+                args.app,
+                names.join(", "),
+                args.app
+            ));
+        }
         Ok(PruneReport {
             app: args.app.clone(),
             keep: args.keep as usize,

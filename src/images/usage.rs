@@ -1,7 +1,11 @@
 //! What uses an AMI in a region, for pruning: the launch template version each ASG resolves to
 //! (its own template, and every template of a mixed-instances policy, with `$Default`/`$Latest`
-//! resolved), each ASG's launch configuration, and every instance that is pending, running,
-//! stopping or stopped. Any lookup that fails fails the whole region: never prune on a guess.
+//! resolved), each ASG's launch configuration, the `$Default` and `$Latest` version of **every**
+//! launch template (a template no group uses still launches instances: RunInstances, Spot
+//! fleets, a batch job; widdix/aws-amicleaner#5), the image a bakery rollback record on a group
+//! would return it to (`bakery:swap`: a red/black rollback re-enables a generation, whose own
+//! template version is counted above), and every instance that is pending, running, stopping or
+//! stopped. Any lookup that fails fails the whole region: never prune on a guess.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +14,18 @@ use aws_sdk_ec2::types::Filter;
 
 use crate::aws::client::{describe_sdk_error, AwsContext};
 use crate::aws::launch_template::LtRef;
+
+/// The highest version number among those DescribeLaunchTemplateVersions returned for
+/// `$Default` and `$Latest` (the latest one).
+fn latest_of(
+    out: &aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput,
+) -> i64 {
+    out.launch_template_versions()
+        .iter()
+        .filter_map(|v| v.version_number())
+        .max()
+        .unwrap_or_default()
+}
 
 /// Every launch template (with version) an ASG launches from.
 pub fn asg_templates(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<LtRef> {
@@ -119,6 +135,87 @@ pub async fn images_in_use(
                 .entry(lc.to_string())
                 .or_default()
                 .push(asg.to_string());
+        }
+    }
+
+    // Every launch template's $Default and $Latest, used by a group or not.
+    let mut token: Option<String> = None;
+    let mut templates: Vec<(String, String)> = Vec::new();
+    loop {
+        let page = ec2
+            .describe_launch_templates()
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "listing launch templates in {region}: {}",
+                    describe_sdk_error(&e)
+                )
+            })?;
+        templates.extend(page.launch_templates().iter().filter_map(|t| {
+            Some((
+                t.launch_template_id()?.to_string(),
+                t.launch_template_name().unwrap_or_default().to_string(),
+            ))
+        }));
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    for (id, name) in &templates {
+        let out = ec2
+            .describe_launch_template_versions()
+            .launch_template_id(id)
+            .versions("$Default")
+            .versions("$Latest")
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "reading launch template {name} ({id}) in {region}: {}",
+                    describe_sdk_error(&e)
+                )
+            })?;
+        let mut seen = BTreeSet::new();
+        for v in out.launch_template_versions() {
+            let number = v.version_number().unwrap_or_default();
+            if !seen.insert(number) {
+                continue;
+            }
+            let image = v
+                .launch_template_data()
+                .and_then(|d| d.image_id())
+                .unwrap_or_default();
+            if image.starts_with("resolve:ssm:") {
+                return Err(anyhow!(
+                    "launch template {name} ({id}) version {number} in {region} takes its image from SSM ({image}); bakery cannot tell which AMI that is, so nothing is pruned in {region}"
+                ));
+            }
+            if image.is_empty() {
+                continue;
+            }
+            let which = match (v.default_version(), number == latest_of(&out)) {
+                (Some(true), true) => "$Default, $Latest",
+                (Some(true), false) => "$Default",
+                _ => "$Latest",
+            };
+            uses.entry(image.to_string())
+                .or_default()
+                .push(format!("launch template {name} version {number} ({which})"));
+        }
+    }
+
+    // What a bakery rollback would return a group to.
+    for g in &groups {
+        let asg = g.auto_scaling_group_name().unwrap_or_default();
+        let target = crate::aws::asg::rollback_target(g)
+            .map_err(|e| anyhow!("{e:#} (in {region}); nothing is pruned in {region}"))?;
+        if let Some((id, image)) = target {
+            uses.entry(image).or_default().push(format!(
+                "`bakery rollback --asg {asg}` returns to it (deploy {id})"
+            ));
         }
     }
 

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 mod ar;
 mod deb;
+pub mod richdep;
 mod rpm;
 #[cfg(test)]
 mod tests;
+pub mod version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +82,14 @@ impl PackageInfo {
             pre_depends: Vec::new(),
             provides: Vec::new(),
             requires: Vec::new(),
+        }
+    }
+
+    /// The version as the package databases write it: `[epoch:]version[-release]`.
+    pub fn evr(&self) -> String {
+        match &self.epoch {
+            Some(e) if !e.is_empty() && e != "0" => format!("{e}:{}", self.full_version()),
+            _ => self.full_version(),
         }
     }
 

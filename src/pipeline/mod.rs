@@ -78,6 +78,9 @@ pub struct Job {
     /// Plugins found and checked up front.
     pub plugins: Vec<(PluginSpec, PathBuf)>,
     pub tags: TagRule,
+    /// The package policy a bake's steps are held to (downgrades, removals of base packages);
+    /// `None` for base builds and refreshes, which may change any package.
+    pub policy: Option<crate::provision::pkgdb::Policy>,
 }
 
 /// How a job's image is tagged (the tags go on every AMI and snapshot, and into the manifest).
@@ -142,6 +145,7 @@ impl Job {
             upload: None,
             os: facts.os.clone(),
             arch: facts.arch.clone(),
+            package_changes: facts.package_changes.clone(),
             tags: tags
                 .into_iter()
                 .filter(|(k, _)| !k.starts_with("bakery:"))
@@ -319,6 +323,7 @@ mod tests {
             layers: vec![],
             plugins: vec![],
             tags,
+            policy: None,
         }
     }
 

@@ -137,6 +137,7 @@ pub fn provision(
         packages: package_checks(&job.packages),
         plugins: job.plugins.clone(),
         bake_id: work.bake_id.clone(),
+        policy: job.policy.clone(),
     };
     stages.run("provision", |st| {
         let outcome = run_session(&plan, st.progress())?;

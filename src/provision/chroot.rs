@@ -11,16 +11,20 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use sys_mount::{Mount, MountFlags, UnmountFlags};
 use tracing::{debug, warn};
 
 use super::plan::PartitionDev;
+use super::resolv::{self, Found, Restore, Setup};
+use crate::sys::inroot::{InRoot, Kind};
 use crate::sys::{procs, signals};
 
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const POLICY_RC_D: &str =
     "#!/bin/sh\n# bakery: no service may start while an image is being baked\nexit 101\n";
+const POLICY: &str = "/usr/sbin/policy-rc.d";
+const POLICY_ORIG: &str = "/usr/sbin/policy-rc.d.bakery-orig";
 
 pub struct Chroot {
     pub root: PathBuf,
@@ -29,6 +33,45 @@ pub struct Chroot {
     echo: bool,
     /// What `prepare` changed in the image, undone by `restore`.
     prepared: bool,
+    /// The mounted image, reached without leaving it (opened once the root is mounted).
+    fs: Option<InRoot>,
+    /// How the host's DNS was provided (runtime file or our link), with the host's content.
+    resolv: Option<(Setup, String)>,
+    /// Warnings about the image said during restore (also logged).
+    pub notes: Vec<String>,
+}
+
+/// A command of the session that exited unsuccessfully: what ran, how it ended, and what it
+/// printed (its last 256 KiB), so the step can tell why from the real run's own output.
+#[derive(Debug, thiserror::Error)]
+#[error("`{}` failed ({status}): {}", short_cmd(.command), explain_tail(.output))]
+pub struct CommandFailed {
+    pub command: String,
+    /// `exit 100`, or the signal that ended it.
+    pub status: String,
+    pub output: String,
+}
+
+/// [`explain`] over the last 40 lines of `output`.
+fn explain_tail(output: &str) -> String {
+    let lines: Vec<String> = output.lines().map(str::to_string).collect();
+    explain(&lines[lines.len().saturating_sub(40)..])
+}
+
+/// What is at `path` in the image, the last component not followed.
+fn found(fs: &InRoot, path: &str) -> Found {
+    match fs.lstat(path) {
+        Err(_) => Found::Missing,
+        Ok(e) if e.kind == Kind::Link => Found::Link(
+            fs.read_link(path)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        Ok(_) => Found::File(
+            String::from_utf8_lossy(&fs.read_limited(path, 64 << 10).unwrap_or_default())
+                .into_owned(),
+        ),
+    }
 }
 
 impl Chroot {
@@ -44,7 +87,17 @@ impl Chroot {
             log: Arc::new(Mutex::new(log)),
             echo,
             prepared: false,
+            fs: None,
+            resolv: None,
+            notes: Vec::new(),
         })
+    }
+
+    /// The mounted image, every path resolved inside it.
+    pub fn fs(&self) -> Result<&InRoot> {
+        self.fs
+            .as_ref()
+            .context("the image is not mounted in the session yet")
     }
 
     pub fn path(&self, inside: &str) -> PathBuf {
@@ -91,6 +144,7 @@ impl Chroot {
             MountFlags::empty(),
             None,
         )?;
+        self.fs = Some(InRoot::open(&root).context("opening the mounted image")?);
         let fstab = std::fs::read_to_string(self.path("/etc/fstab")).unwrap_or_default();
         let layout = crate::disk::layout::Layout {
             table: crate::disk::layout::TableKind::Gpt,
@@ -200,22 +254,54 @@ impl Chroot {
         {
             return Err(crate::input!("the base image has no /bin/sh: its root filesystem is not a Linux system bakery can provision"));
         }
-        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-        // Done inside the chroot so a symlink in the image can never make us write on the host.
+        // The bake's UTS namespace carries the image's name, never the bake host's.
+        let fs = self.fs()?;
+        let name = super::isolate::image_hostname(fs.read_string("/etc/hostname").ok().as_deref());
+        super::isolate::set_hostname(&name)?;
         self.prepared = true;
-        self.sh(
-            "set -e
-             for f in /etc/resolv.conf /usr/sbin/policy-rc.d; do
-               if [ -e \"$f\" ] || [ -L \"$f\" ]; then mv -f \"$f\" \"$f.bakery-orig\"; fi
-             done
-             mkdir -p /usr/sbin /etc
-             cat > /etc/resolv.conf
-             printf '%s' \"$1\" > /usr/sbin/policy-rc.d
-             chmod 0755 /usr/sbin/policy-rc.d",
-            &[POLICY_RC_D],
-            Some(resolv),
-        )
-        .context("preparing the chroot (resolv.conf, policy-rc.d)")?;
+        self.install_policy()
+            .context("preparing the chroot (policy-rc.d)")?;
+        self.provide_dns()
+            .context("preparing the chroot (DNS in the session's /run)")?;
+        Ok(())
+    }
+
+    /// A `policy-rc.d` that forbids every service start (the image's own, if any, set aside).
+    fn install_policy(&self) -> Result<()> {
+        let fs = self.fs()?;
+        if fs.exists(POLICY) {
+            fs.rename(POLICY, POLICY_ORIG)?;
+        }
+        fs.create_dir_all("/usr/sbin")?;
+        fs.write(POLICY, POLICY_RC_D.as_bytes(), Some(0o755))?;
+        Ok(())
+    }
+
+    /// The host's DNS for the session, kept on the tmpfs /run (see `resolv`).
+    fn provide_dns(&mut self) -> Result<()> {
+        let host = String::from_utf8_lossy(&std::fs::read("/etc/resolv.conf").unwrap_or_default())
+            .into_owned();
+        let fs = self.fs()?;
+        let image = found(fs, resolv::RESOLV);
+        let setup = resolv::plan_setup(&image);
+        match &setup {
+            Setup::Runtime { path, .. } => {
+                if let Some((dir, _)) = path.rsplit_once('/') {
+                    fs.create_dir_all(dir)?;
+                }
+                fs.write(path, host.as_bytes(), Some(0o644))?;
+            }
+            Setup::Link => {
+                if image != Found::Missing {
+                    fs.rename(resolv::RESOLV, resolv::BACKUP)?;
+                }
+                fs.create_dir_all("/run/bakery")?;
+                fs.write(resolv::BAKE_RESOLV, host.as_bytes(), Some(0o644))?;
+                fs.create_dir_all("/etc")?;
+                fs.symlink(resolv::BAKE_RESOLV, resolv::RESOLV)?;
+            }
+        }
+        self.resolv = Some((setup, host));
         Ok(())
     }
 
@@ -324,14 +410,15 @@ impl Chroot {
             .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
             .env("SYSTEMD_OFFLINE", "1")
             .env("BAKERY", "1")
-            .current_dir("/")
-            .process_group(0);
+            .current_dir("/");
         let root = self.root.clone();
-        // SAFETY: between fork and exec only async-signal-safe calls are made (chroot, chdir).
+        // SAFETY: between fork and exec only async-signal-safe calls are made (chroot, chdir,
+        // setsid).
         unsafe {
             c.pre_exec(move || {
                 nix::unistd::chroot(&root).map_err(std::io::Error::from)?;
                 nix::unistd::chdir("/").map_err(std::io::Error::from)?;
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
@@ -347,15 +434,40 @@ impl Chroot {
 
     /// Run a host command (e.g. debootstrap, rpm --root) with output to the session log.
     pub fn run_host(&self, mut c: Command, what: &str) -> Result<String> {
-        c.process_group(0)
-            .env("LC_ALL", "C.UTF-8")
+        c.env("LC_ALL", "C.UTF-8")
             .env("DEBIAN_FRONTEND", "noninteractive");
+        // SAFETY: setsid is async-signal-safe. Its own session: no controlling terminal, and
+        // one process group to stop on Ctrl-C (rpm's scriptlets included).
+        unsafe {
+            c.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
         self.run(c, None, what)
     }
 
     /// Run to completion, output to the log (and stderr with -vv). Returns stdout+stderr's last
-    /// lines on success; on failure the error names the command, its status and its last lines.
-    pub fn run(&self, mut c: Command, stdin: Option<Vec<u8>>, what: &str) -> Result<String> {
+    /// lines on success; on failure the error is a [`CommandFailed`] naming the command, its
+    /// status and carrying what it printed.
+    pub fn run(&self, c: Command, stdin: Option<Vec<u8>>, what: &str) -> Result<String> {
+        self.run_inner(c, stdin, what, false).map(|(tail, _)| tail)
+    }
+
+    /// Run to completion with stdout captured whole and returned (not logged); stderr goes to
+    /// the log. For commands whose output bakery reads (queries, simulations).
+    pub fn output(&self, c: Command, what: &str) -> Result<String> {
+        self.run_inner(c, None, what, true).map(|(_, out)| out)
+    }
+
+    fn run_inner(
+        &self,
+        mut c: Command,
+        stdin: Option<Vec<u8>>,
+        what: &str,
+        capture: bool,
+    ) -> Result<(String, String)> {
+        const KEEP: usize = 256 << 10;
         signals::check()?;
         let shown = format!(
             "{} {}",
@@ -367,7 +479,12 @@ impl Chroot {
         );
         debug!(command = %shown, "running");
         let (reader, writer) = std::io::pipe()?;
-        c.stdout(writer.try_clone()?).stderr(writer);
+        if capture {
+            c.stdout(Stdio::piped()).stderr(writer);
+        } else {
+            c.stdout(writer.try_clone()?).stderr(writer);
+        }
+        // Never the bake host's terminal: stdin is /dev/null unless bakery feeds it.
         c.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -376,14 +493,21 @@ impl Chroot {
         let mut child = c
             .spawn()
             .with_context(|| format!("{what}: cannot start `{shown}`"))?;
-        drop(c); // close our copies of the pipe's write end
+        drop(c); // close our copies of the pipes' write ends
+        let captured = child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut out, &mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        });
         if let Some(bytes) = stdin {
             let mut si = child.stdin.take().unwrap();
             std::thread::spawn(move || {
                 let _ = si.write_all(&bytes);
             });
         }
-        let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+        let tail = Arc::new(Mutex::new((VecDeque::<String>::new(), 0usize)));
         let (log, echo, tail2) = (self.log.clone(), self.echo, tail.clone());
         let pump = std::thread::spawn(move || {
             for line in BufReader::new(reader)
@@ -397,10 +521,12 @@ impl Chroot {
                     eprintln!("  | {line}");
                 }
                 let mut t = tail2.lock().unwrap();
-                if t.len() == 40 {
-                    t.pop_front();
+                t.1 += line.len() + 1;
+                t.0.push_back(line);
+                while t.1 > KEEP && t.0.len() > 1 {
+                    let gone = t.0.pop_front().map(|l| l.len() + 1).unwrap_or(0);
+                    t.1 -= gone;
                 }
-                t.push_back(line);
             }
         });
         let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -416,50 +542,103 @@ impl Chroot {
                 let _ = pump.join();
                 return Err(anyhow::Error::new(crate::error::Interrupted));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         };
         let _ = pump.join();
-        let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+        let out = captured
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let lines: Vec<String> = tail.lock().unwrap().0.iter().cloned().collect();
         if !status.success() {
             let code = status
                 .code()
                 .map(|c| format!("exit {c}"))
                 .unwrap_or_else(|| format!("{status}"));
-            bail!(
-                "`{}` failed ({code}): {}",
-                short_cmd(&shown),
-                explain(&lines)
-            );
+            let mut output = lines.join("\n");
+            if capture && !out.is_empty() {
+                output = format!("{out}\n{output}");
+            }
+            return Err(anyhow::Error::new(CommandFailed {
+                command: shown,
+                status: code,
+                output,
+            }));
         }
-        Ok(lines.join("\n"))
+        let last = &lines[lines.len().saturating_sub(40)..];
+        Ok((last.join("\n"), out))
     }
 
-    /// Undo what `prepare` changed in the image (resolv.conf, policy-rc.d).
+    /// Undo what `prepare` changed in the image: `policy-rc.d`, and `/etc/resolv.conf` back to
+    /// the image's own (see `resolv`). Idempotent. Never runs a process in the image.
     pub fn restore(&mut self) -> Result<()> {
         if !std::mem::take(&mut self.prepared) {
             return Ok(());
         }
-        // Put back the originals only where the file is still the one bakery wrote: a package
-        // that replaced it during the bake (systemd-resolved links resolv.conf to its stub)
-        // knows better, and its version stays.
-        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-        self.sh(
-            "ours() { [ -f \"$1\" ] && [ ! -L \"$1\" ] && printf '%s' \"$2\" | cmp -s - \"$1\"; }
-             restore() {
-               if ours \"$1\" \"$2\"; then
-                 rm -f \"$1\"
-                 if [ -e \"$1.bakery-orig\" ] || [ -L \"$1.bakery-orig\" ]; then mv -f \"$1.bakery-orig\" \"$1\"; fi
-               else
-                 rm -f \"$1.bakery-orig\"
-               fi
-             }
-             restore /usr/sbin/policy-rc.d \"$1\"
-             restore /etc/resolv.conf \"$2\"",
-            &[POLICY_RC_D, &String::from_utf8_lossy(&resolv)],
-            None,
-        )
-        .map(|_| ())
-        .context("restoring resolv.conf and policy-rc.d in the image")
+        let resolv = self.resolv.take();
+        let fs = self.fs()?;
+        // policy-rc.d: put the original back only where the file is still the one bakery wrote
+        // (a package that replaced it knows better).
+        let ours = fs.lstat(POLICY).is_ok_and(|e| e.kind == Kind::File)
+            && fs.read(POLICY).is_ok_and(|b| b == POLICY_RC_D.as_bytes());
+        if ours {
+            fs.remove(POLICY)?;
+            if fs.exists(POLICY_ORIG) {
+                fs.rename(POLICY_ORIG, POLICY)?;
+            }
+        } else {
+            fs.remove(POLICY_ORIG)?;
+        }
+        let Some((setup, host)) = resolv else {
+            return Ok(());
+        };
+        let now = found(fs, resolv::RESOLV);
+        let (runtime, original) = match &setup {
+            Setup::Runtime { link, path } => (fs.read_string(path).ok(), Found::Link(link.clone())),
+            Setup::Link => (
+                fs.read_string(resolv::BAKE_RESOLV).ok(),
+                found(fs, resolv::BACKUP),
+            ),
+        };
+        let o = resolv::plan_restore(&setup, &host, &now, runtime.as_deref(), &original);
+        match &o.restore {
+            Restore::KeepPackagesLink => fs.remove(resolv::BACKUP)?,
+            Restore::PutBack { content } => {
+                fs.remove(resolv::RESOLV)?;
+                if original != Found::Missing {
+                    fs.rename(resolv::BACKUP, resolv::RESOLV)?;
+                    if let Some(c) = content {
+                        fs.write(resolv::RESOLV, c.as_bytes(), None)?;
+                    }
+                }
+            }
+            Restore::Nothing => {}
+            Restore::Relink => {
+                if let Setup::Runtime { link, .. } = &setup {
+                    fs.remove(resolv::RESOLV)?;
+                    fs.symlink(link, resolv::RESOLV)?;
+                }
+            }
+        }
+        // A package that moved "its" resolv.conf aside during the bake (systemd-resolved's
+        // postinst renames a file it finds to /etc/.resolv.conf.systemd-resolved.bak) moved our
+        // temporary link: such copies point at nothing once /run is gone.
+        for name in fs.list("/etc").unwrap_or_default() {
+            let p = format!("/etc/{name}");
+            if fs
+                .read_link(&p)
+                .is_ok_and(|t| t == std::path::Path::new(resolv::BAKE_RESOLV))
+            {
+                fs.remove(&p)?;
+            }
+        }
+        if let Some(i) = &o.info {
+            tracing::info!("{i}");
+        }
+        if let Some(w) = o.warning {
+            warn!("{w}");
+            self.notes.push(w);
+        }
+        Ok(())
     }
 
     /// Stop anything still running with its root inside the image; returns who was stopped.
@@ -472,6 +651,8 @@ impl Chroot {
             );
             procs::stop(&strays, Duration::from_secs(3));
         }
+        // We are PID 1 of the bake's namespace: what they leave (and other orphans) is ours.
+        super::isolate::reap_orphans();
         strays
     }
 
@@ -483,6 +664,8 @@ impl Chroot {
             errors.push(format!("{e:#}"));
         }
         self.stop_strays();
+        // Our descriptor of the root would keep it busy.
+        self.fs = None;
         if !self.mounts.is_empty() {
             // Blocks freed in the running journal transaction are not free yet for FITRIM:
             // commit first, or what the bake deleted (apt lists, caches) stays as data in the

@@ -142,6 +142,12 @@ pub fn run_session(plan: &SessionPlan, progress: &Progress) -> Result<SessionOut
     match finished {
         Some(facts) if status.success() => {
             info!("chroot session finished");
+            for s in &facts.sealed {
+                info!("seal: {s}");
+            }
+            for c in &facts.package_changes {
+                info!("base package {}: {} ({})", c.action, c.describe(), c.kind);
+            }
             Ok(SessionOutcome { facts, timings })
         }
         _ if forwarded => Err(anyhow::Error::new(Interrupted)),

@@ -4,7 +4,12 @@
 pub mod chroot;
 pub mod driver;
 pub mod failure;
+pub mod generalize;
+pub mod isolate;
+pub mod libs;
+pub mod pkgdb;
 pub mod plan;
+pub mod resolv;
 pub mod rpm;
 pub mod session;
 pub mod steps;

@@ -34,6 +34,11 @@ pub struct SessionPlan {
     pub plugins: Vec<(crate::plugin::PluginSpec, PathBuf)>,
     #[serde(default)]
     pub bake_id: String,
+    /// A bake (not a base build or refresh): what it may change in the base's packages, checked
+    /// after every step; and the image is checked to stay generalized at seal. None: no checks
+    /// (a base build makes the packages; a refresh upgrades and removes on purpose).
+    #[serde(default)]
+    pub policy: Option<super::pkgdb::Policy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +159,15 @@ pub struct ImageFacts {
     /// Tags returned by pre/post-provision plugins.
     #[serde(default)]
     pub plugin_tags: BTreeMap<String, String>,
+    /// Removals, upgrades and downgrades of the base's packages (bakes only).
+    #[serde(default)]
+    pub package_changes: Vec<super::pkgdb::PackageChange>,
+    /// What the seal check put back or removed to keep the image generalized.
+    #[serde(default)]
+    pub sealed: Vec<String>,
+    /// Warnings about the image (changes bakery could not keep or judge).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The chroot session child (`bakery __session`): reads a plan on stdin, enters its own mount
-//! namespace, mounts and provisions the image, tears everything down and reports events as JSON
-//! lines on stdout. If it dies, the kernel drops its private mounts with it.
+//! namespace, then its own PID, IPC and UTS namespaces (as their PID 1, see `isolate`), mounts
+//! and provisions the image, tears everything down and reports events as JSON lines on stdout.
+//! If it dies, the kernel drops its private mounts and kills every process of its namespaces.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -10,6 +11,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use super::chroot::Chroot;
+use super::isolate;
 use super::plan::{Event, ImageFacts, SessionPlan};
 use super::steps::Runner;
 use crate::error::InputError;
@@ -44,6 +46,11 @@ pub fn main() -> i32 {
         )
         .context("making mounts private")?;
         drop_copied_loop_mounts();
+        // From here on this process is PID 1 of the bake's own PID, IPC and UTS namespaces
+        // (the process that called us waits as a relay; see `isolate`).
+        if let isolate::Role::Relay(code) = isolate::enter()? {
+            std::process::exit(code);
+        }
         let mut chroot = Chroot::new(&plan.root, &plan.log, plan.echo_output)?;
         let outcome = run(&plan, &mut chroot);
         let teardown = chroot.teardown();
@@ -121,6 +128,7 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
     })?;
     crate::fault::point("prepare chroot")?;
     runner.check_packages()?;
+    runner.begin();
     crate::fault::point("check packages")?;
     let hook = |h: crate::plugin::Hook| -> Result<std::collections::BTreeMap<String, String>> {
         if plan.plugins.is_empty() {

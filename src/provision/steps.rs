@@ -6,11 +6,15 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::chroot::Chroot;
-use super::failure;
+use super::chroot::{Chroot, CommandFailed};
+use super::failure::{self, Cause};
+use super::generalize;
+use super::pkgdb::{self, Snapshot};
 use super::plan::{Bootstrap, ImageFacts, SessionPlan, Step};
 use super::rpm;
 use crate::input;
+use crate::package::version::{compare_deb, compare_rpm};
+use crate::package::PackageKind;
 
 /// Which package manager the image has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,10 @@ pub struct Runner<'a> {
     /// The base shipped without apt lists (generalized): the bake removes the ones it fetched,
     /// which keeps images small and incremental uploads to the blocks that really changed.
     apt_lists_were_empty: Option<bool>,
+    /// The base's packages and watched per-machine files, recorded before the first step
+    /// (bakes only).
+    base_packages: Option<Snapshot>,
+    base_files: Option<generalize::Snapshot>,
     pub facts: ImageFacts,
 }
 
@@ -38,8 +46,113 @@ impl<'a> Runner<'a> {
             plan,
             apt_updated: false,
             apt_lists_were_empty: None,
+            base_packages: None,
+            base_files: None,
             facts: ImageFacts::default(),
         }
+    }
+
+    /// Before the first step of a bake: record the base's packages and per-machine files.
+    pub fn begin(&mut self) {
+        if self.plan.policy.is_none() {
+            return;
+        }
+        self.base_packages = Some(self.packages_now());
+        if let Ok(fs) = self.chroot.fs() {
+            self.base_files = Some(generalize::take(fs));
+        }
+    }
+
+    /// What the image's package databases hold now (dpkg's read directly; rpm's asked).
+    fn packages_now(&self) -> Snapshot {
+        let deb = self
+            .chroot
+            .fs()
+            .ok()
+            .and_then(pkgdb::read_dpkg)
+            .map(|t| pkgdb::parse_dpkg_status(&t))
+            .unwrap_or_default();
+        const QF: &str = "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE}\\n";
+        let rpm = if self.has("/usr/bin/rpm") {
+            self.chroot
+                .output(self.chroot.command(&["rpm", "-qa", "--qf", QF]), "rpm -qa")
+                .ok()
+        } else if self.has(rpm::DBPATH) {
+            let mut c = Command::new("rpm");
+            c.arg("--root").arg(&self.chroot.root).args([
+                "--dbpath",
+                rpm::DBPATH,
+                "-qa",
+                "--qf",
+                QF,
+            ]);
+            c.output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            None
+        };
+        Snapshot {
+            deb,
+            rpm: rpm.map(|t| pkgdb::parse_rpm_list(&t)).unwrap_or_default(),
+        }
+    }
+
+    /// Refuse one of this step's own packages that is older than the version in the image
+    /// (unless downgrades are allowed), before the package manager runs: the same answer on
+    /// every path, whatever the package's dependencies.
+    fn check_downgrades(&self, files: &[PathBuf]) -> Result<()> {
+        let Some(policy) = &self.plan.policy else {
+            return Ok(());
+        };
+        if policy.allow_downgrade {
+            return Ok(());
+        }
+        let now = self.packages_now();
+        for f in files {
+            let Ok(p) = crate::package::inspect(f) else {
+                continue;
+            };
+            let (installed, older) = match p.kind {
+                PackageKind::Deb => match now.deb.get(&p.name) {
+                    Some(v) => (v, compare_deb(&p.evr(), v).is_lt()),
+                    None => continue,
+                },
+                PackageKind::Rpm => match now.rpm.get(&p.name) {
+                    Some(v) => (v, compare_rpm(&p.evr(), v).is_lt()),
+                    None => continue,
+                },
+            };
+            if older {
+                return Err(input!(
+                    "{} {} is older than the {} the image has: a downgrade, refused; pass --allow-downgrade (recipe: `allow-downgrade: true`) to install it anyway",
+                    p.name,
+                    p.evr(),
+                    installed
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a step: every removal, upgrade and downgrade of the base's packages so far, and
+    /// the policy's verdict on them.
+    fn check_changes(&mut self) -> Result<()> {
+        let (Some(policy), Some(base)) = (&self.plan.policy, &self.base_packages) else {
+            return Ok(());
+        };
+        let changes = pkgdb::changes(base, &self.packages_now());
+        let refused = pkgdb::refused(&changes, policy);
+        if !refused.is_empty() {
+            return Err(input!("{}", pkgdb::refusal_message(&refused)));
+        }
+        self.facts.package_changes = changes;
+        Ok(())
+    }
+
+    fn allow_downgrade(&self) -> bool {
+        self.plan.policy.as_ref().is_some_and(|p| p.allow_downgrade)
     }
 
     fn has(&self, inside: &str) -> bool {
@@ -68,7 +181,20 @@ impl<'a> Runner<'a> {
             c.arg(format!("--include={}", b.include.join(",")));
         }
         c.arg(&b.suite).arg(&self.chroot.root).arg(&b.mirror);
-        self.chroot.run_host(c, "debootstrap").map(|_| ())
+        self.chroot.run_host(c, "debootstrap")?;
+        // debootstrap copies the host's resolv.conf and hostname into the new system: neither
+        // is the image's (the session provides DNS on its tmpfs; the base names itself).
+        let fs = self.chroot.fs()?;
+        for f in ["/etc/resolv.conf", "/etc/hostname"] {
+            let host = std::fs::read(f).unwrap_or_default();
+            let is_file = fs
+                .lstat(f)
+                .is_ok_and(|e| e.kind == crate::sys::inroot::Kind::File);
+            if is_file && fs.read(f).is_ok_and(|b| b == host) {
+                fs.remove(f)?;
+            }
+        }
+        Ok(())
     }
 
     /// The image's architecture, normalized like package architectures.
@@ -142,16 +268,14 @@ impl<'a> Runner<'a> {
             "--no-install-recommends",
         ];
         argv.extend(what.iter().map(String::as_str));
+        // Captured, never classified: before `apt-get update` apt calls whatever it has no list
+        // for "not installable", which says nothing about the real run.
         let Ok(out) = self
             .chroot
-            .run(self.chroot.command(&argv), None, "apt-get -s install")
+            .output(self.chroot.command(&argv), "apt-get -s install")
         else {
             return false;
         };
-        // `run` keeps the last 40 lines: a longer plan may hide Inst lines, so play safe.
-        if out.lines().count() >= 40 {
-            return false;
-        }
         offline_plan(&out, local)
     }
 
@@ -181,6 +305,9 @@ impl<'a> Runner<'a> {
             "install",
             "--no-install-recommends",
         ];
+        if self.allow_downgrade() {
+            argv.push("--allow-downgrades");
+        }
         argv.extend(what.iter().map(String::as_str));
         self.chroot
             .run(self.chroot.command(&argv), None, "apt-get install")
@@ -226,8 +353,10 @@ impl<'a> Runner<'a> {
         };
         let out = if kind == "rpm" && !self.has("/usr/bin/rpm") {
             let mut c = Command::new("rpm");
+            // The database bakery keeps in the image (Debian's rpm defaults to ~/.rpmdb).
             c.arg("--root")
                 .arg(&self.chroot.root)
+                .args(["--dbpath", rpm::DBPATH])
                 .args(["-q", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"])
                 .args(names);
             self.chroot.run_host(c, "rpm -q")
@@ -244,34 +373,98 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Run one step; a failure whose output shows an input problem (unmet dependencies, the image
-    /// out of space) becomes an input error that says what to change.
+    /// The package manager's word is checked: each package of the step must now be installed at
+    /// its own version (dnf, for one, answers "Nothing to do" for an older local package and
+    /// exits 0).
+    fn verify_installed(&self, files: &[PathBuf]) -> Result<()> {
+        for f in files {
+            let Ok(p) = crate::package::inspect(f) else {
+                continue;
+            };
+            // rpm -q reports `version-release` (no epoch); dpkg-query the whole version.
+            let want = match p.kind {
+                PackageKind::Deb => p.evr(),
+                PackageKind::Rpm => p.full_version(),
+            };
+            let same = |have: &str| match p.kind {
+                PackageKind::Deb => compare_deb(have, &want).is_eq(),
+                PackageKind::Rpm => compare_rpm(have, &want).is_eq(),
+            };
+            match self.facts.installed.get(&p.name) {
+                Some(have) if same(have) => {}
+                Some(have) => anyhow::bail!(
+                    "{}: the package manager left {} {have} installed, not {want} from this file",
+                    f.display(),
+                    p.name
+                ),
+                None => anyhow::bail!(
+                    "{}: {} is not installed after the step, though the package manager reported success",
+                    f.display(),
+                    p.name
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one step; a failure whose output shows an input problem (unmet dependencies, a
+    /// refused downgrade or removal, the image out of space) becomes an input error that says
+    /// what to change, and a failing maintainer script shows its own last lines. Only the output
+    /// of the command that failed is read. After a step that may change packages, the base's
+    /// packages are checked against the policy.
     pub fn step(&mut self, step: &Step) -> Result<()> {
-        let mark = std::fs::metadata(&self.plan.log)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        if let Step::InstallDebs { files } | Step::InstallRpms { files } = step {
+            self.check_downgrades(files)?;
+        }
         let r = self.run_step(step);
-        let Err(e) = r else { return Ok(()) };
+        if let Err(e) = r {
+            return Err(self.explain_failure(e));
+        }
+        if !matches!(
+            step,
+            Step::Enable { .. } | Step::CopyFile { .. } | Step::WriteFile { .. }
+        ) {
+            self.check_changes()?;
+        }
+        Ok(())
+    }
+
+    fn explain_failure(&self, e: anyhow::Error) -> anyhow::Error {
         if e.chain()
             .any(|c| c.is::<crate::error::Interrupted>() || c.is::<crate::error::InputError>())
         {
-            return Err(e);
+            return e;
         }
-        let output = read_from(&self.plan.log, mark);
+        let Some(output) = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<CommandFailed>())
+            .map(|f| f.output.clone())
+        else {
+            return e;
+        };
         match failure::classify(&output) {
-            Some(failure::Cause::Unmet(lines)) => Err(input!(
+            Some(Cause::Unmet(lines)) => input!(
                 "dependencies cannot be met from the image's package sources: {}; pass the packages that provide them with --package (they install in the same transaction) or add a layer whose sources have them",
                 lines.join("; ")
-            )),
-            Some(failure::Cause::NoSpace) => {
+            ),
+            Some(Cause::NoSpace) => {
                 let (free, total) = fs_space(&self.chroot.root);
-                Err(input!(
+                input!(
                     "the image's root filesystem ({} MiB, {} MiB free after the failed step) ran out of space (No space left on device): the base is too small for what this step installs; use a base with a bigger disk (`size:` in the base YAML) or install less",
                     total >> 20,
                     free >> 20
-                ))
+                )
             }
-            None => Err(e),
+            Some(Cause::Downgrade(names)) => input!(
+                "the package manager would downgrade {}: refused; pass --allow-downgrade (recipe: `allow-downgrade: true`) to allow it",
+                if names.is_empty() { "packages".to_string() } else { names.join(", ") }
+            ),
+            Some(Cause::Removal(names)) => input!(
+                "it would remove essential package(s) {}: refused; fix the package's Conflicts/Breaks",
+                names.join(", ")
+            ),
+            Some(Cause::Script(f)) => anyhow::anyhow!("{}", f.message()),
+            None => e,
         }
     }
 
@@ -298,7 +491,7 @@ impl<'a> Runner<'a> {
                 let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
                 r?;
                 self.record_versions("deb", &names);
-                Ok(())
+                self.verify_installed(files)
             }
             Step::InstallRpms { files } => {
                 let staged = self.stage(files)?;
@@ -308,24 +501,27 @@ impl<'a> Runner<'a> {
                     }
                     _ if self.has("/usr/bin/rpm") => {
                         let mut argv = vec!["rpm", "-Uvh"];
+                        if self.allow_downgrade() {
+                            argv.push("--oldpackage");
+                        }
                         argv.extend(staged.iter().map(String::as_str));
                         self.chroot
                             .run(self.chroot.command(&argv), None, "rpm -U")
                             .map(|_| ())
                     }
-                    _ => rpm::install_with_host_rpm(self.chroot, files),
+                    _ => rpm::install_with_host_rpm(self.chroot, files, self.allow_downgrade()),
                 };
                 let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
                 r?;
                 let names = rpm::names(files)?;
                 self.record_versions("rpm", &names);
-                Ok(())
+                self.verify_installed(files)
             }
             Step::Script { layer, path } => {
                 let body =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                 self.chroot
-                    .sh("set -e; f=/run/bakery-step; cat > \"$f\"; chmod 0755 \"$f\"; BAKERY_LAYER=\"$1\" \"$f\"; rm -f \"$f\"", &[layer], Some(body))
+                    .sh("set -e; f=/run/bakery-step; cat > \"$f\"; chmod 0755 \"$f\"; BAKERY_LAYER=\"$1\" \"$f\" </dev/null; rm -f \"$f\"", &[layer], Some(body))
                     .map(|_| ())
             }
             Step::Run { command, .. } => self.chroot.sh(command, &[], None).map(|_| ()),
@@ -387,6 +583,9 @@ impl<'a> Runner<'a> {
             "set -e
              : > /etc/machine-id
              rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+             rm -f /var/lib/systemd/random-seed /var/lib/urandom/random-seed /var/lib/systemd/credential.secret
+             rm -f /etc/udev/rules.d/70-persistent-net.rules /root/.bash_history
+             find /var/tmp -mindepth 1 -delete
              if command -v cloud-init >/dev/null; then cloud-init clean --logs >/dev/null 2>&1 || true; fi
              apt-get clean
              rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
@@ -425,34 +624,34 @@ impl<'a> Runner<'a> {
                 )?;
             }
         }
-        let os = std::fs::read_to_string(self.chroot.path("/etc/os-release")).unwrap_or_default();
-        self.facts.os = os_pretty_name(&os);
         if self.facts.arch.is_none() {
             self.facts.arch = self.image_arch();
         }
-        if let Ok(text) = self
-            .chroot
-            .sh("cat /etc/bakery/base.json 2>/dev/null || true", &[], None)
-        {
-            self.facts.base = serde_json::from_str(&text).ok();
+        // bakery's own changes go first (policy-rc.d, resolv.conf), then what the bake's
+        // scripts made per machine or per host (see `generalize`).
+        self.chroot.restore()?;
+        self.facts.warnings.append(&mut self.chroot.notes);
+        let fs = self.chroot.fs()?;
+        if let Some(before) = &self.base_files {
+            let plan = generalize::plan(before, &generalize::take(fs));
+            let done = generalize::apply(fs, &plan).context("keeping the image generalized")?;
+            for d in &done {
+                tracing::info!("seal: {d}");
+            }
+            for w in &plan.warnings {
+                tracing::warn!("{w}");
+            }
+            self.facts.sealed = done;
+            self.facts.warnings.extend(plan.warnings);
         }
+        let os = fs.read_string("/etc/os-release").unwrap_or_default();
+        self.facts.os = os_pretty_name(&os);
+        self.facts.base = fs
+            .read_string("/etc/bakery/base.json")
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
         Ok(())
     }
-}
-
-/// The session log from byte `from` on (what the failed step printed), at most its last 256 KiB.
-fn read_from(log: &Path, from: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(log) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = from.max(len.saturating_sub(256 << 10));
-    let mut buf = Vec::new();
-    if f.seek(SeekFrom::Start(start)).is_ok() {
-        let _ = f.read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Free (for root) and total bytes of the filesystem at `p`.

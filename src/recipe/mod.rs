@@ -39,6 +39,8 @@ pub struct Overrides {
     pub copy_to: Vec<String>,
     pub share_with: Vec<String>,
     pub mode: Option<Mode>,
+    /// `--allow-downgrade`.
+    pub allow_downgrade: bool,
     /// AMI attributes, lifecycle and encryption flags (`kms_key_id_flags`: `KEY|REGION=KEY`).
     pub ami: crate::pipeline::sink::ami_options::AmiOptionSpec,
 }
@@ -79,6 +81,13 @@ pub struct Recipe {
     /// Plugins run at the bake's hook points (see plugins/README.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<crate::plugin::PluginSpec>,
+    /// Allow the bake to downgrade packages the base has (`--allow-downgrade`); refused by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
+    /// Base packages the bake may remove (a package's Conflicts/Obsoletes, apt's choice), by
+    /// name; any other removal of a base package is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_remove: Vec<String>,
     /// AMI boot mode: legacy-bios, uefi, uefi-preferred (default: the base AMI's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_mode: Option<crate::aws::ami::attributes::BootMode>,
@@ -220,6 +229,9 @@ impl Recipe {
         }
         if args.mode.is_some() {
             self.mode = args.mode;
+        }
+        if args.allow_downgrade {
+            self.allow_downgrade = true;
         }
         self.merge_ami_flags(&args.ami);
         for name in &args.plugins {

@@ -2,6 +2,7 @@
 //! acquisition is a guard whose Drop releases it.
 
 pub mod cmd;
+pub mod inroot;
 pub mod lock;
 pub mod loopdev;
 pub mod partx;

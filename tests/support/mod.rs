@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod proxy;
 
 use std::fs::File;
 use std::io::Write;
@@ -156,6 +157,8 @@ pub struct Deb<'a> {
     /// (path in the image, content)
     pub files: &'a [(&'a str, &'a str)],
     pub postinst: Option<&'a str>,
+    /// More control fields, as lines (`Conflicts: x\nReplaces: x`).
+    pub control: &'a str,
 }
 
 impl Default for Deb<'_> {
@@ -167,12 +170,13 @@ impl Default for Deb<'_> {
             depends: "",
             files: &[],
             postinst: None,
+            control: "",
         }
     }
 }
 
 pub fn build_deb(dir: &Path, d: &Deb) -> PathBuf {
-    let root = dir.join(format!("debroot-{}", d.name));
+    let root = dir.join(format!("debroot-{}-{}", d.name, d.version));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     let mut control = format!(
         "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: bakery tests <tests@bakery.invalid>\nDescription: bakery test package\n",
@@ -180,6 +184,10 @@ pub fn build_deb(dir: &Path, d: &Deb) -> PathBuf {
     );
     if !d.depends.is_empty() {
         control.push_str(&format!("Depends: {}\n", d.depends));
+    }
+    for l in d.control.lines().filter(|l| !l.trim().is_empty()) {
+        control.push_str(l.trim());
+        control.push('\n');
     }
     std::fs::write(root.join("DEBIAN/control"), control).unwrap();
     if let Some(script) = d.postinst {
@@ -401,6 +409,67 @@ pub fn assert_no_output(dir: &Path, keep: &[&str]) {
         .filter(|n| !keep.contains(&n.as_str()))
         .collect();
     assert!(left.is_empty(), "outputs left behind: {left:?}");
+}
+
+/// An image file mounted read-write (root partition), to shape a test base; released at drop.
+pub struct MountedRw {
+    pub root: PathBuf,
+    lo: String,
+    _dir: tempfile::TempDir,
+}
+
+impl MountedRw {
+    pub fn open(raw: &Path) -> MountedRw {
+        let dir = tempfile::Builder::new()
+            .prefix("mnt-rw-")
+            .tempdir_in(shared_dir())
+            .unwrap();
+        let layout = bakery::disk::layout::read_layout(raw).unwrap();
+        let root_part = layout.root().expect("image has a root partition").clone();
+        let r = run(Command::new("losetup")
+            .args(["--find", "--show", "--offset"])
+            .arg(root_part.start.to_string())
+            .arg("--sizelimit")
+            .arg(root_part.size.to_string())
+            .arg(raw));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let lo = r.stdout.trim().to_string();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let m = run(Command::new("mount").arg(&lo).arg(&root));
+        if m.code != 0 {
+            let _ = Command::new("losetup").args(["-d", &lo]).status();
+            panic!("mount: {}", m.stderr);
+        }
+        MountedRw {
+            root,
+            lo,
+            _dir: dir,
+        }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.root.join(p.trim_start_matches('/'))
+    }
+}
+
+impl Drop for MountedRw {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.root).status();
+        let _ = Command::new("losetup").args(["-d", &self.lo]).status();
+    }
+}
+
+/// How many times `needle` occurs in a (sparse) image file, deleted blocks included.
+pub fn occurrences(image: &Path, needle: &str) -> usize {
+    let out = Command::new("grep")
+        .args(["-a", "-c", "-F", needle])
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 pub fn write(p: &Path, text: &str) {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::blocks::{self, BlockHash, BLOCK_SIZE};
-use super::retry::{classify, with_retries};
+use super::retry::{classify, classify_new_snapshot, with_retries};
 use crate::aws::ledger::{Ledger, Resource};
 use crate::aws::BAKE_ID_TAG;
 
@@ -193,7 +193,10 @@ pub async fn upload_snapshot_with(
         &changed,
         &hashes,
     );
-    let what = format!("starting a snapshot of {} in {region}", file.display());
+    let what = format!(
+        "StartSnapshot (a snapshot of {} in {region})",
+        file.display()
+    );
     ledger.expect_region(region);
     let start = with_retries(&what, 0, || {
         let req = ebs
@@ -238,7 +241,7 @@ pub async fn upload_snapshot_with(
         .with_context(|| format!("uploading {} to {snapshot_id}", file.display()))?;
 
     // CompleteSnapshot
-    let what = format!("completing {snapshot_id}");
+    let what = format!("CompleteSnapshot of {snapshot_id}");
     let count = i32::try_from(changed.len()).context("too many changed blocks")?;
     let checksum = blocks::linear_checksum(&changed, &hashes);
     with_retries(&what, 0, || {
@@ -250,7 +253,7 @@ pub async fn upload_snapshot_with(
             .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
             .checksum_aggregation_method(ChecksumAggregationMethod::ChecksumAggregationLinear);
         let what = &what;
-        async move { req.send().await.map_err(|e| classify(e, what)) }
+        async move { req.send().await.map_err(|e| classify_new_snapshot(e, what)) }
     })
     .await?;
 
@@ -295,7 +298,7 @@ async fn put_block(
     // In memory once: a retry resends the same buffer (a cheap clone of a shared body).
     let body = SdkBody::from(data);
     let block_index = i32::try_from(index).context("block index out of range")?;
-    let what = format!("writing block {index} to {snapshot_id}");
+    let what = format!("PutSnapshotBlock to {snapshot_id} block {index}");
     with_retries(&what, index, || {
         let req = ebs
             .put_snapshot_block()
@@ -308,7 +311,7 @@ async fn put_block(
             .checksum(&checksum)
             .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256);
         let what = &what;
-        async move { req.send().await.map_err(|e| classify(e, what)) }
+        async move { req.send().await.map_err(|e| classify_new_snapshot(e, what)) }
     })
     .await?;
     Ok(BLOCK_SIZE)
