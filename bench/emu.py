@@ -6,6 +6,7 @@ venv python; AWS_ENDPOINT_URL etc. come from the environment bench/run sets).
   emu.py ceiling BLOCKS         PutSnapshotBlock throughput with 64 threads into a fresh snapshot
                                 (no disk reads, checksums precomputed); prints {"mib_per_s", ...}
   emu.py blocks SNAPSHOT_ID      how many blocks were written to a snapshot (ListSnapshotBlocks)
+  emu.py kms-key REGION          a new KMS key in REGION (the emulator's KMS); prints its ARN
 """
 
 import base64
@@ -127,5 +128,8 @@ if __name__ == "__main__":
         ceiling(int(args[0]))
     elif cmd == "blocks":
         blocks(args[0])
+    elif cmd == "kms-key":
+        kms = boto3.client("kms", region_name=args[0])
+        print(kms.create_key(Description="bakery bench")["KeyMetadata"]["Arn"])
     else:
         sys.exit(f"emu.py: unknown command {cmd}")

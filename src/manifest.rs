@@ -166,7 +166,7 @@ impl Timing {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmiOutput {
     pub region: String,
     pub image_id: String,
@@ -174,6 +174,17 @@ pub struct AmiOutput {
     /// An AMI of this name already existed there and was reused.
     #[serde(default)]
     pub reused: bool,
+    /// Launch attributes and lifecycle settings, as DescribeImages reports them after the bake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<crate::aws::ami::ImageAttributes>,
+    /// Every EBS snapshot of the AMI (the root first) with its size and the KMS key that
+    /// encrypts it, as DescribeSnapshots reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::aws::ami::SnapshotInfo>,
+    /// Accounts, organizations and OUs granted launch permission (accounts also
+    /// createVolumePermission on the snapshots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +200,13 @@ pub struct UploadSummary {
     pub blocks_total: u64,
     pub blocks_changed: u64,
     pub bytes_uploaded: u64,
+    /// The KMS key that encrypts the uploaded snapshot (absent: unencrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// The encrypted copy of the base snapshot the upload was a child of (made because AWS
+    /// takes no key with a parent snapshot; deleted once the child completed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_parent_snapshot_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -217,6 +235,7 @@ mod tests {
                 image_id: "ami-1".into(),
                 snapshot_id: "snap-1".into(),
                 reused: false,
+                ..Default::default()
             }],
             upload: Some(UploadSummary {
                 mode: Mode::Direct,
@@ -226,6 +245,8 @@ mod tests {
                 blocks_total: 2,
                 blocks_changed: 1,
                 bytes_uploaded: 524288,
+                kms_key_id: None,
+                encrypted_parent_snapshot_id: None,
             }),
             os: None,
             package_changes: vec![],

@@ -463,7 +463,16 @@ fn copy_to_three_regions_tags_shares_and_rolls_back() {
             .await
             .unwrap();
         let share_with = vec!["111122223333".to_string(), "444455556666".to_string()];
-        ami::share(&ec2, &r.image_id, &share_with).await.unwrap();
+        let targets = ami::ShareTarget::parse_all(&share_with).unwrap();
+        ami::share(
+            &ec2,
+            &r.image_id,
+            std::slice::from_ref(&r.snapshot_id),
+            &targets,
+        )
+        .await
+        .unwrap();
+        let copy_opts = ami::CopyOptions::sharing(&share_with);
 
         let regions: Vec<String> = COPY_REGIONS.iter().map(|s| s.to_string()).collect();
         let t = Instant::now();
@@ -475,7 +484,7 @@ fn copy_to_three_regions_tags_shares_and_rolls_back() {
             "copy test",
             &regions,
             &tags,
-            &share_with,
+            &copy_opts,
             &ledger,
             4,
             &fast_wait(),
@@ -578,7 +587,7 @@ fn copy_to_three_regions_tags_shares_and_rolls_back() {
             "copy test",
             &regions,
             &tags,
-            &share_with,
+            &copy_opts,
             &rerun,
             4,
             &fast_wait(),
@@ -653,7 +662,7 @@ fn a_failed_region_copy_names_the_region_and_the_rest_is_recorded() {
             "d",
             &["eu-west-1".to_string()],
             &BTreeMap::new(),
-            &[],
+            &ami::CopyOptions::default(),
             &ledger,
             4,
             &fast_wait(),
@@ -672,7 +681,7 @@ fn a_failed_region_copy_names_the_region_and_the_rest_is_recorded() {
             "d",
             &["us-west-2".to_string()],
             &BTreeMap::new(),
-            &[],
+            &ami::CopyOptions::default(),
             &ledger,
             4,
             &fast_wait(),

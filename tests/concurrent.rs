@@ -234,6 +234,9 @@ fn base(root_snapshot: &str) -> BaseAmi {
         virtualization_type: "hvm".into(),
         tags: BTreeMap::new(),
         version: None,
+        imds_support: None,
+        tpm_support: None,
+        sriov_net_support: None,
     }
 }
 

@@ -202,6 +202,7 @@ impl AwsContext {
     // Classic Load Balancers.
     client!(elb, aws_sdk_elasticloadbalancing);
     client!(cloudwatch, aws_sdk_cloudwatch);
+    client!(kms, aws_sdk_kms);
 
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base

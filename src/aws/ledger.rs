@@ -250,7 +250,10 @@ pub async fn delete(ctx: &AwsContext, r: &Resource) -> anyhow::Result<()> {
             match ec2.deregister_image().image_id(id).send().await {
                 Ok(_) => Ok(()),
                 Err(e) if code(&e).is_some_and(is_already_gone) => Ok(()),
-                Err(e) => Err(describe(&describe_sdk_error(&e))),
+                // Refused: when deregistration protection is why, lift it and try again.
+                Err(e) => super::ami::lifecycle::deregister_protected(&ec2, region, id)
+                    .await
+                    .unwrap_or_else(|| Err(describe(&describe_sdk_error(&e)))),
             }
         }
         Resource::Snapshot { region, id } => {

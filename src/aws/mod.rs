@@ -6,6 +6,7 @@ pub mod ami;
 pub mod asg;
 pub mod client;
 pub mod ebs;
+pub mod encryption;
 pub mod error;
 pub mod gc;
 pub mod imds;

@@ -161,11 +161,19 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
     if base_ami.is_some() && !ami {
         return Err(input!("a base AMI needs `--output ami`; for a local file output pass --base FILE (raw or qcow2)"));
     }
+    let now = time::OffsetDateTime::now_utc();
+    let ami_options = recipe.ami_options();
+    if let (false, Some(flag)) = (ami, ami_options.first_given()) {
+        return Err(input!(
+            "{flag} (or its recipe key) applies to AMIs: use it with `--output ami`"
+        ));
+    }
     let target = AmiTarget {
         region: recipe.region.clone(),
         copy_to: recipe.copy_to.clone(),
         share_with: recipe.share_with.clone(),
         keep_on_error: args.aws.publish.keep_on_error,
+        options: ami_options.resolve(now.unix_timestamp())?,
     };
     if ami {
         target.check()?;
@@ -180,7 +188,6 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         _ => None,
     };
     let bake_id = new_bake_id();
-    let now = time::OffsetDateTime::now_utc();
     let stamp = naming::stamp(now);
     let name = match packages.first() {
         Some(p) => naming::image_name(p, &stamp),

@@ -26,14 +26,16 @@ pub enum BaseResult {
     Built(Box<Manifest>),
 }
 
-/// Where a published base goes.
-pub fn ami_target(a: &PublishArgs) -> AmiTarget {
-    AmiTarget {
+/// Where a published base goes, with its AMI options (checked: input errors).
+pub fn ami_target(a: &PublishArgs) -> Result<AmiTarget> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(AmiTarget {
         region: a.region.clone(),
         copy_to: a.copy_to.clone(),
         share_with: a.share_with.clone(),
         keep_on_error: a.keep_on_error,
-    }
+        options: a.ami.spec().resolve(now)?,
+    })
 }
 
 #[derive(Serialize)]
@@ -54,10 +56,15 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
     };
     let to_ami = args.output.as_os_str() == "ami";
     let sink = if to_ami {
-        let target = ami_target(&args.publish);
+        let target = ami_target(&args.publish)?;
         target.check()?;
         Sink::Ami(target)
     } else {
+        if let Some(flag) = args.publish.ami.spec().first_given() {
+            return Err(crate::input!(
+                "{flag} applies to AMIs: use it with `--output ami`"
+            ));
+        }
         let format = Format::from_output_path(&args.output)?;
         if !args.dry_run {
             PendingOutput::check(&args.output, args.force, "output")?;

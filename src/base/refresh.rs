@@ -55,7 +55,7 @@ pub fn refresh_tags(family: &str, version: &str, from: &str) -> BTreeMap<String,
 }
 
 pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
-    let target = super::ami_target(&a.publish);
+    let target = super::ami_target(&a.publish)?;
     target.check()?;
     let aws = Aws::load(true)?;
     let region = aws.region(a.publish.region.as_deref())?;

@@ -186,6 +186,7 @@ impl BakeArgs {
             share_with: self.aws.publish.share_with.clone(),
             mode: self.aws.mode.map(Into::into),
             allow_downgrade: self.allow_downgrade,
+            ami: self.aws.publish.ami.spec(),
         }
     }
 }
@@ -227,12 +228,69 @@ pub struct PublishArgs {
     /// Copy the AMI to these regions too (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub copy_to: Vec<String>,
-    /// Grant launch permission to this AWS account in every region; repeatable.
-    #[arg(long = "share-with", value_name = "ACCOUNT")]
+    /// Share with this account (launch permission and createVolumePermission on the snapshots), organization ARN or OU ARN (launch permission) in every region; repeatable.
+    #[arg(long = "share-with", value_name = "ACCOUNT|ORG-ARN|OU-ARN")]
     pub share_with: Vec<String>,
     /// On failure, keep the volumes, snapshots and AMIs made so far (for debugging) instead of deleting them.
     #[arg(long)]
     pub keep_on_error: bool,
+    #[command(flatten)]
+    pub ami: AmiOptionArgs,
+}
+
+/// AMI attributes, lifecycle and encryption (README, "AMI options"). Launch attributes not given
+/// are inherited from the base AMI.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AmiOptionArgs {
+    /// Boot mode: legacy-bios, uefi or uefi-preferred. Default: the base AMI's; for a base built from scratch, what its disk boots (uefi-preferred for UEFI+BIOS).
+    #[arg(long, value_name = "MODE")]
+    pub boot_mode: Option<crate::aws::ami::attributes::BootMode>,
+    /// v2.0: instances must use IMDSv2; none: register without it. Default: the base AMI's.
+    #[arg(long, value_name = "v2.0|none")]
+    pub imds_support: Option<crate::aws::ami::attributes::V2Setting>,
+    /// v2.0: NitroTPM (needs boot mode uefi or uefi-preferred); none: without. Default: the base AMI's.
+    #[arg(long, value_name = "v2.0|none")]
+    pub tpm_support: Option<crate::aws::ami::attributes::V2Setting>,
+    /// ENA networking on or off. Default: the base AMI's (on for a base built from scratch).
+    #[arg(long, value_name = "true|false")]
+    pub ena_support: Option<bool>,
+    /// simple: SR-IOV (Intel 82599 VF); none: without. Default: the base AMI's.
+    #[arg(long, value_name = "simple|none")]
+    pub sriov_net_support: Option<crate::aws::ami::attributes::SriovSetting>,
+    /// Deprecate the AMI in every region at this UTC time (RFC 3339, e.g. 2027-06-30T00:00:00Z).
+    #[arg(long, value_name = "TIME", conflicts_with = "deprecate_in")]
+    pub deprecate_at: Option<String>,
+    /// Deprecate the AMI this long after the bake starts (90d, 12weeks, 1y).
+    #[arg(long, value_name = "DURATION")]
+    pub deprecate_in: Option<String>,
+    /// Protect every AMI from deregistration (=with-cooldown: AWS keeps it 24 h after protection is lifted; =off).
+    #[arg(long, value_name = "on|with-cooldown|off", num_args = 0..=1, require_equals = true, default_missing_value = "on")]
+    pub deregistration_protection: Option<crate::aws::ami::attributes::Protection>,
+    /// Encrypt every snapshot of every regional AMI (with --kms-key-id, else the account's default EBS key of each region).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// KMS key (id, ARN, alias) for every region, or REGION=KEY for one region; repeatable. Needs --encrypt.
+    #[arg(long = "kms-key-id", value_name = "KEY|REGION=KEY")]
+    pub kms_key_ids: Vec<String>,
+}
+
+impl AmiOptionArgs {
+    /// The flags as the AMI sink's option spec (without recipe values).
+    pub fn spec(&self) -> crate::pipeline::sink::ami_options::AmiOptionSpec {
+        crate::pipeline::sink::ami_options::AmiOptionSpec {
+            boot_mode: self.boot_mode,
+            imds_support: self.imds_support,
+            tpm_support: self.tpm_support,
+            ena_support: self.ena_support,
+            sriov_net_support: self.sriov_net_support,
+            deprecate_at: self.deprecate_at.clone(),
+            deprecate_in: self.deprecate_in.clone(),
+            deregistration_protection: self.deregistration_protection,
+            encrypt: self.encrypt,
+            kms_key_id_flags: self.kms_key_ids.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

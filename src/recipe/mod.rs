@@ -41,6 +41,8 @@ pub struct Overrides {
     pub mode: Option<Mode>,
     /// `--allow-downgrade`.
     pub allow_downgrade: bool,
+    /// AMI attributes, lifecycle and encryption flags (`kms_key_id_flags`: `KEY|REGION=KEY`).
+    pub ami: crate::pipeline::sink::ami_options::AmiOptionSpec,
 }
 
 /// A bake recipe. Relative paths are relative to the recipe file.
@@ -86,6 +88,38 @@ pub struct Recipe {
     /// name; any other removal of a base package is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_remove: Vec<String>,
+    /// AMI boot mode: legacy-bios, uefi, uefi-preferred (default: the base AMI's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<crate::aws::ami::attributes::BootMode>,
+    /// `v2.0` (IMDSv2 required) or `none` (default: the base AMI's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imds_support: Option<crate::aws::ami::attributes::V2Setting>,
+    /// `v2.0` (NitroTPM; needs UEFI) or `none` (default: the base AMI's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_support: Option<crate::aws::ami::attributes::V2Setting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ena_support: Option<bool>,
+    /// `simple` or `none` (default: the base AMI's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov_net_support: Option<crate::aws::ami::attributes::SriovSetting>,
+    /// Deprecate the AMIs at this time (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecate_at: Option<String>,
+    /// Deprecate the AMIs this long after the bake (90d, 12weeks, 1y).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecate_in: Option<String>,
+    /// `true`, `false` or `with-cooldown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistration_protection: Option<crate::aws::ami::attributes::Protection>,
+    /// Encrypt every snapshot of every regional AMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<bool>,
+    /// The KMS key for every region (id, ARN or alias).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// A KMS key per region (region: key), over `kms-key-id`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub region_kms_key_ids: BTreeMap<String, String>,
 }
 
 /// Read a YAML file into `T`, mapping every problem to one line that names the file.
@@ -199,6 +233,7 @@ impl Recipe {
         if args.allow_downgrade {
             self.allow_downgrade = true;
         }
+        self.merge_ami_flags(&args.ami);
         for name in &args.plugins {
             if !self.plugins.iter().any(|p| &p.name == name) {
                 self.plugins.push(crate::plugin::PluginSpec::named(name));
@@ -214,9 +249,104 @@ impl Recipe {
     }
 }
 
+impl Recipe {
+    /// AMI option flags over the recipe's keys: each flag given replaces its key;
+    /// `--kms-key-id KEY` replaces `kms-key-id`, `--kms-key-id REGION=KEY` sets that region
+    /// in `region-kms-key-ids`.
+    fn merge_ami_flags(&mut self, f: &crate::pipeline::sink::ami_options::AmiOptionSpec) {
+        macro_rules! over {
+            ($($field:ident),*) => { $( if f.$field.is_some() { self.$field = f.$field.clone(); } )* };
+        }
+        over!(
+            boot_mode,
+            imds_support,
+            tpm_support,
+            ena_support,
+            sriov_net_support,
+            deregistration_protection
+        );
+        if f.deprecate_at.is_some() || f.deprecate_in.is_some() {
+            self.deprecate_at = f.deprecate_at.clone();
+            self.deprecate_in = f.deprecate_in.clone();
+        }
+        if f.encrypt {
+            self.encrypt = Some(true);
+        }
+        for k in &f.kms_key_id_flags {
+            match k.split_once('=') {
+                Some((region, key)) => {
+                    self.region_kms_key_ids
+                        .insert(region.trim().to_string(), key.trim().to_string());
+                }
+                None => self.kms_key_id = Some(k.trim().to_string()),
+            }
+        }
+    }
+
+    /// The recipe's AMI options, for the AMI sink (flags already merged).
+    pub fn ami_options(&self) -> crate::pipeline::sink::ami_options::AmiOptionSpec {
+        crate::pipeline::sink::ami_options::AmiOptionSpec {
+            boot_mode: self.boot_mode,
+            imds_support: self.imds_support,
+            tpm_support: self.tpm_support,
+            ena_support: self.ena_support,
+            sriov_net_support: self.sriov_net_support,
+            deprecate_at: self.deprecate_at.clone(),
+            deprecate_in: self.deprecate_in.clone(),
+            deregistration_protection: self.deregistration_protection,
+            encrypt: self.encrypt.unwrap_or(false),
+            kms_key_id: self.kms_key_id.clone(),
+            region_kms_key_ids: self.region_kms_key_ids.clone(),
+            kms_key_id_flags: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ami_option_keys_read_and_flags_win() {
+        let r = parse_yaml::<Recipe>(
+            "boot-mode: uefi\nimds-support: v2.0\nderegistration-protection: with-cooldown\nencrypt: true\nkms-key-id: alias/app\nregion-kms-key-ids: {us-west-2: alias/west}\ndeprecate-in: 90d\n",
+            "r.yaml",
+        )
+        .unwrap();
+        let flags = Overrides {
+            ami: crate::pipeline::sink::ami_options::AmiOptionSpec {
+                boot_mode: Some(crate::aws::ami::attributes::BootMode::UefiPreferred),
+                deprecate_at: Some("2027-01-01T00:00:00Z".into()),
+                kms_key_id_flags: vec!["eu-west-1=alias/eu".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let o = r.merge_flags(&flags).unwrap().ami_options();
+        assert_eq!(
+            o.boot_mode,
+            Some(crate::aws::ami::attributes::BootMode::UefiPreferred)
+        );
+        assert_eq!(
+            o.imds_support,
+            Some(crate::aws::ami::attributes::V2Setting::V2)
+        );
+        assert_eq!(
+            o.deregistration_protection,
+            Some(crate::aws::ami::attributes::Protection::WithCooldown)
+        );
+        assert!(o.encrypt);
+        assert_eq!(o.kms_key_id.as_deref(), Some("alias/app"));
+        assert_eq!(o.region_kms_key_ids.len(), 2);
+        assert_eq!(o.deprecate_at.as_deref(), Some("2027-01-01T00:00:00Z"));
+        assert_eq!(o.deprecate_in, None, "--deprecate-at replaces deprecate-in");
+        let e = parse_yaml::<Recipe>("boot-mode: bios\n", "r.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.yaml: boot-mode: unknown variant `bios`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn unknown_key_is_an_error_naming_the_file_and_key() {

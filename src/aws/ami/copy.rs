@@ -1,5 +1,7 @@
 //! CopyImage to every other region at once (bounded), each copy waited for, tagged (AMI and
-//! snapshots) and shared. A rerun reuses copies that already exist by name.
+//! snapshots), its snapshots encrypted with that region's key (CopyImage `Encrypted` +
+//! `KmsKeyId`), shared (launch permission and createVolumePermission) and deprecated. A rerun
+//! reuses copies that already exist by name.
 
 use std::collections::BTreeMap;
 
@@ -9,12 +11,38 @@ use futures::stream::{self, StreamExt};
 use tracing::info;
 
 use super::find::{find_image_by_name, snapshot_ids};
+use super::lifecycle::deprecate;
 use super::register::Registered;
-use super::share::share;
+use super::share::{share, ShareTarget};
 use super::tags::{tag_resources, tag_spec_for, with_bake_id};
 use super::wait::{wait_image_available, WaitConfig};
 use crate::aws::client::{describe_sdk_error, AwsContext};
 use crate::aws::ledger::{Ledger, Resource};
+
+/// What every copy gets besides the image itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CopyOptions {
+    /// Region -> KMS key (ARN): CopyImage encrypts that region's snapshots with it. A region
+    /// without one gets AWS's default (an encrypted source, or encryption by default there,
+    /// still gives encrypted copies, with that region's default key).
+    pub kms_key_ids: BTreeMap<String, String>,
+    pub share_with: Vec<ShareTarget>,
+    /// EnableImageDeprecation on each copy (CopyImage does not carry it).
+    pub deprecate_at: Option<aws_smithy_types::DateTime>,
+}
+
+impl CopyOptions {
+    /// Only sharing with these accounts (12-digit ids).
+    pub fn sharing(accounts: &[String]) -> CopyOptions {
+        CopyOptions {
+            share_with: accounts
+                .iter()
+                .map(|a| ShareTarget::Account(a.clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionalImage {
@@ -35,7 +63,7 @@ pub async fn copy_to_regions(
     description: &str,
     regions: &[String],
     tags: &BTreeMap<String, String>,
-    share_with: &[String],
+    opts: &CopyOptions,
     ledger: &Ledger,
     concurrency: usize,
 ) -> Result<Vec<RegionalImage>> {
@@ -47,7 +75,7 @@ pub async fn copy_to_regions(
         description,
         regions,
         tags,
-        share_with,
+        opts,
         ledger,
         concurrency,
         &WaitConfig::from_env(),
@@ -67,7 +95,7 @@ pub async fn copy_to_regions_with(
     description: &str,
     regions: &[String],
     tags: &BTreeMap<String, String>,
-    share_with: &[String],
+    opts: &CopyOptions,
     ledger: &Ledger,
     concurrency: usize,
     wait: &WaitConfig,
@@ -84,7 +112,7 @@ pub async fn copy_to_regions_with(
                 description,
                 region,
                 tags,
-                share_with,
+                opts,
                 ledger,
                 wait,
             )
@@ -129,7 +157,7 @@ async fn copy_one(
     description: &str,
     region: &str,
     tags: &BTreeMap<String, String>,
-    share_with: &[String],
+    opts: &CopyOptions,
     ledger: &Ledger,
     wait: &WaitConfig,
 ) -> Result<RegionalImage> {
@@ -146,6 +174,7 @@ async fn copy_one(
             // id) on the new AMI and its snapshots at creation, so `gc` finds them even if we die
             // before the CreateTags below.
             ledger.expect_region(region);
+            let key = opts.kms_key_ids.get(region);
             let out = ec2
                 .copy_image()
                 .source_image_id(&source.image_id)
@@ -153,6 +182,8 @@ async fn copy_one(
                 .name(name)
                 .description(description)
                 .copy_image_tags(true)
+                .set_encrypted(key.map(|_| true))
+                .set_kms_key_id(key.cloned())
                 .tag_specifications(tag_spec_for(ResourceType::Image, tags))
                 .tag_specifications(tag_spec_for(ResourceType::Snapshot, tags))
                 .send()
@@ -206,8 +237,12 @@ async fn copy_one(
         tag_resources(&ec2, region, &ids, tags).await?;
     }
     crate::fault::point(&format!("tag image in {region}"))?;
-    share(&ec2, &image_id, share_with).await?;
+    share(&ec2, &image_id, &snaps, &opts.share_with).await?;
     crate::fault::point(&format!("share image in {region}"))?;
+    if let Some(at) = opts.deprecate_at {
+        deprecate(&ec2, region, &image_id, at).await?;
+        crate::fault::point(&format!("deprecate image in {region}"))?;
+    }
     Ok(RegionalImage {
         region: region.to_string(),
         snapshot_id: snaps.first().cloned().unwrap_or_default(),

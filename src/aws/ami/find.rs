@@ -79,6 +79,15 @@ pub struct BaseAmi {
     pub tags: BTreeMap<String, String>,
     /// The `base_ami_version` tag, when the base was published by bakery.
     pub version: Option<String>,
+    /// `v2.0` when instances must use IMDSv2 (inherited by images baked on it).
+    #[serde(default)]
+    pub imds_support: Option<String>,
+    /// `v2.0` for NitroTPM.
+    #[serde(default)]
+    pub tpm_support: Option<String>,
+    /// `simple` for SR-IOV (Intel 82599 VF).
+    #[serde(default)]
+    pub sriov_net_support: Option<String>,
 }
 
 /// A line of `bakery base list`.
@@ -255,6 +264,9 @@ fn base_from_image(image: &Image, region: &str) -> Result<BaseAmi> {
             .unwrap_or_else(|| "hvm".into()),
         version: tags.get("base_ami_version").cloned(),
         tags,
+        imds_support: image.imds_support().map(|v| v.as_str().to_string()),
+        tpm_support: image.tpm_support().map(|v| v.as_str().to_string()),
+        sriov_net_support: image.sriov_net_support().map(str::to_string),
     })
 }
 

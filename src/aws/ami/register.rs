@@ -1,12 +1,13 @@
 //! RegisterImage for a baked root snapshot, shaped like the base (root device name, other
-//! mappings, architecture, boot mode, ENA), idempotent by name.
+//! mappings, architecture) with the launch attributes the bake decided (boot mode, IMDS,
+//! NitroTPM, ENA, SR-IOV: `attributes.rs`), idempotent by name.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use aws_sdk_ec2::types::{
-    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ResourceType,
-    VolumeType,
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues,
+    ResourceType, TpmSupportValues, VolumeType,
 };
 use tracing::{info, warn};
 
@@ -128,6 +129,15 @@ pub async fn register_with(
         .tag_specifications(tag_spec_for(ResourceType::Image, &tags));
     if let Some(mode) = &spec.base.boot_mode {
         req = req.boot_mode(BootModeValues::from(mode.as_str()));
+    }
+    if let Some(v) = &spec.base.imds_support {
+        req = req.imds_support(ImdsSupportValues::from(v.as_str()));
+    }
+    if let Some(v) = &spec.base.tpm_support {
+        req = req.tpm_support(TpmSupportValues::from(v.as_str()));
+    }
+    if let Some(v) = &spec.base.sriov_net_support {
+        req = req.sriov_net_support(v);
     }
     ledger.expect_region(region);
     let out = match req.send().await {
@@ -272,6 +282,9 @@ mod tests {
             virtualization_type: "hvm".into(),
             tags: BTreeMap::new(),
             version: None,
+            imds_support: None,
+            tpm_support: None,
+            sriov_net_support: None,
         }
     }
 

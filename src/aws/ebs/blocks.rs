@@ -227,6 +227,23 @@ pub fn changed_blocks(
     }
 }
 
+/// [`changed_blocks`] for a snapshot that is `encrypted`: without a parent, **every** block is
+/// written, zero blocks included. EBS direct leaves unwritten blocks of a new snapshot
+/// unwritten, and on an encrypted snapshot those read back as noise, not zeros, once a volume
+/// is made from it (awslabs/coldsnap#395). With a parent, a block zero in both is the parent's
+/// own (inherited), and may be skipped as usual.
+pub fn blocks_to_upload(
+    base: Option<&[Option<BlockHash>]>,
+    new: &[Option<BlockHash>],
+    parent_exists: bool,
+    encrypted: bool,
+) -> Vec<u64> {
+    if encrypted && !parent_exists {
+        return (0..new.len() as u64).collect();
+    }
+    changed_blocks(base, new, parent_exists)
+}
+
 // --- the `.hashes` sidecar -----------------------------------------------------------------
 //
 // Layout (little endian): magic "BKRYHSH1", block size u64, block count u64, snapshot id length
@@ -475,6 +492,16 @@ mod tests {
         let new = [h(1), h(9), None, None, h(5), None, h(6)];
         assert_eq!(changed_blocks(Some(&base), &new, true), vec![1, 3, 4, 6]);
         assert_eq!(changed_blocks(Some(&base), &base, true), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn an_encrypted_snapshot_without_parent_gets_every_block_even_zero_ones() {
+        let new = [None, h(1), None, h(2)];
+        assert_eq!(blocks_to_upload(None, &new, false, true), vec![0, 1, 2, 3]);
+        assert_eq!(blocks_to_upload(None, &new, false, false), vec![1, 3]);
+        // With a parent, what is zero in both stays the parent's.
+        let base = [None, h(1), None, h(3)];
+        assert_eq!(blocks_to_upload(Some(&base), &new, true, true), vec![3]);
     }
 
     #[test]

@@ -10,8 +10,9 @@ pub mod upload;
 pub mod wait;
 
 pub use blocks::{
-    changed_blocks, hash_file_blocks, load_hashes, save_hashes, BlockHash, BLOCK_SIZE,
+    blocks_to_upload, changed_blocks, hash_file_blocks, load_hashes, save_hashes, BlockHash,
+    BLOCK_SIZE,
 };
 pub use download::{cached_download, download_snapshot, DownloadStats};
-pub use upload::{upload_snapshot, UploadStats};
+pub use upload::{upload_snapshot, upload_snapshot_with, UploadOptions, UploadStats};
 pub use wait::wait_snapshot_completed;

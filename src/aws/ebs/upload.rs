@@ -27,6 +27,14 @@ use crate::aws::BAKE_ID_TAG;
 /// the error state.
 const START_TIMEOUT_MINUTES: i32 = 60;
 
+/// How the new snapshot is made beyond its blocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// Encrypt it with this KMS key (StartSnapshot `Encrypted` + `KmsKeyArn`). Only without a
+    /// parent: a child takes its parent's encryption, and AWS refuses both together.
+    pub kms_key_arn: Option<String>,
+}
+
 /// What an upload did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadStats {
@@ -52,6 +60,7 @@ pub fn client_token(
     bake_id: &str,
     region: &str,
     parent: Option<&str>,
+    kms_key: Option<&str>,
     volume_gib: i64,
     changed: &[u64],
     hashes: &[Option<BlockHash>],
@@ -61,6 +70,7 @@ pub fn client_token(
         bake_id,
         region,
         parent.unwrap_or("-"),
+        kms_key.unwrap_or("-"),
         &volume_gib.to_string(),
     ] {
         h.update(part.as_bytes());
@@ -88,6 +98,38 @@ pub async fn upload_snapshot(
     region: &str,
     concurrency: usize,
 ) -> Result<UploadStats> {
+    upload_snapshot_with(
+        ebs,
+        file,
+        parent,
+        description,
+        tags,
+        ledger,
+        region,
+        concurrency,
+        &UploadOptions::default(),
+    )
+    .await
+}
+
+/// [`upload_snapshot`], encrypted with `opts.kms_key_arn` when given (then every block is
+/// written, zero blocks included: [`blocks::blocks_to_upload`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_snapshot_with(
+    ebs: &aws_sdk_ebs::Client,
+    file: &Path,
+    parent: Option<(&str, &[Option<BlockHash>])>,
+    description: &str,
+    tags: &BTreeMap<String, String>,
+    ledger: &Ledger,
+    region: &str,
+    concurrency: usize,
+    opts: &UploadOptions,
+) -> Result<UploadStats> {
+    ensure!(
+        parent.is_none() || opts.kms_key_arn.is_none(),
+        "a snapshot with a parent takes the parent's encryption: AWS refuses KmsKeyArn with ParentSnapshotId"
+    );
     let started = Instant::now();
     let path = file.to_path_buf();
     let hashes = tokio::task::spawn_blocking(move || blocks::hash_file_blocks(&path))
@@ -105,7 +147,13 @@ pub async fn upload_snapshot(
             base.len()
         );
     }
-    let changed = blocks::changed_blocks(parent.map(|p| p.1), &hashes, parent.is_some());
+    let kms_key = opts.kms_key_arn.as_deref();
+    let changed = blocks::blocks_to_upload(
+        parent.map(|p| p.1),
+        &hashes,
+        parent.is_some(),
+        kms_key.is_some(),
+    );
     let gib = volume_size_gib(len);
     let parent_id = parent.map(|p| p.0);
     info!(
@@ -136,7 +184,15 @@ pub async fn upload_snapshot(
             .value("pending")
             .build(),
     );
-    let token = client_token(&ledger.bake_id, region, parent_id, gib, &changed, &hashes);
+    let token = client_token(
+        &ledger.bake_id,
+        region,
+        parent_id,
+        kms_key,
+        gib,
+        &changed,
+        &hashes,
+    );
     let what = format!(
         "StartSnapshot (a snapshot of {} in {region})",
         file.display()
@@ -147,6 +203,8 @@ pub async fn upload_snapshot(
             .start_snapshot()
             .volume_size(gib)
             .set_parent_snapshot_id(parent_id.map(str::to_string))
+            .set_encrypted(kms_key.map(|_| true))
+            .set_kms_key_arn(kms_key.map(str::to_string))
             .set_tags(Some(all_tags.clone()))
             .description(description)
             .client_token(&token)
@@ -275,27 +333,39 @@ mod tests {
     #[test]
     fn client_tokens_are_stable_and_distinct() {
         let hashes = [Some([1u8; 32]), None];
-        let a = client_token("bake-1", "us-east-1", None, 1, &[0], &hashes);
+        let a = client_token("bake-1", "us-east-1", None, None, 1, &[0], &hashes);
         assert_eq!(a.len(), 64);
         assert_eq!(
             a,
-            client_token("bake-1", "us-east-1", None, 1, &[0], &hashes)
+            client_token("bake-1", "us-east-1", None, None, 1, &[0], &hashes)
         );
         assert_ne!(
             a,
-            client_token("bake-2", "us-east-1", None, 1, &[0], &hashes)
+            client_token("bake-2", "us-east-1", None, None, 1, &[0], &hashes)
         );
         assert_ne!(
             a,
-            client_token("bake-1", "us-west-2", None, 1, &[0], &hashes)
+            client_token("bake-1", "us-west-2", None, None, 1, &[0], &hashes)
         );
         assert_ne!(
             a,
-            client_token("bake-1", "us-east-1", Some("snap-1"), 1, &[0], &hashes)
+            client_token(
+                "bake-1",
+                "us-east-1",
+                Some("snap-1"),
+                None,
+                1,
+                &[0],
+                &hashes
+            )
         );
         assert_ne!(
             a,
-            client_token("bake-1", "us-east-1", None, 1, &[0, 1], &hashes)
+            client_token("bake-1", "us-east-1", None, None, 1, &[0, 1], &hashes)
+        );
+        assert_ne!(
+            a,
+            client_token("bake-1", "us-east-1", None, Some("arn:k"), 1, &[0], &hashes)
         );
     }
 }

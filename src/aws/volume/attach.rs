@@ -38,6 +38,10 @@ pub struct AttachOptions {
     pub poll: Duration,
     pub sys_root: PathBuf,
     pub dev_root: PathBuf,
+    /// Create the volume encrypted with this KMS key (CreateVolume `Encrypted` + `KmsKeyId`):
+    /// its snapshot is then encrypted with it too. None: as its snapshot (and EBS encryption
+    /// by default) make it.
+    pub kms_key_id: Option<String>,
 }
 
 impl Default for AttachOptions {
@@ -48,6 +52,7 @@ impl Default for AttachOptions {
             poll: Duration::from_millis(500),
             sys_root: PathBuf::from("/sys"),
             dev_root: PathBuf::from("/dev"),
+            kms_key_id: None,
         }
     }
 }
@@ -96,6 +101,8 @@ pub async fn create_and_attach_with(
         .snapshot_id(snapshot_id)
         .size(size_gib)
         .volume_type(VolumeType::Gp3)
+        .set_encrypted(opts.kms_key_id.as_ref().map(|_| true))
+        .set_kms_key_id(opts.kms_key_id.clone())
         .tag_specifications(tag_spec_for(ResourceType::Volume, &tags))
         .send()
         .await

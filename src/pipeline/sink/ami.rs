@@ -6,27 +6,37 @@
 //! 2. the snapshot: the disk uploaded with the EBS direct APIs (`upload snapshot`: only the
 //!    512 KiB blocks that differ from the base snapshot, or every non-zero block of a disk made
 //!    from nothing), or the bake volume snapshotted (`snapshot volume`) and deleted;
-//! 3. RegisterImage shaped like the base AMI (or like a from-scratch base: HVM, ENA, BIOS, one
-//!    gp3 root), tagged;
-//! 4. post-register plugins, launch permissions, CopyImage to every other region concurrently
-//!    (tagged and shared there too);
-//! 5. every resource retagged `bakery:bake-state=complete` (`mark complete`).
+//! 3. RegisterImage shaped like the base AMI (or like a from-scratch base: HVM, ENA, the boot
+//!    mode its disk can boot, one gp3 root) with the launch attributes the bake decided
+//!    (inherited from the base, overridden per attribute: `aws::ami::attributes`), the root
+//!    volume as large as the snapshot (never smaller than the base's), tagged;
+//! 4. post-register plugins, sharing (launch permission, and createVolumePermission on every
+//!    snapshot), deprecation, CopyImage to every other region concurrently (encrypted with
+//!    that region's key, tagged, shared and deprecated there too), deregistration protection
+//!    last (so a failure before it never meets a protected image);
+//! 5. every AMI read back (`describe images`: attributes, snapshots and their KMS keys, for the
+//!    manifest), every resource retagged `bakery:bake-state=complete` (`mark complete`).
 //!
-//! Everything made is recorded in the [`Ledger`] before the next call; on failure or Ctrl-C it
-//! is deleted newest first (unless `--keep-on-error`). AMI attributes, encryption and sharing
-//! options (issue 15) are fields of [`AmiTarget`].
+//! Encryption (`aws::encryption`) is decided per region before anything is made; the root
+//! snapshot stays incremental whenever there is a base snapshot. Everything made is recorded in
+//! the [`Ledger`] before the next call; on failure or Ctrl-C it is deleted newest first (unless
+//! `--keep-on-error`). The options of issue 15 are [`AmiTarget::options`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::aws::ami::{self, BaseAmi, BlockDevice, Registered};
+use crate::aws::ami::{
+    self, attributes, BaseAmi, BlockDevice, DiskFirmware, Registered, ShareTarget,
+};
 use crate::aws::ebs;
+use crate::aws::encryption::{self, EncryptionPlan, SnapshotPlan, Want};
 use crate::aws::ledger::Ledger;
 use crate::aws::{volume, BAKE_ID_TAG};
-use crate::context::{check_account_ids, check_regions, Aws, Globals};
+use crate::context::{check_regions, Aws, Globals};
+use crate::input;
 use crate::manifest::{AmiOutput, Manifest, UploadSummary};
 use crate::pipeline::source::{self, BaseOrigin, From, Source, SourceDisk};
 use crate::pipeline::{announce, Job, Stages};
@@ -48,20 +58,36 @@ pub struct AmiTarget {
     pub region: Option<String>,
     /// Regions to copy to (the source region among them is ignored).
     pub copy_to: Vec<String>,
-    /// Accounts granted launch permission in every region.
+    /// Accounts, organization ARNs and OU ARNs the AMI is shared with in every region (see
+    /// `aws::ami::share`).
     pub share_with: Vec<String>,
     /// On failure keep what was made (for debugging) instead of rolling it back.
     pub keep_on_error: bool,
+    /// Launch attributes, lifecycle, encryption (issue 15).
+    pub options: super::ami_options::AmiOptions,
 }
 
 impl AmiTarget {
-    /// Input checks before anything is made: region names, account ids (exit 2).
+    /// Input checks before anything is made: region names, share targets, KMS keys of regions
+    /// the bake has (exit 2).
     pub fn check(&self) -> Result<()> {
         check_regions(
             self.region.iter().chain(self.copy_to.iter()),
             "--region/--copy-to",
         )?;
-        check_account_ids(&self.share_with)
+        self.share_targets()?;
+        if self.region.is_some() {
+            self.options
+                .kms_keys
+                .check(&self.regions())
+                .map_err(|e| input!("{e}"))?;
+        }
+        Ok(())
+    }
+
+    /// `share_with` parsed: accounts, organizations, OUs (input error otherwise).
+    pub fn share_targets(&self) -> Result<Vec<ShareTarget>> {
+        ShareTarget::parse_all(&self.share_with).map_err(|e| input!("{e}"))
     }
 
     /// The source region (when given) first, then the copies, without duplicates.
@@ -81,6 +107,8 @@ pub struct Cloud {
     pub aws: Aws,
     pub region: String,
     pub ledger: Ledger,
+    /// What each region's snapshots must be (decided before anything is made).
+    pub encryption: EncryptionPlan,
 }
 
 /// The whole bake into AMIs, under the ledger: rolled back on any error or signal.
@@ -94,18 +122,39 @@ pub fn run(
     let aws = Aws::load(true)?;
     let work = WorkDir::create(&g.work_dir, &job.bake_id)?;
     let region = aws.region(target.region.as_deref())?;
+    let regions: Vec<String> = std::iter::once(region.clone())
+        .chain(target.copy_to.iter().filter(|r| **r != region).cloned())
+        .collect();
+    let opts = &target.options;
+    opts.kms_keys.check(&regions).map_err(|e| input!("{e}"))?;
+    let shares = target.share_targets()?;
+    // Keys looked up, the account's encryption settings read: before anything is made.
+    let encryption = aws.rt.block_on(encryption::resolve(
+        &aws.ctx,
+        &regions,
+        opts.encrypt,
+        &opts.kms_keys,
+        shares.iter().any(|t| t.account().is_some()),
+    ))?;
     let cloud = Cloud {
         aws,
         region,
         ledger: Ledger::new(&job.bake_id),
+        encryption,
     };
-    // The base AMI is looked up before anything is made (a missing one is an input error).
+    // The base AMI is looked up before anything is made (a missing one is an input error), and
+    // the attributes it passes on checked with the overrides.
     let base_ami = match &source {
-        Source::Ami { base, .. } => Some(cloud.aws.rt.block_on(ami::resolve_base(
-            &cloud.aws.ctx,
-            &cloud.region,
-            base,
-        ))?),
+        Source::Ami { base, .. } => {
+            let b =
+                cloud
+                    .aws
+                    .rt
+                    .block_on(ami::resolve_base(&cloud.aws.ctx, &cloud.region, base))?;
+            attributes::check(&attributes::apply_overrides(&b, &opts.attributes))
+                .map_err(|e| input!("{e} (base AMI {} in {})", b.id, cloud.region))?;
+            Some(b)
+        }
         _ => None,
     };
     let from = match &base_ami {
@@ -183,8 +232,15 @@ fn settle(
 /// What the AMI's root snapshot was made from, for the manifest's `upload`.
 struct Written {
     snapshot_id: String,
+    /// The snapshot's volume size (GiB).
     volume_size_gib: i32,
     upload: Option<UploadSummary>,
+}
+
+/// The root volume size to register: the snapshot's, never smaller than the base AMI's root
+/// (a base registered with a larger root than its snapshot keeps it).
+pub fn root_volume_size(snapshot_gib: i32, base_gib: Option<i32>) -> i32 {
+    snapshot_gib.max(base_gib.unwrap_or(0))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -208,8 +264,11 @@ fn bake(
         .cloned()
         .collect();
 
+    let opts = &target.options;
+    let shares = target.share_targets()?;
+
     let existing = rt.block_on(ami::find_image_by_name(&ec2, &job.name))?;
-    let (registered, facts, base, mut tags, upload, description) =
+    let (registered, snapshots, facts, base, mut tags, upload, description) =
         if let Some((id, snaps, _)) = existing {
             stages.progress().println(&format!(
                 "{} already exists in {region} as {id}: reusing it",
@@ -224,30 +283,68 @@ fn bake(
                 reused: true,
             };
             let description = description(&job.name, base_ami, None);
-            (registered, facts, base, tags, None, description)
+            (registered, snaps, facts, base, tags, None, description)
         } else {
             let disk = open(source, base_ami, cloud, work, stages, g)?;
+            // What the disk can boot decides a from-scratch base's boot mode, and refuses a
+            // --boot-mode it cannot boot (before the bake's long steps).
+            let firmware = crate::disk::layout::read_layout(&disk.path)
+                .ok()
+                .map(|l| DiskFirmware::of(&l));
+            if let (Some(f), Some(mode)) = (firmware, opts.attributes.boot_mode) {
+                f.check(mode).map_err(|e| input!("{e}"))?;
+            }
+            let scratch_boot_mode = firmware.and_then(|f| f.default_boot_mode());
+            if disk.from.base_ami().is_none() {
+                let mut scratch = from_scratch_base(&job.name, region, "", 1, "");
+                scratch.boot_mode = scratch_boot_mode.map(|m| m.as_str().to_string());
+                attributes::check(&attributes::apply_overrides(&scratch, &opts.attributes))
+                    .map_err(|e| input!("{e}"))?;
+            }
             let facts = crate::pipeline::provision(job, &disk, Some(cloud), work, stages, g)?;
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
             let description = description(&job.name, disk.from.base_ami(), facts.os.as_deref());
             let written = write(&disk, &description, &tags, cloud, stages)?;
-            let register_base = match disk.from.base_ami() {
+            let mut register_base = match disk.from.base_ami() {
                 Some(b) => b.clone(),
-                None => from_scratch_base(
-                    &job.name,
-                    region,
-                    &written.snapshot_id,
-                    written.volume_size_gib,
-                    &base.version,
-                ),
+                None => {
+                    let mut b = from_scratch_base(
+                        &job.name,
+                        region,
+                        &written.snapshot_id,
+                        written.volume_size_gib,
+                        &base.version,
+                    );
+                    b.boot_mode = scratch_boot_mode.map(|m| m.as_str().to_string());
+                    b
+                }
             };
+            register_base = attributes::apply_overrides(&register_base, &opts.attributes);
+            encrypt_other_snapshots(&mut register_base, &description, &tags, cloud, stages)?;
+            let volume_size_gib = root_volume_size(
+                written.volume_size_gib,
+                disk.from.base_ami().map(|b| b.root_volume_size_gib),
+            );
+            let mut snapshots = vec![written.snapshot_id.clone()];
+            snapshots.extend(
+                register_base
+                    .block_device_mappings
+                    .iter()
+                    .filter(|m| {
+                        !crate::aws::ami::same_device(
+                            &m.device_name,
+                            &register_base.root_device_name,
+                        )
+                    })
+                    .filter_map(|m| m.snapshot_id.clone()),
+            );
             let spec = ami::RegisterSpec {
                 name: job.name.clone(),
                 description: description.clone(),
                 root_snapshot_id: written.snapshot_id.clone(),
-                volume_size_gib: written.volume_size_gib,
+                volume_size_gib,
                 base: register_base,
                 tags: tags.clone(),
             };
@@ -259,7 +356,15 @@ fn bake(
                 st.say(format!("registered {}", r.image_id));
                 Ok(r)
             })?;
-            (registered, facts, base, tags, written.upload, description)
+            (
+                registered,
+                snapshots,
+                facts,
+                base,
+                tags,
+                written.upload,
+                description,
+            )
         };
 
     if !job.plugins.is_empty() && !registered.reused {
@@ -281,12 +386,20 @@ fn bake(
             Ok(())
         })?;
     }
-    if !target.share_with.is_empty() {
+    if !shares.is_empty() {
         stages.run_aws(
             &format!("share image in {region}"),
             &format!("share image in {region}"),
             rt,
-            ami::share(&ec2, &registered.image_id, &target.share_with),
+            ami::share(&ec2, &registered.image_id, &snapshots, &shares),
+        )?;
+    }
+    if let Some(at) = opts.lifecycle.deprecate_at {
+        stages.run_aws(
+            &format!("deprecate image in {region}"),
+            &format!("deprecate image in {region}"),
+            rt,
+            ami::lifecycle::deprecate(&ec2, region, &registered.image_id, at),
         )?;
     }
     let mut amis = vec![AmiOutput {
@@ -294,8 +407,14 @@ fn bake(
         image_id: registered.image_id.clone(),
         snapshot_id: registered.snapshot_id.clone(),
         reused: registered.reused,
+        ..Default::default()
     }];
     if !copies.is_empty() {
+        let copy_opts = ami::CopyOptions {
+            kms_key_ids: cloud.encryption.copy_keys(),
+            share_with: shares.clone(),
+            deprecate_at: opts.lifecycle.deprecate_at,
+        };
         let copied = stages.run_shown(
             "copy to regions",
             &format!("copy to {}", copies.join(", ")),
@@ -310,7 +429,7 @@ fn bake(
                         &description,
                         &copies,
                         &tags,
-                        &target.share_with,
+                        &copy_opts,
                         &cloud.ledger,
                         COPY_CONCURRENCY,
                     ),
@@ -324,12 +443,102 @@ fn bake(
             image_id: c.image_id,
             snapshot_id: c.snapshot_id,
             reused: c.reused,
+            ..Default::default()
         }));
+    }
+    // Last: a failure before this point never has to lift a protection to roll back.
+    if let Some(cooldown) = opts.lifecycle.protects() {
+        let images: Vec<(String, String)> = amis
+            .iter()
+            .map(|a| (a.region.clone(), a.image_id.clone()))
+            .collect();
+        stages.run_aws(
+            "protect images",
+            "protect images from deregistration",
+            rt,
+            async {
+                for (r, id) in &images {
+                    ami::lifecycle::protect(&ctx.ec2(r), r, id, cooldown).await?;
+                }
+                Ok(())
+            },
+        )?;
+    }
+    let reports = stages.run_aws("describe images", "read back the images", rt, async {
+        let mut out = Vec::new();
+        for a in &amis {
+            out.push(ami::describe_image(&ctx.ec2(&a.region), &a.region, &a.image_id).await?);
+        }
+        Ok(out)
+    })?;
+    for (a, r) in amis.iter_mut().zip(reports) {
+        a.attributes = Some(r.attributes);
+        a.snapshots = r.snapshots;
+        a.shared_with = shares.iter().map(ToString::to_string).collect();
     }
     let mut m = job.manifest(base, &facts, tags, stages.timings(), work);
     m.amis = amis;
     m.upload = upload;
     Ok(m)
+}
+
+/// Under encryption, the base AMI's other EBS snapshots (data volumes) must be encrypted with
+/// the region's key too: each one that is not is copied encrypted (CopySnapshot, server side)
+/// and the mapping points at the copy (stage `encrypt other snapshots`).
+fn encrypt_other_snapshots(
+    register_base: &mut BaseAmi,
+    description: &str,
+    tags: &BTreeMap<String, String>,
+    cloud: &Cloud,
+    stages: &mut Stages,
+) -> Result<()> {
+    let (rt, ctx, region) = (cloud.aws.rt, &cloud.aws.ctx, cloud.region.as_str());
+    let want = cloud.encryption.want(region);
+    let Want::Encrypted { key_arn, .. } = &want else {
+        return Ok(());
+    };
+    let root = register_base.root_device_name.clone();
+    let others: Vec<usize> = register_base
+        .block_device_mappings
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            m.snapshot_id.is_some() && !crate::aws::ami::same_device(&m.device_name, &root)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let maps = &mut register_base.block_device_mappings;
+    stages.run_aws(
+        "encrypt other snapshots",
+        "encrypt the base's other snapshots",
+        rt,
+        async {
+            for i in others {
+                let sid = maps[i].snapshot_id.clone().unwrap_or_default();
+                let enc = encryption::snapshot_encryption(ctx, region, &sid).await?;
+                if want.accepts(&enc) {
+                    continue;
+                }
+                let copy = encryption::copy_snapshot_encrypted(
+                    ctx,
+                    region,
+                    &sid,
+                    key_arn,
+                    description,
+                    tags,
+                    &cloud.ledger,
+                    SNAPSHOT_TIMEOUT,
+                )
+                .await?;
+                maps[i].snapshot_id = Some(copy);
+                maps[i].encrypted = None;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Open the source into a disk: an AMI's snapshot (direct) or volume, or a local disk.
@@ -393,7 +602,9 @@ fn write(
     stages: &mut Stages,
 ) -> Result<Written> {
     let (rt, ctx, region) = (cloud.aws.rt, &cloud.aws.ctx, cloud.region.as_str());
+    let ec2 = ctx.ec2(region);
     if let From::Volume { base, attached, .. } = &disk.from {
+        // Encrypted, when asked, since CreateVolume (source::ami_volume): the snapshot follows.
         let snapshot_id = stages.run_aws(
             "snapshot volume",
             "snapshot volume",
@@ -413,9 +624,12 @@ fn write(
             rt,
             volume::delete(ctx, region, &attached.volume_id, &cloud.ledger),
         )?;
+        let size = rt
+            .block_on(snapshot_size_gib(&ec2, &snapshot_id))
+            .unwrap_or(base.root_volume_size_gib);
         return Ok(Written {
             snapshot_id,
-            volume_size_gib: base.root_volume_size_gib,
+            volume_size_gib: size,
             upload: None,
         });
     }
@@ -425,24 +639,66 @@ fn write(
             hashes,
             bytes_read,
         } => (
-            Some((base.root_snapshot_id.as_str(), hashes.as_slice())),
+            Some((base.root_snapshot_id.clone(), hashes.as_slice())),
             base.root_snapshot_id.clone(),
             *bytes_read,
         ),
         _ => (None, String::new(), 0),
     };
+    let want = cloud.encryption.want(region);
+    let parent_encryption = match (&parent, &want) {
+        (Some((id, _)), Want::Encrypted { .. }) => {
+            Some(rt.block_on(encryption::snapshot_encryption(ctx, region, id))?)
+        }
+        (Some(_), Want::Plain) => Some(Default::default()),
+        (None, _) => None,
+    };
+    let plan = encryption::snapshot_plan(parent_encryption.as_ref(), &want);
+    // A parent that cannot take the wanted key: encrypt a copy of it first (server side), and
+    // upload the child of that copy, still incrementally.
+    let encrypted_copy = match &plan {
+        SnapshotPlan::ChildOfEncryptedCopy { key_arn } => {
+            let base_id = base_snapshot_id.clone();
+            Some(stages.run_aws(
+                "encrypt base snapshot",
+                &format!("encrypted copy of {base_id}"),
+                rt,
+                encryption::copy_snapshot_encrypted(
+                    ctx,
+                    region,
+                    &base_id,
+                    key_arn,
+                    &format!("{description} (encrypted parent, deleted after the bake)"),
+                    tags,
+                    &cloud.ledger,
+                    SNAPSHOT_TIMEOUT,
+                ),
+            )?)
+        }
+        _ => None,
+    };
+    let parent_ref = parent
+        .as_ref()
+        .map(|(id, h)| (encrypted_copy.as_deref().unwrap_or(id.as_str()), *h));
+    let upload_opts = ebs::UploadOptions {
+        kms_key_arn: match &plan {
+            SnapshotPlan::FullEncrypted { key_arn } => Some(key_arn.clone()),
+            _ => None,
+        },
+    };
     let up = stages.run_shown("upload snapshot", "upload changed blocks", |st| {
         let up = crate::sys::signals::block_on(
             rt,
-            ebs::upload_snapshot(
+            ebs::upload_snapshot_with(
                 &ctx.ebs(region),
                 &disk.path,
-                parent,
+                parent_ref,
                 description,
                 tags,
                 &cloud.ledger,
                 region,
                 UPLOAD_CONCURRENCY,
+                &upload_opts,
             ),
         )?;
         st.say(format!("upload {} changed blocks", up.blocks_changed));
@@ -452,16 +708,36 @@ fn write(
         st.timing("wait snapshot");
         crate::sys::signals::block_on(
             rt,
-            ebs::wait_snapshot_completed(&ctx.ec2(region), &up.snapshot_id, SNAPSHOT_TIMEOUT),
+            ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, SNAPSHOT_TIMEOUT),
         )
     })?;
-    let volume_size_gib = match disk.from.base_ami() {
-        Some(b) => b.root_volume_size_gib,
-        None => i32::try_from(up.volume_size_gib).unwrap_or(i32::MAX),
+    if let Some(copy) = &encrypted_copy {
+        // The child is complete and stands on its own: the encrypted copy of the base is not
+        // needed any more. Left behind (still tagged pending) if AWS refuses: `gc` takes it.
+        let r = crate::aws::ledger::Resource::Snapshot {
+            region: region.to_string(),
+            id: copy.clone(),
+        };
+        match rt.block_on(crate::aws::ledger::delete(ctx, &r)) {
+            Ok(()) => info!("deleted {copy}, the encrypted copy of {base_snapshot_id}"),
+            Err(e) => warn!("could not delete {copy} (the encrypted copy of {base_snapshot_id}; `bakery gc` removes it): {e:#}"),
+        }
+        cloud.ledger.forget(&r);
+    }
+    let kms_key_id = match &plan {
+        SnapshotPlan::Full => None,
+        _ => {
+            rt.block_on(encryption::snapshot_encryption(
+                ctx,
+                region,
+                &up.snapshot_id,
+            ))?
+            .key_arn
+        }
     };
     Ok(Written {
         snapshot_id: up.snapshot_id.clone(),
-        volume_size_gib,
+        volume_size_gib: i32::try_from(up.volume_size_gib).unwrap_or(i32::MAX),
         upload: Some(UploadSummary {
             mode: Mode::Direct,
             base_snapshot_id,
@@ -470,8 +746,21 @@ fn write(
             blocks_total: up.blocks_total,
             blocks_changed: up.blocks_changed,
             bytes_uploaded: up.bytes_uploaded,
+            kms_key_id,
+            encrypted_parent_snapshot_id: encrypted_copy,
         }),
     })
+}
+
+/// The volume size of a snapshot (GiB), from DescribeSnapshots.
+async fn snapshot_size_gib(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Option<i32> {
+    let out = ec2
+        .describe_snapshots()
+        .snapshot_ids(snapshot_id)
+        .send()
+        .await
+        .ok()?;
+    out.snapshots().first()?.volume_size()
 }
 
 /// The AMI's description: what it was baked from, or what it is (a base made from nothing).
@@ -482,8 +771,8 @@ pub fn description(name: &str, base: Option<&BaseAmi>, os: Option<&str>) -> Stri
     }
 }
 
-/// What a from-scratch base looks like to RegisterImage: HVM, ENA, BIOS boot, one gp3 root
-/// (`/dev/xvda`) from `snapshot_id`.
+/// What a from-scratch base looks like to RegisterImage: HVM, ENA, BIOS boot (the bake replaces
+/// it with what the disk boots: `DiskFirmware`), one gp3 root (`/dev/xvda`) from `snapshot_id`.
 pub fn from_scratch_base(
     name: &str,
     region: &str,
@@ -516,6 +805,9 @@ pub fn from_scratch_base(
         virtualization_type: "hvm".into(),
         tags: BTreeMap::new(),
         version: Some(version.to_string()),
+        imds_support: None,
+        tpm_support: None,
+        sriov_net_support: None,
     }
 }
 

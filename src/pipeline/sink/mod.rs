@@ -7,6 +7,7 @@
 //!   to every other region and tagged, everything recorded in the cleanup ledger
 
 pub mod ami;
+pub mod ami_options;
 pub mod file;
 
 /// Where the image goes (what the command asked for).

@@ -29,13 +29,22 @@ pub fn open(base: &BaseAmi, cloud: &Cloud, stages: &mut Stages) -> Result<Source
         st.timing("create and attach volume");
         crate::sys::signals::block_on(
             cloud.aws.rt,
-            volume::create_and_attach(
+            volume::create_and_attach_with(
                 &cloud.aws.ctx,
                 &host,
                 &base.root_snapshot_id,
                 base.root_volume_size_gib,
                 &cloud.ledger,
                 &crate::sys::lock::host_wide_dir(),
+                &volume::AttachOptions {
+                    // Encrypted with the region's key when one is asked for (its snapshot then is).
+                    kms_key_id: cloud
+                        .encryption
+                        .want(&cloud.region)
+                        .key_to_ask()
+                        .map(str::to_string),
+                    ..Default::default()
+                },
             ),
         )
     })?;

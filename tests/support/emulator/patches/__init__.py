@@ -43,6 +43,11 @@ PATCHES = [
     "y_asg_notifications",
     "z_asg_group_settings",
     "aa_cloudwatch_metric_identity",
+    "ka_image_deprecation",
+    "kb_image_deregistration_protection",
+    "kc_ebs_default_kms_key",
+    "kd_ebs_start_snapshot_encryption",
+    "ke_copy_encryption",
 ]
 
 
