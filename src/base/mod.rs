@@ -58,6 +58,20 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         target.check()?;
         Sink::Ami(target)
     } else {
+        let asked = crate::recipe::Recipe {
+            output: Some(args.output.clone()),
+            region: args.publish.region.clone(),
+            copy_to: args.publish.copy_to.clone(),
+            share_with: args.publish.share_with.clone(),
+            ..Default::default()
+        };
+        if let Some(o) = asked.ami_only_options_on_a_file().first() {
+            return Err(crate::input!(
+                "{} applies only to `--output ami`; drop it for a file output ({})",
+                o.flag,
+                args.output.display()
+            ));
+        }
         let format = Format::from_output_path(&args.output)?;
         if !args.dry_run {
             PendingOutput::check(&args.output, args.force, "output")?;
@@ -65,6 +79,7 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         Sink::File(FileTarget {
             path: args.output.clone(),
             format,
+            keep_on_error: args.publish.keep_on_error,
         })
     };
     let scratch = tempfile::Builder::new()

@@ -15,8 +15,8 @@ mod wait;
 pub use copy::{copy_to_regions, copy_to_regions_with, RegionalImage};
 pub(crate) use find::{describe_own_images, snapshot_ids};
 pub use find::{
-    find_image_by_name, glob_match, list_images, resolve_base, BaseAmi, BaseRef, BlockDevice,
-    ImageSummary,
+    find_image_by_name, find_tagged_image_by_name, glob_match, list_images, resolve_base, BaseAmi,
+    BaseRef, BlockDevice, ImageSummary,
 };
 pub use register::{register, register_with, RegisterSpec, Registered};
 pub use share::share;
