@@ -362,6 +362,9 @@ fn bake(
     Ok(m)
 }
 
+/// An AMI found by name: its id and snapshot ids (root first).
+type ExistingImage = (String, Vec<String>);
+
 /// The first free name among `name`, `name-2`, `name-3`… ([`crate::naming::attempt_name`]), or
 /// the first whose AMI was made by the same bake (then with that AMI's id and snapshots).
 fn choose_name(
@@ -369,7 +372,7 @@ fn choose_name(
     ec2: &aws_sdk_ec2::Client,
     name: &str,
     key: &str,
-) -> Result<(String, Option<(String, Vec<String>)>)> {
+) -> Result<(String, Option<ExistingImage>)> {
     use crate::naming::{attempt_name, name_verdict, NameVerdict, BAKE_KEY_TAG, MAX_NAME_ATTEMPTS};
     for n in 1..=MAX_NAME_ATTEMPTS {
         let candidate = attempt_name(name, n);
