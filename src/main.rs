@@ -62,7 +62,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Session => Ok(bakery::provision::session::main()),
         Command::Bake(args) => {
-            bakery::doctor::require_root("bake")?;
+            // A plan or the merged recipe reads the inputs only: no root needed.
+            if !(args.dry_run || args.print_config) {
+                bakery::doctor::require_root("bake")?;
+            }
             match bakery::bake::run(&args, &g)? {
                 BakeResult::Printed(text) => {
                     print_text(&text)?;

@@ -120,7 +120,7 @@ pub fn ci_tags(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 /// offending tag and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
-    #[error("{0} tags, but AWS allows at most {max} per image; drop some --tag values", max = MAX_TAGS)]
+    #[error("{0} tags, but AWS allows at most {max} per resource (snapshot, AMI); drop some --tag values", max = MAX_TAGS)]
     TooMany(usize),
     #[error("a tag key is empty; write tags as KEY=VALUE")]
     EmptyKey,
@@ -163,6 +163,105 @@ pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), TagError> {
         }
     }
     Ok(())
+}
+
+/// The tag recording a bake's [`bake_key`] on its snapshots and AMIs: an AMI of the same name
+/// is reused only when this tag matches (see [`name_verdict`]).
+pub const BAKE_KEY_TAG: &str = "bakery:bake-key";
+
+/// The full tag set of one resource a bake writes (the snapshot at StartSnapshot or
+/// CreateSnapshot, the AMI, each regional copy and its snapshots): the image tags (Aminator's,
+/// CI's, the user's, plugins', `bakery:bake-key`) plus `bakery:bake-id=<bake_id>` and
+/// `bakery:bake-state=pending`. The writers and the up-front limit check both use this one
+/// function, so no tag bakery writes goes uncounted (AWS: 50 tags per resource, EC2 User Guide
+/// "Tag restrictions").
+pub fn resource_tags(image: &BTreeMap<String, String>, bake_id: &str) -> BTreeMap<String, String> {
+    let mut out = image.clone();
+    out.insert(crate::aws::BAKE_ID_TAG.to_string(), bake_id.to_string());
+    out.insert(
+        crate::aws::BAKE_STATE_TAG.to_string(),
+        "pending".to_string(),
+    );
+    out
+}
+
+/// What a bake's image is made of, for [`bake_key`]: each part a stable text (no bake id, no
+/// scratch path, no time).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BakeKeyInput {
+    /// The base's identity: `ami-…/snap-…` for a base AMI, path, size and mtime for a file.
+    pub base: String,
+    /// One line per package: kind, name, version and the file's SHA-256.
+    pub packages: Vec<String>,
+    /// One line per provisioning step (layers), files by their SHA-256.
+    pub steps: Vec<String>,
+    /// Recipe options that change the image (package policy, plugins).
+    pub options: Vec<String>,
+    /// The user's tags (they end up on the AMI).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The bake key: SHA-256 (hex) of everything that makes the image what it is. Two bakes with
+/// equal keys make the same image; an AMI carrying this key in [`BAKE_KEY_TAG`] may be reused.
+pub fn bake_key(input: &BakeKeyInput) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |label: &str, v: &str| {
+        // Length-prefixed, so no two different inputs serialize alike.
+        h.update(format!("{label}:{}:", v.len()));
+        h.update(v.as_bytes());
+    };
+    field("base", &input.base);
+    for p in &input.packages {
+        field("package", p);
+    }
+    for s in &input.steps {
+        field("step", s);
+    }
+    for o in &input.options {
+        field("option", o);
+    }
+    for (k, v) in &input.tags {
+        field("tag", &format!("{k}={v}"));
+    }
+    hex::encode(h.finalize())
+}
+
+/// How many names [`attempt_name`] tries before giving up.
+pub const MAX_NAME_ATTEMPTS: u32 = 20;
+
+/// The name of attempt `n` (1-based) for `name`: `name` itself first, then `name-2`, `name-3`…
+/// (Aminator's attempt suffix; kept within AMI name limits by cutting the head).
+pub fn attempt_name(name: &str, n: u32) -> String {
+    if n <= 1 {
+        return name.to_string();
+    }
+    let suffix = format!("-{n}");
+    if name.len() + suffix.len() <= MAX_AMI_NAME {
+        format!("{name}{suffix}")
+    } else {
+        format!("{}{suffix}", &name[..MAX_AMI_NAME - suffix.len()])
+    }
+}
+
+/// What an existing AMI of the wanted name means for a bake with key `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameVerdict {
+    /// No AMI has this name: register under it.
+    Free,
+    /// The AMI was made by the same bake (equal [`BAKE_KEY_TAG`]): reuse it.
+    Same,
+    /// Another bake's AMI (other key, or none recorded): try the next name.
+    Taken,
+}
+
+/// Decide on one name: `existing` is `None` when no AMI has it, else that AMI's bake key tag.
+pub fn name_verdict(existing: Option<Option<&str>>, key: &str) -> NameVerdict {
+    match existing {
+        None => NameVerdict::Free,
+        Some(Some(k)) if k == key => NameVerdict::Same,
+        Some(_) => NameVerdict::Taken,
+    }
 }
 
 /// An AMI name EC2 would refuse (EC2 API reference, RegisterImage `Name`: 3-128 characters of
@@ -347,5 +446,89 @@ mod tests {
         ]));
         assert_eq!(l["build_job"], "g/p/bake");
         assert!(ci_tags(&env(&[])).is_empty());
+    }
+
+    #[test]
+    fn every_resource_tag_bakery_writes_is_counted() {
+        // 41 user tags + bakery's 9 (6 Aminator/CI + bake-key + bake-id + bake-state) = 50.
+        let mut image: BTreeMap<String, String> = (0..47)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        image.insert(BAKE_KEY_TAG.into(), "0".repeat(64));
+        let all = resource_tags(&image, "bk-1");
+        assert_eq!(all.len(), 50);
+        assert_eq!(all[crate::aws::BAKE_ID_TAG], "bk-1");
+        assert_eq!(all[crate::aws::BAKE_STATE_TAG], "pending");
+        assert!(validate_tags(&all).is_ok());
+        image.insert("one-more".into(), "x".into());
+        assert_eq!(
+            validate_tags(&resource_tags(&image, "bk-1")),
+            Err(TagError::TooMany(51))
+        );
+        // The caller's stale bake id never survives, nor adds a tag.
+        image.insert(crate::aws::BAKE_ID_TAG.into(), "old".into());
+        assert_eq!(resource_tags(&image, "bk-2").len(), 51);
+    }
+
+    #[test]
+    fn the_bake_key_changes_with_every_input_and_only_with_them() {
+        let a = BakeKeyInput {
+            base: "ami-a/snap-a".into(),
+            packages: vec!["deb tiny 1.0-1 sha256:aa".into()],
+            steps: vec!["run x".into()],
+            options: vec![],
+            tags: BTreeMap::from([("team".to_string(), "payments".to_string())]),
+        };
+        let k = bake_key(&a);
+        assert_eq!(k.len(), 64);
+        assert_eq!(k, bake_key(&a.clone()));
+        let other_base = BakeKeyInput {
+            base: "ami-b/snap-b".into(),
+            ..a.clone()
+        };
+        let other_pkg = BakeKeyInput {
+            packages: vec!["deb tiny 1.0-1 sha256:ab".into()],
+            ..a.clone()
+        };
+        let other_step = BakeKeyInput {
+            steps: vec![],
+            ..a.clone()
+        };
+        let other_tags = BakeKeyInput {
+            tags: BTreeMap::new(),
+            ..a.clone()
+        };
+        let other_opts = BakeKeyInput {
+            options: vec!["allow-downgrade".into()],
+            ..a.clone()
+        };
+        // A field's text moved to the next field is another input.
+        let shifted = BakeKeyInput {
+            packages: vec![],
+            steps: vec!["deb tiny 1.0-1 sha256:aa".into(), "run x".into()],
+            ..a.clone()
+        };
+        for o in [
+            other_base, other_pkg, other_step, other_tags, other_opts, shifted,
+        ] {
+            assert_ne!(bake_key(&o), k, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn a_name_is_reused_only_for_the_same_bake_and_otherwise_gets_an_attempt_suffix() {
+        assert_eq!(name_verdict(None, "k"), NameVerdict::Free);
+        assert_eq!(name_verdict(Some(Some("k")), "k"), NameVerdict::Same);
+        assert_eq!(name_verdict(Some(Some("j")), "k"), NameVerdict::Taken);
+        // An AMI without a key (another tool's, an older bakery's) is never taken for ours.
+        assert_eq!(name_verdict(Some(None), "k"), NameVerdict::Taken);
+        let n = "tiny-1.0-1-all-202611300912";
+        assert_eq!(attempt_name(n, 1), n);
+        assert_eq!(attempt_name(n, 2), format!("{n}-2"));
+        let long = "a".repeat(MAX_AMI_NAME);
+        let cut = attempt_name(&long, 12);
+        assert_eq!(cut.len(), MAX_AMI_NAME);
+        assert!(cut.ends_with("a-12"));
+        assert!(validate_ami_name(&cut).is_ok());
     }
 }

@@ -407,3 +407,152 @@ fn base_ami_then_direct_bake_into_three_regions() {
     assert!(left.is_empty(), "the failed bake left {left:?}");
     assert_no_leaks(t.dir.path());
 }
+
+/// Case aws/ami-name-reuse (hashicorp/packer#2993, #1873): images of another bake (base A) hold
+/// this minute's Aminator name; a bake of the same package on base B must not return them, but
+/// register its own AMI under the next attempt name and say so. Failed before the bake key: the
+/// bake reused the base-A image with exit 0 and a manifest claiming base B.
+#[test]
+fn an_ami_name_taken_by_another_bake_is_not_reused() {
+    let emu = Emulator::start();
+    for (k, v) in emu.env() {
+        // SAFETY (edition 2021: not unsafe): set before any thread of this test reads them.
+        std::env::set_var(k, v);
+    }
+    let t = TestDir::new("namereuse");
+    let rt = rt();
+    let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
+    let ec2 = ctx.ec2("us-east-1");
+    let (base_b, _) = publish_test_base(&rt, &ctx, "us-east-1", "bakery-base-bookworm-b");
+    // Base A's images: an empty snapshot, registered under the next 20 minutes' names.
+    let squatters: Vec<String> = rt.block_on(async {
+        let vol = ec2
+            .create_volume()
+            .size(2)
+            .availability_zone("us-east-1a")
+            .send()
+            .await
+            .unwrap();
+        let snap = ec2
+            .create_snapshot()
+            .volume_id(vol.volume_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        ec2.delete_volume()
+            .volume_id(vol.volume_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let mut ids = Vec::new();
+        for m in 0..20 {
+            let stamp = bakery::naming::stamp(now + time::Duration::minutes(m));
+            let r = ec2
+                .register_image()
+                .name(format!("tiny-1.0-1-all-{stamp}"))
+                .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+                .virtualization_type("hvm")
+                .root_device_name("/dev/xvda")
+                .block_device_mappings(
+                    aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                        .device_name("/dev/xvda")
+                        .ebs(
+                            aws_sdk_ec2::types::EbsBlockDevice::builder()
+                                .snapshot_id(snap.snapshot_id().unwrap())
+                                .volume_size(2)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::Image)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("base_ami_id")
+                                .value("ami-0aaaaaaaaaaaaaaaa")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            ids.push(r.image_id().unwrap().to_string());
+        }
+        ids
+    });
+    let tiny = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "tiny",
+            version: "1.0-1",
+            ..Default::default()
+        },
+    );
+    let bake = || {
+        let mut c = t.bakery();
+        with_env(
+            &emu,
+            c.args(["bake", "--base", &base_b, "--package"])
+                .arg(&tiny)
+                .args([
+                    "--output",
+                    "ami",
+                    "--region",
+                    "us-east-1",
+                    "--mode",
+                    "direct",
+                    "--tag",
+                    "team=payments",
+                ]),
+        );
+        run(&mut c)
+    };
+    let r = bake();
+    r.assert_ok();
+    let m = r.json();
+    let ami = m["amis"][0]["image_id"].as_str().unwrap().to_string();
+    let name = m["name"].as_str().unwrap().to_string();
+    assert!(
+        !squatters.contains(&ami),
+        "returned another bake's AMI {ami}"
+    );
+    assert_eq!(m["amis"][0]["reused"], false);
+    assert!(
+        name.starts_with("tiny-1.0-1-all-") && name.ends_with("-2"),
+        "{name}"
+    );
+    assert!(
+        r.stderr.contains("is taken by another bake's image") && r.stderr.contains(&name),
+        "the new name is not said: {}",
+        r.stderr
+    );
+    let img = rt
+        .block_on(ec2.describe_images().image_ids(&ami).send())
+        .unwrap();
+    let tags = tags_of(img.images()[0].tags());
+    assert_eq!(tags.get("base_ami_id"), Some(&base_b), "{tags:?}");
+    assert_eq!(img.images()[0].name(), Some(name.as_str()));
+    let key = tags
+        .get(bakery::naming::BAKE_KEY_TAG)
+        .expect("no bake key tag")
+        .clone();
+    assert_eq!(key.len(), 64);
+
+    // The same bake again: reused when it falls in the same minute (the same name), else baked
+    // under that minute's next free name; never another bake's image.
+    let again = bake();
+    again.assert_ok();
+    let m2 = again.json();
+    let ami2 = m2["amis"][0]["image_id"].as_str().unwrap();
+    assert!(!squatters.iter().any(|s| s == ami2));
+    if m2["name"] == name.as_str() {
+        assert_eq!(ami2, ami);
+        assert_eq!(m2["amis"][0]["reused"], true);
+    } else {
+        eprintln!("the rerun fell in another minute: reuse not exercised");
+        assert_eq!(m2["amis"][0]["reused"], false);
+    }
+}

@@ -140,6 +140,12 @@ const LOCAL: &[Case] = &[
     case("tag value too long", 2, &["tag `k` value is 300 characters", "256"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--tag", &format!("k={}", "v".repeat(300))])),
     case("too many tags", 2, &["51 tags", "at most 50"], |f, c| { f.local(c, "app_1.0-1_all.deb", &[]); for i in 0..51 { c.args(["--tag", &format!("k{i}=v")]); } }),
     case("too many tags with bakery's own", 2, &["bakery's own", "at most 50"], |f, c| { f.local(c, "app_1.0-1_all.deb", &[]); for i in 0..46 { c.args(["--tag", &format!("k{i}=v")]); } }),
+    // AMI-only options on a local bake (once silently ignored): one table in recipe::AMI_ONLY.
+    case("--region on a local bake", 2, &["--region", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--region", "us-east-1"])),
+    case("--copy-to on a local bake", 2, &["--copy-to", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--copy-to", "eu-west-1"])),
+    case("--share-with on a local bake", 2, &["--share-with", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--share-with", "123456789012"])),
+    case("--mode direct on a local bake", 2, &["--mode", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--mode", "direct"])),
+    case("--region on a local base build", 2, &["--region", "only to `--output ami`"], |f, c| { c.args(["base", "build", "--output", &f.out, "--region", "us-east-1", "--dry-run"]); }),
     // The host
     case("not root", 2, &["needs root", "sudo"], |f, c| { f.local(c, "app_1.0-1_all.deb", &[]); c.uid(65534).gid(65534); }),
     case("no free loop device (runtime: exit 1)", 1, &["no free loop device", "losetup -a"], |f, c| { f.local(c, "app_1.0-1_all.deb", &[]); c.env("BAKERY_LOOP_CONTROL", "/dev/null"); }),
@@ -154,6 +160,9 @@ const AWS: &[Case] = &[
     case("no base AMI", 2, &["--base ami-"], |f, c| f.ami(c, &["--region", "us-east-1"])),
     case("bad account to share with", 2, &["--share-with `12`", "12 digits"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--share-with", "12"])),
     case("too many tags for an AMI", 2, &["51 tags", "at most 50"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); for i in 0..51 { c.args(["--tag", &format!("k{i}=v")]); } }),
+    // tag-limit-own-tags: 44 + Aminator's 6 = 50 passed, then bakery:bake-id/-state/-key made 53.
+    case("44 tags: too many with bakery's own on a snapshot", 2, &["bakery's own", "at most 50"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); for i in 0..44 { c.args(["--tag", &format!("cost-{i}=x")]); } }),
+    case("copy to a region the account lacks", 2, &["us-west-9", "DescribeRegions", "--copy-to"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--copy-to", "us-west-9"])),
     case("missing credentials", 2, &["no AWS credentials", "AWS_ACCESS_KEY_ID"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY"); }),
     case("API throttling, retried (runtime: exit 1)", 1, &["RequestLimitExceeded", "6 attempts with backoff"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env("BAKERY_THROTTLE_API", "DescribeImages"); }),
     case("API unreachable (runtime: exit 1)", 1, &["cannot reach the AWS endpoint http://127.0.0.1:"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", f.closed_port)); }),
@@ -427,4 +436,67 @@ fn aws_bad_input_is_refused_with_one_line_and_nothing_made() {
         "{}",
         r.stderr
     );
+}
+
+/// `--keep-on-error` on a local bake keeps the half-baked disk beside the output and says where
+/// (Aminator's --preserve-on-error); nothing else is left. Failed before: nothing was kept.
+#[test]
+fn keep_on_error_keeps_the_half_baked_local_image_and_says_where() {
+    let f = fixtures("keeponerror", true);
+    let fx = f.t.path("fx");
+    build_deb(
+        &fx,
+        &Deb {
+            name: "broken",
+            files: &[("/opt/broken/VERSION", "1.0-1")],
+            postinst: Some("echo 'broken: cannot configure' >&2; exit 3"),
+            ..Default::default()
+        },
+    );
+    let mut c = f.t.bakery();
+    f.local(&mut c, "broken_1.0-1_all.deb", &["--keep-on-error"]);
+    let r = run(&mut c);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let i = r
+        .stderr
+        .find("half-baked image is kept at ")
+        .unwrap_or_else(|| panic!("not said where: {}", r.stderr))
+        + "half-baked image is kept at ".len();
+    let kept = std::path::PathBuf::from(r.stderr[i..].split_whitespace().next().unwrap());
+    assert!(kept.starts_with(f.out_dir()), "{}", kept.display());
+    {
+        let img = Mounted::open(&kept);
+        assert_eq!(img.read("/opt/broken/VERSION"), "1.0-1");
+    }
+    assert_no_leaks(f.t.dir.path());
+    std::fs::remove_file(&kept).unwrap();
+    assert_no_output(&f.out_dir(), &[]);
+}
+
+/// `--dry-run` and `--print-config` read the inputs only: no root needed. Failed before: "needs
+/// root".
+#[test]
+fn dry_run_and_print_config_need_no_root() {
+    let t = TestDir::new("noroot");
+    let dir = t.path("pub");
+    std::fs::create_dir_all(&dir).unwrap();
+    let deb = build_deb(&dir, &Deb::default());
+    // nobody must reach the files: open the test's own directories to others.
+    chmod(t.dir.path(), 0o755);
+    chmod(&dir, 0o755);
+    chmod(&deb, 0o644);
+    let out = dir.join("out.qcow2").display().to_string();
+    for extra in [&["--dry-run"][..], &["--print-config"][..]] {
+        let mut c = t.bakery();
+        c.args(["bake", "--package"])
+            .arg(&deb)
+            .args(["--output", &out])
+            .args(extra)
+            .uid(65534)
+            .gid(65534);
+        let r = run(&mut c);
+        assert_eq!(r.code, 0, "{extra:?} as nobody: {}", r.stderr);
+        assert!(r.stdout.contains("out.qcow2"), "{extra:?}: {}", r.stdout);
+    }
+    assert!(!dir.join("out.qcow2").exists());
 }

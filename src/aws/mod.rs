@@ -12,6 +12,7 @@ pub mod gc;
 pub mod imds;
 pub mod launch_template;
 pub mod ledger;
+pub mod regions;
 pub mod volume;
 
 /// Every resource a bake creates carries this tag, so `bakery gc` can find what a crash left.

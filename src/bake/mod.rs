@@ -125,6 +125,14 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
 
     let output = recipe.output.clone().ok_or_else(|| input!("no output given: pass --output FILE.qcow2 (or .raw, or `ami`), or set `output:` in the recipe"))?;
     let ami = recipe.wants_ami();
+    if let Some(o) = recipe.ami_only_options_on_a_file().first() {
+        return Err(input!(
+            "{} (recipe key `{}`) applies only to `--output ami`; drop it for a file output ({})",
+            o.flag,
+            o.key,
+            output.display()
+        ));
+    }
     let format = if ami {
         None
     } else {
@@ -148,8 +156,15 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         version: "-".into(),
         format: None,
     };
+    // Every tag bakery writes on a snapshot or AMI: the image tags, the bake key, then
+    // bakery:bake-id and bakery:bake-state (naming::resource_tags, as the writers add them).
     let own = |user: &BTreeMap<String, String>| {
-        naming::image_tags(packages.first(), &placeholder, "-", user, &env)
+        let mut t = naming::image_tags(packages.first(), &placeholder, "-", user, &env);
+        if recipe.wants_ami() {
+            t.insert(naming::BAKE_KEY_TAG.to_string(), "-".into());
+            t = naming::resource_tags(&t, "-");
+        }
+        t
     };
     naming::validate_tags(&own(&recipe.tags)).map_err(|e| {
         input!(
@@ -235,6 +250,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         Some(format) => Sink::File(FileTarget {
             path: output,
             format,
+            keep_on_error: args.aws.publish.keep_on_error,
         }),
         None => Sink::Ami(target),
     };
@@ -250,6 +266,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             layers: layers.iter().map(|l| l.name.clone()).collect(),
             plugins,
             tags: TagRule::Image(recipe.tags.clone()),
+            bake_key: None,
             policy: Some(crate::provision::pkgdb::Policy {
                 allow_downgrade: recipe.allow_downgrade,
                 allow_remove: recipe.allow_remove.clone(),

@@ -60,9 +60,24 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         target.check()?;
         Sink::Ami(target)
     } else {
+        let asked = crate::recipe::Recipe {
+            output: Some(args.output.clone()),
+            region: args.publish.region.clone(),
+            copy_to: args.publish.copy_to.clone(),
+            share_with: args.publish.share_with.clone(),
+            ..Default::default()
+        };
+        if let Some(o) = asked.ami_only_options_on_a_file().first() {
+            return Err(crate::input!(
+                "{} applies only to `--output ami`; drop it for a file output ({})",
+                o.flag,
+                args.output.display()
+            ));
+        }
         if let Some(flag) = args.publish.ami.spec().first_given() {
             return Err(crate::input!(
-                "{flag} applies to AMIs: use it with `--output ami`"
+                "{flag} applies only to `--output ami`; drop it for a file output ({})",
+                args.output.display()
             ));
         }
         let format = Format::from_output_path(&args.output)?;
@@ -72,6 +87,7 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         Sink::File(FileTarget {
             path: args.output.clone(),
             format,
+            keep_on_error: args.publish.keep_on_error,
         })
     };
     let scratch = tempfile::Builder::new()

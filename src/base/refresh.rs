@@ -85,6 +85,7 @@ pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
         layers: vec![],
         plugins: vec![],
         tags: TagRule::Image(refresh_tags(&family, &version, &base.id)),
+        bake_key: None,
         policy: None,
     };
     let source = Source::Ami {

@@ -81,6 +81,9 @@ pub struct Job {
     /// The package policy a bake's steps are held to (downgrades, removals of base packages);
     /// `None` for base builds and refreshes, which may change any package.
     pub policy: Option<crate::provision::pkgdb::Policy>,
+    /// The bake key ([`crate::naming::bake_key`]) once the base is known (the AMI sink sets
+    /// it); written as `bakery:bake-key` on every resource.
+    pub bake_key: Option<String>,
 }
 
 /// How a job's image is tagged (the tags go on every AMI and snapshot, and into the manifest).
@@ -112,8 +115,76 @@ impl Job {
             TagRule::Fixed(t) => t.clone(),
         };
         tags.extend(facts.plugin_tags.clone());
-        crate::naming::validate_tags(&tags).map_err(|e| crate::input!("tags: {e}"))?;
+        if let Some(k) = &self.bake_key {
+            tags.insert(crate::naming::BAKE_KEY_TAG.to_string(), k.clone());
+        }
+        // Counted as written: with bakery:bake-id and bakery:bake-state.
+        crate::naming::validate_tags(&crate::naming::resource_tags(&tags, &self.bake_id))
+            .map_err(|e| crate::input!("tags (with bakery's own): {e}"))?;
         Ok(tags)
+    }
+
+    /// What the bake key is computed from ([`crate::naming::bake_key`]): `base` (the base's
+    /// identity), the packages and step files by SHA-256, the package policy, plugins and user
+    /// tags. Reads the package and layer files (errors name the file).
+    pub fn bake_key_input(&self, base: String) -> Result<crate::naming::BakeKeyInput> {
+        let packages = self
+            .packages
+            .iter()
+            .map(|p| {
+                Ok(format!(
+                    "{:?} {} {}:{}-{} {} sha256:{}",
+                    p.kind,
+                    p.name,
+                    p.epoch.as_deref().unwrap_or(""),
+                    p.version,
+                    p.release,
+                    p.arch,
+                    sha256_file(&p.path)?
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let steps = self
+            .steps
+            .iter()
+            .map(|st| {
+                Ok(match st {
+                    // The package files are in `packages` (by content, not by path).
+                    Step::InstallDebs { .. } | Step::InstallRpms { .. } => st.label(),
+                    // Layer files live in the bake's scratch dir: by content.
+                    Step::Script { layer, path } => {
+                        format!("{layer}: script sha256:{}", sha256_file(path)?)
+                    }
+                    Step::CopyFile {
+                        layer,
+                        src,
+                        dest,
+                        mode,
+                    } => format!(
+                        "{layer}: file {} {mode:o} sha256:{}",
+                        dest.display(),
+                        sha256_file(src)?
+                    ),
+                    other => format!("{other:?}"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut options = vec![format!("{:?}", self.policy)];
+        options.extend(
+            self.plugins
+                .iter()
+                .map(|(p, _)| format!("plugin {} {}", p.name, p.config)),
+        );
+        let tags = match &self.tags {
+            TagRule::Image(t) | TagRule::Fixed(t) => t.clone(),
+        };
+        Ok(crate::naming::BakeKeyInput {
+            base,
+            packages,
+            steps,
+            options,
+            tags,
+        })
     }
 
     /// The manifest of this job; the sink fills `output` or `amis` and `upload`.
@@ -184,6 +255,16 @@ pub(crate) fn provision(
         .map_err(|e| with_log_hint(e, work))?;
     seal::seal(attached, disk, cloud, stages)?;
     Ok(facts)
+}
+
+/// SHA-256 (hex) of a file's content.
+pub(crate) fn sha256_file(p: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f =
+        std::fs::File::open(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Point at the full log when a step fails (the error line carries only its last lines).
@@ -324,6 +405,7 @@ mod tests {
             plugins: vec![],
             tags,
             policy: None,
+            bake_key: None,
         }
     }
 

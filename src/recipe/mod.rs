@@ -149,10 +149,53 @@ pub fn is_ami_id(s: &str) -> bool {
         .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// An option that only means something for AMIs (`--output ami`).
+pub struct AmiOnly {
+    /// The command-line flag.
+    pub flag: &'static str,
+    /// The recipe key.
+    pub key: &'static str,
+    pub is_set: fn(&Recipe) -> bool,
+}
+
+/// Every option that only applies to `--output ami`: the one table the local-output check
+/// reads (a new AMI option adds its row here).
+pub const AMI_ONLY: &[AmiOnly] = &[
+    AmiOnly {
+        flag: "--region",
+        key: "region",
+        is_set: |r| r.region.is_some(),
+    },
+    AmiOnly {
+        flag: "--copy-to",
+        key: "copy_to",
+        is_set: |r| !r.copy_to.is_empty(),
+    },
+    AmiOnly {
+        flag: "--share-with",
+        key: "share_with",
+        is_set: |r| !r.share_with.is_empty(),
+    },
+    AmiOnly {
+        flag: "--mode",
+        key: "mode",
+        is_set: |r| r.mode.is_some(),
+    },
+];
+
 impl Recipe {
     /// Where the bake goes: AMIs (`output: ami`) or a file.
     pub fn wants_ami(&self) -> bool {
         self.output.as_ref().is_some_and(|o| o.as_os_str() == "ami")
+    }
+
+    /// The AMI-only options ([`AMI_ONLY`]) this recipe sets although its output is a file: each
+    /// would be silently ignored, so a bake refuses them (input error naming the first).
+    pub fn ami_only_options_on_a_file(&self) -> Vec<&'static AmiOnly> {
+        if self.wants_ami() {
+            return vec![];
+        }
+        AMI_ONLY.iter().filter(|o| (o.is_set)(self)).collect()
     }
 
     /// Load a recipe file and make its relative paths absolute against the file's directory.
@@ -418,5 +461,38 @@ mod tests {
             r.layers[1],
             dir.path().join("./mylayer").display().to_string()
         );
+    }
+
+    #[test]
+    fn ami_only_options_on_a_file_output_are_listed_from_the_one_table() {
+        let local = Recipe {
+            output: Some("out.raw".into()),
+            region: Some("us-east-1".into()),
+            mode: Some(Mode::Direct),
+            ..Default::default()
+        };
+        let flags: Vec<&str> = local
+            .ami_only_options_on_a_file()
+            .iter()
+            .map(|o| o.flag)
+            .collect();
+        assert_eq!(flags, ["--region", "--mode"]);
+        let ami = Recipe {
+            output: Some("ami".into()),
+            ..local.clone()
+        };
+        assert!(ami.ami_only_options_on_a_file().is_empty());
+        let plain = Recipe {
+            output: Some("out.qcow2".into()),
+            copy_to: vec!["eu-west-1".into()],
+            share_with: vec!["123456789012".into()],
+            ..Default::default()
+        };
+        let flags: Vec<&str> = plain
+            .ami_only_options_on_a_file()
+            .iter()
+            .map(|o| o.flag)
+            .collect();
+        assert_eq!(flags, ["--copy-to", "--share-with"]);
     }
 }

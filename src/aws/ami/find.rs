@@ -299,6 +299,32 @@ pub async fn find_image_by_name(
     ec2: &aws_sdk_ec2::Client,
     name: &str,
 ) -> Result<Option<(String, Vec<String>, String)>> {
+    Ok(newest_named(ec2, name).await?.map(|i| {
+        (
+            i.image_id().unwrap_or_default().to_string(),
+            snapshot_ids(&i),
+            i.state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        )
+    }))
+}
+
+/// As [`find_image_by_name`], with the image's tags instead of its state.
+pub async fn find_tagged_image_by_name(
+    ec2: &aws_sdk_ec2::Client,
+    name: &str,
+) -> Result<Option<(String, Vec<String>, BTreeMap<String, String>)>> {
+    Ok(newest_named(ec2, name).await?.map(|i| {
+        (
+            i.image_id().unwrap_or_default().to_string(),
+            snapshot_ids(&i),
+            tag_map(i.tags()),
+        )
+    }))
+}
+
+async fn newest_named(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<Option<Image>> {
     let region = ec2
         .config()
         .region()
@@ -317,15 +343,7 @@ pub async fn find_image_by_name(
         })
         .collect();
     images.sort_by(newest_first);
-    Ok(images.first().map(|i| {
-        (
-            i.image_id().unwrap_or_default().to_string(),
-            snapshot_ids(i),
-            i.state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-        )
-    }))
+    Ok(images.into_iter().next())
 }
 
 /// Our images whose name matches `name_pattern` (wildcards `*`), any state, newest first.

@@ -21,8 +21,8 @@ pub use copy::{copy_to_regions, copy_to_regions_with, CopyOptions, RegionalImage
 pub use describe::{describe_image, ImageAttributes, ImageReport, SnapshotInfo};
 pub(crate) use find::{describe_own_images, same_device, snapshot_ids};
 pub use find::{
-    find_image_by_name, glob_match, list_images, resolve_base, BaseAmi, BaseRef, BlockDevice,
-    ImageSummary,
+    find_image_by_name, find_tagged_image_by_name, glob_match, list_images, resolve_base, BaseAmi,
+    BaseRef, BlockDevice, ImageSummary,
 };
 pub use lifecycle::Lifecycle;
 pub use register::{register, register_with, RegisterSpec, Registered};

@@ -8,7 +8,6 @@ use anyhow::{anyhow, Result};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 
 use crate::aws::client::describe_sdk_error;
-use crate::aws::BAKE_ID_TAG;
 
 pub fn ec2_tags(map: &BTreeMap<String, String>) -> Vec<Tag> {
     map.iter()
@@ -28,15 +27,10 @@ pub fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
 }
 
 /// The caller's tags plus `bakery:bake-id=<bake_id>` (the ledger's id wins) and
-/// `bakery:bake-state=pending` (until the bake succeeds; see `Ledger::mark_complete`).
+/// `bakery:bake-state=pending` (until the bake succeeds; see `Ledger::mark_complete`): what
+/// every resource gets, as counted by [`crate::naming::resource_tags`].
 pub fn with_bake_id(tags: &BTreeMap<String, String>, bake_id: &str) -> BTreeMap<String, String> {
-    let mut out = tags.clone();
-    out.insert(BAKE_ID_TAG.to_string(), bake_id.to_string());
-    out.insert(
-        crate::aws::BAKE_STATE_TAG.to_string(),
-        "pending".to_string(),
-    );
-    out
+    crate::naming::resource_tags(tags, bake_id)
 }
 
 /// A TagSpecification of `kind` with these tags, for create calls that tag at creation.
@@ -75,6 +69,7 @@ pub async fn tag_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::BAKE_ID_TAG;
 
     #[test]
     fn tags_round_trip_and_carry_the_bake_id() {

@@ -142,6 +142,17 @@ pub fn run(
         ledger: Ledger::new(&job.bake_id),
         encryption,
     };
+    // Every region is one the account has, before anything is made (input error otherwise).
+    let mut regions = vec![cloud.region.clone()];
+    regions.extend(target.regions().into_iter().filter(|r| *r != cloud.region));
+    cloud
+        .aws
+        .rt
+        .block_on(crate::aws::regions::check_regions_exist(
+            &cloud.aws.ctx,
+            &cloud.region,
+            &regions,
+        ))?;
     // The base AMI is looked up before anything is made (a missing one is an input error), and
     // the attributes it passes on checked with the overrides.
     let base_ami = match &source {
@@ -267,13 +278,28 @@ fn bake(
     let opts = &target.options;
     let shares = target.share_targets()?;
 
-    let existing = rt.block_on(ami::find_image_by_name(&ec2, &job.name))?;
+    // The AMI name: reused only for the same bake (equal bake key), else the next attempt name.
+    let key = crate::naming::bake_key(&job.bake_key_input(base_identity(&source, base_ami))?);
+    let (name, existing) = choose_name(rt, &ec2, &job.name, &key)?;
+    if name != job.name {
+        stages.progress().println(&format!(
+            "AMI name {} is taken by another bake's image (different base, packages, layers or tags); naming this one {name}",
+            job.name
+        ));
+    }
+    let job = Job {
+        name,
+        bake_key: Some(key),
+        ..job.clone()
+    };
+    let job = &job;
     let (registered, snapshots, facts, base, mut tags, upload, description) =
-        if let Some((id, snaps, _)) = existing {
+        if let Some((id, snaps)) = existing {
             stages.progress().println(&format!(
-                "{} already exists in {region} as {id}: reusing it",
-                job.name
-            ));
+            "{} already exists in {region} as {id}, made by the same bake (equal {}): reusing it",
+            job.name,
+            crate::naming::BAKE_KEY_TAG
+        ));
             let facts = ImageFacts::default();
             let base = origin(&source, base_ami).summary(&facts);
             let tags = job.tags(&base, &facts, &env)?;
@@ -375,6 +401,10 @@ fn bake(
             let extra =
                 crate::plugin::run_hook(&job.plugins, crate::plugin::Hook::PostRegister, &ev)?;
             if !extra.is_empty() {
+                let mut all = tags.clone();
+                all.extend(extra.clone());
+                crate::naming::validate_tags(&crate::naming::resource_tags(&all, &job.bake_id))
+                    .map_err(|e| crate::input!("tags with the post-register plugins' own: {e}"))?;
                 rt.block_on(ami::tag_resources(
                     &ec2,
                     region,
@@ -539,6 +569,58 @@ fn encrypt_other_snapshots(
             Ok(())
         },
     )
+}
+
+/// An AMI found by name: its id and snapshot ids (root first).
+type ExistingImage = (String, Vec<String>);
+
+/// The first free name among `name`, `name-2`, `name-3`… ([`crate::naming::attempt_name`]), or
+/// the first whose AMI was made by the same bake (then with that AMI's id and snapshots).
+fn choose_name(
+    rt: &tokio::runtime::Runtime,
+    ec2: &aws_sdk_ec2::Client,
+    name: &str,
+    key: &str,
+) -> Result<(String, Option<ExistingImage>)> {
+    use crate::naming::{attempt_name, name_verdict, NameVerdict, BAKE_KEY_TAG, MAX_NAME_ATTEMPTS};
+    for n in 1..=MAX_NAME_ATTEMPTS {
+        let candidate = attempt_name(name, n);
+        let found =
+            crate::sys::signals::block_on(rt, ami::find_tagged_image_by_name(ec2, &candidate))?;
+        let verdict = name_verdict(
+            found
+                .as_ref()
+                .map(|(_, _, tags)| tags.get(BAKE_KEY_TAG).map(String::as_str)),
+            key,
+        );
+        match (verdict, found) {
+            (NameVerdict::Free, _) => return Ok((candidate, None)),
+            (NameVerdict::Same, Some((id, snaps, _))) => return Ok((candidate, Some((id, snaps)))),
+            _ => continue,
+        }
+    }
+    Err(crate::input!(
+        "AMI names {name} to {} are all taken by other bakes' images; deregister some or bake again in a minute",
+        attempt_name(name, MAX_NAME_ATTEMPTS)
+    ))
+}
+
+/// The base's identity for the bake key: the base AMI and its root snapshot, or a file's path,
+/// size and modification time, or the built-in/debootstrap base's definition.
+fn base_identity(source: &Source, base_ami: Option<&BaseAmi>) -> String {
+    match (source, base_ami) {
+        (_, Some(b)) => format!("ami {} snapshot {}", b.id, b.root_snapshot_id),
+        (Source::File(p), _) => {
+            let meta = std::fs::metadata(p).ok();
+            format!(
+                "file {} size {:?} mtime {:?}",
+                p.display(),
+                meta.as_ref().map(|m| m.len()),
+                meta.and_then(|m| m.modified().ok())
+            )
+        }
+        (other, None) => format!("{other:?}"),
+    }
 }
 
 /// Open the source into a disk: an AMI's snapshot (direct) or volume, or a local disk.

@@ -19,6 +19,19 @@ use crate::workdir::WorkDir;
 pub struct FileTarget {
     pub path: PathBuf,
     pub format: Format,
+    /// On failure keep the half-baked disk (raw) beside the output ([`kept_path`]) and say
+    /// where, as Aminator's `--preserve-on-error` did.
+    pub keep_on_error: bool,
+}
+
+/// Where `--keep-on-error` keeps a failed bake's disk: beside the output,
+/// `<output>.bakery-<bake_id>.failed.raw` (not a `.partial` file, so `bakery gc` leaves it).
+pub fn kept_path(output: &std::path::Path, bake_id: &str) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output.with_file_name(format!("{name}.bakery-{bake_id}.failed.raw"))
 }
 
 /// The whole bake into a file: source, device, session, seal, then this sink.
@@ -55,7 +68,39 @@ pub fn run(
             ))
         }
     };
-    let facts = crate::pipeline::provision(job, &disk, None, &work, stages, g)?;
+    let facts = match crate::pipeline::provision(job, &disk, None, &work, stages, g) {
+        Ok(f) => f,
+        Err(e) if target.keep_on_error && disk_path.exists() => {
+            // The session, mounts and loop device are released: the disk is whole to look at.
+            let kept = kept_path(&target.path, &job.bake_id);
+            // Across filesystems (a qcow2 bake's scratch disk in the work dir): a sparse copy.
+            let moved = std::fs::rename(&disk_path, &kept).or_else(|_| {
+                crate::sys::cmd::run(
+                    std::process::Command::new("cp")
+                        .arg("--sparse=always")
+                        .arg(&disk_path)
+                        .arg(&kept),
+                    "keeping the half-baked disk",
+                )
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+            });
+            return match moved {
+                Ok(()) => {
+                    stages.progress().println(&format!(
+                        "--keep-on-error: the half-baked image is kept at {} (raw; loop-mount it to look inside, then rm it)",
+                        kept.display()
+                    ));
+                    Err(e)
+                }
+                Err(re) => Err(e.context(format!(
+                    "--keep-on-error: could not keep the disk at {}: {re}",
+                    kept.display()
+                ))),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let base = disk.origin.summary(&facts);
     let tags = job.tags(&base, &facts, &crate::context::env_map())?;
     if target.format == Format::Qcow2 {

@@ -37,6 +37,7 @@ pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
         sink::Sink::File(sink::file::FileTarget {
             path: path.clone(),
             format: Format::Raw,
+            keep_on_error: false,
         }),
         g,
     )?;

@@ -59,6 +59,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
         layers: layers.iter().map(|l| l.name.clone()).collect(),
         plugins: vec![],
         tags: TagRule::Fixed(base_tags(&spec.name, &version, &built_at, &env)),
+        bake_key: None,
         policy: None,
     };
     let source = Source::Debootstrap(Box::new(Debootstrap {
