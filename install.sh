@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Install bakery on a Debian 12 host: system packages, the binary in /usr/local/bin, the layers
-# in /usr/local/share/bakery, and the example package. Run as root.
+# in /usr/local/share/bakery, shell completions and the man page, and the example package.
+# Run as root (directly, or through sudo where it exists).
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (or through sudo)" >&2; exit 2; fi
+# A Rust toolchain new enough for rust-version, before anything is installed.
+. scripts/rust-env
+echo "install.sh: $(cargo --version); installing system packages, then building bakery (a first build takes ~10-15 minutes)" >&2
 bash scripts/install-deps
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/bakery/target}
 cargo install --quiet --locked --path . --root /usr/local --force
