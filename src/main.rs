@@ -13,7 +13,7 @@ use bakery::cli::{BaseCommand, Cli, Command};
 use bakery::context::Globals;
 use bakery::error;
 
-fn init_tracing(verbose: u8, quiet: bool) {
+fn init_tracing(verbose: u8, quiet: bool, color: bakery::progress::ColorChoice) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (_, 0) => "info",
@@ -24,13 +24,19 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .ok()
         .filter(|_| std::env::var("RUST_LOG").is_ok_and(|v| !v.is_empty()))
         .unwrap_or_else(|| EnvFilter::new(format!("bakery={default},warn")));
-    tracing_subscriber::fmt()
+    // On a terminal, log lines go above the live progress line (no time: the display shows
+    // elapsed time); elsewhere (CI) every line carries a UTC timestamp.
+    bakery::progress::init(quiet, color);
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(bakery::progress::LogWriter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_ansi(bakery::progress::color());
+    if bakery::progress::interactive() {
+        fmt.without_time().init();
+    } else {
+        fmt.with_timer(bakery::progress::UtcSeconds).init();
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T, file: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -134,15 +140,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn main() {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Session) {
-        init_tracing(cli.verbose, cli.quiet);
+        init_tracing(cli.verbose, cli.quiet, cli.color);
     } else {
-        init_tracing(0, true);
+        init_tracing(0, true, bakery::progress::ColorChoice::Never);
     }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("bakery: error: {msg}");
+            bakery::progress::eprintln(&format!("bakery: error: {msg}"));
             error::exit_code(&e)
         }
     };

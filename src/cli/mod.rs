@@ -25,6 +25,16 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// When to colour log lines on stderr: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = crate::progress::ColorChoice::Auto
+    )]
+    pub color: crate::progress::ColorChoice,
+
     /// Where bakes keep their work files, logs and cached bases.
     #[arg(
         long,
