@@ -92,7 +92,7 @@ pub struct BakeArgs {
     #[arg(long = "layer", short = 'l', value_name = "NAME|DIR")]
     pub layers: Vec<String>,
 
-    /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2.
+    /// Output: a file (`.raw`/`.img` for raw, `.qcow2` for qcow2), or `ami` to bake AMIs (with --region, --copy-to, --base-name).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
 
@@ -316,5 +316,116 @@ mod tests {
     #[test]
     fn cli_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// Every subcommand path with its built command (`bakery base build` → ["base", "build"]).
+    fn subcommands(
+        cmd: &clap::Command,
+        path: Vec<String>,
+        out: &mut Vec<(Vec<String>, clap::Command)>,
+    ) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            out.push((p.clone(), sub.clone()));
+            subcommands(sub, p, out);
+        }
+    }
+
+    fn help_of(path: &[&str]) -> String {
+        let mut args = vec!["bakery"];
+        args.extend(path);
+        args.push("--help");
+        match Cli::try_parse_from(args) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("--help parsed as a command"),
+        }
+    }
+
+    /// `--help` of every subcommand names every value each of its flags accepts: the values of
+    /// every enum flag, and the documented special values of path/duration flags.
+    #[test]
+    fn every_help_names_every_value_its_flags_accept() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut all = Vec::new();
+        subcommands(&cmd, vec![], &mut all);
+        assert!(all.len() > 10, "{} subcommands", all.len());
+        let mut missing = Vec::new();
+        for (path, sub) in &all {
+            let p: Vec<&str> = path.iter().map(String::as_str).collect();
+            let help = help_of(&p);
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                if !arg.get_action().takes_values() {
+                    continue;
+                }
+                for v in arg
+                    .get_possible_values()
+                    .iter()
+                    .filter(|v| !v.is_hide_set())
+                {
+                    if !help.contains(v.get_name()) {
+                        missing.push(format!(
+                            "{} --{}: {}",
+                            path.join(" "),
+                            arg.get_id(),
+                            v.get_name()
+                        ));
+                    }
+                }
+            }
+        }
+        let special: &[(&[&str], &[&str])] = &[
+            (
+                &["bake"],
+                &["ami", ".qcow2", ".raw", "volume", "direct", "WHEN", "never"],
+            ),
+            (&["base", "build"], &["ami", ".qcow2", ".raw"]),
+            (&["gc"], &["2h"]),
+        ];
+        for (path, values) in special {
+            let help = help_of(path);
+            for v in *values {
+                if !help.contains(v) {
+                    missing.push(format!("{}: {v}", path.join(" ")));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "values missing from --help: {missing:?}"
+        );
+    }
+
+    /// Help is true for the command it is on: rollback and status take no manifest.
+    #[test]
+    fn region_help_of_rollback_and_status_does_not_promise_a_manifest() {
+        for cmd in ["rollback", "status"] {
+            let help = help_of(&[cmd]);
+            let region = help
+                .split("--region")
+                .nth(1)
+                .unwrap_or_default()
+                .split("\n  -")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            assert!(region.contains("AWS_REGION"), "{cmd}: {region}");
+            assert!(
+                !region.contains("manifest") || region.contains("deploy:"),
+                "{cmd} --region: {region}"
+            );
+        }
+    }
+
+    /// `bakery status` with no target names both ways to give one.
+    #[test]
+    fn a_missing_target_names_asg_and_cluster() {
+        for cmd in ["status", "rollback"] {
+            let e = Cli::try_parse_from(["bakery", cmd])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--asg") && e.contains("--cluster"), "{e}");
+        }
     }
 }
