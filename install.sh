@@ -17,6 +17,13 @@ cp -r provisioners /usr/local/share/bakery/provisioners
 rm -rf /usr/local/share/bakery/plugins
 install -d /usr/local/share/bakery/plugins
 install -m 0755 plugins/notify-webhook plugins/judge-metrics-file /usr/local/share/bakery/plugins/
+# Shell completions and man pages, where bash-completion, zsh, fish and man look under /usr/local.
+install -d /usr/local/share/bash-completion/completions /usr/local/share/zsh/site-functions \
+  /usr/local/share/fish/vendor_completions.d /usr/local/share/man/man1
+bakery completions bash > /usr/local/share/bash-completion/completions/bakery
+bakery completions zsh > /usr/local/share/zsh/site-functions/_bakery
+bakery completions fish > /usr/local/share/fish/vendor_completions.d/bakery.fish
+bakery man --dir /usr/local/share/man/man1
 examples/hello-tomcat/build.sh >/dev/null
 echo "bakery installed: $(command -v bakery) ($(bakery --version))" >&2
 bakery doctor >&2 || true

@@ -107,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Base(BaseCommand::List(args)) => {
             let v = bakery::base::list(&args)?;
-            print_json(&v, None)?;
+            bakery::output::print(&v, args.json)?;
             Ok(0)
         }
         Command::Boot(args) => {
@@ -125,13 +125,35 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if report.failed() { 1 } else { 0 })
         }
         Command::Doctor(args) => bakery::doctor::run(&args, &g),
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "bakery", &mut script);
+            print_text(&String::from_utf8_lossy(&script))?;
+            Ok(0)
+        }
+        Command::Man(args) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match &args.dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    clap_mangen::generate_to(cmd, dir)?;
+                }
+                None => {
+                    let mut page = Vec::new();
+                    clap_mangen::Man::new(cmd).render(&mut page)?;
+                    print_text(&String::from_utf8_lossy(&page))?;
+                }
+            }
+            Ok(0)
+        }
         Command::Deploy(args) => bakery::deploy::run_deploy(&args),
         Command::Rollback(args) => bakery::deploy::run_rollback(&args),
         Command::Status(args) => bakery::deploy::run_status(&args),
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
             let report = bakery::gc::run(&args, &g)?;
-            print_json(&report, None)?;
+            bakery::output::print(&report, args.json)?;
             Ok(if report.failed.is_empty() { 0 } else { 1 })
         }
     }

@@ -70,6 +70,10 @@ pub enum Command {
     Status(deploy::StatusArgs),
     /// Remove what crashed or killed bakes left on this host (loop devices, work files, partial outputs).
     Gc(GcArgs),
+    /// Print shell completions on stdout (install.sh installs them for bash, zsh and fish).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one page per command into --dir.
+    Man(ManArgs),
     /// Internal: the chroot session child process (driven over stdin/stdout by bake and base build).
     #[command(name = "__session", hide = true)]
     Session,
@@ -249,6 +253,9 @@ pub struct BaseListArgs {
     /// Regions to list (comma-separated; default: AWS_REGION).
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub region: Vec<String>,
+    /// Print JSON on stdout (default: a table).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -299,6 +306,23 @@ pub struct GcArgs {
     /// AWS resources younger than this are left alone (a bake on another host may still be running them): 2h, 30m, 90s, 0.
     #[arg(long, default_value = "2h", value_name = "DURATION")]
     pub grace: String,
+    /// Print JSON on stdout (default: a table).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// Write bakery.1 and bakery-COMMAND.1 for every command into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -415,6 +439,30 @@ mod tests {
                 !region.contains("manifest") || region.contains("deploy:"),
                 "{cmd} --region: {region}"
             );
+        }
+    }
+
+    /// Completions for every shell install.sh installs name the commands and their flags.
+    #[test]
+    fn completions_know_every_command() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bakery", &mut buf);
+            let s = String::from_utf8(buf).unwrap();
+            for w in [
+                "bake",
+                "deploy",
+                "rollback",
+                "--output",
+                "--copy-to",
+                "red-black",
+            ] {
+                assert!(s.contains(w), "{shell}: no {w}");
+            }
         }
     }
 
