@@ -84,11 +84,15 @@ pub fn bake_id_of(path: &str, work_top: &Path) -> Option<String> {
 }
 
 fn running(work_top: &Path, id: &str) -> bool {
-    // A free lock means no live process holds it; taking it for a moment is harmless.
-    !matches!(
-        HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)),
-        Ok(Some(_))
-    )
+    // A free lock means no live process holds it; taking it for a moment is harmless. The bake
+    // is dead (ids are never reused): its lock file goes, as a finished bake's does.
+    match HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)) {
+        Ok(Some(l)) => {
+            let _ = std::fs::remove_file(&l.path);
+            false
+        }
+        _ => true,
+    }
 }
 
 fn loop_devices() -> Vec<(String, String)> {

@@ -271,6 +271,19 @@ fn under_ci_each_finished_step_is_one_timestamped_line_and_the_log_has_step_head
         r.stderr
     );
     assert!(colour_codes(&r.stderr) > 0, "--color always");
+    // The bake's lock file went with it: the locks dir does not grow by one file per bake.
+    let left: Vec<String> = std::fs::read_dir(t.work().join("locks"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("bake-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "lock files left by a finished bake: {left:?}"
+    );
     // The log: a header per step, with a timestamp, before the step's own output.
     let log = std::fs::read_to_string(m["log"].as_str().unwrap()).unwrap();
     let first = log.lines().next().unwrap_or_default();
