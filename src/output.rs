@@ -1,9 +1,10 @@
 //! The one output convention (README, "Output"): results on stdout, people's text on stderr.
 //!
 //! - A command whose result is a record another program consumes — `bake`, `base build`,
-//!   `base refresh` (the manifest), `boot` (the boot report), `deploy`, `rollback` — prints that
-//!   record as JSON on stdout; on a terminal it ends with one `✓` line on stderr for people.
-//! - Every other command — `base list`, `status`, `images prune`, `gc`, `doctor` — prints a
+//!   `base refresh` (the manifest), `boot` (the boot report), `deploy`, `rollback`, `canary
+//!   approve|reject` — prints that record as JSON on stdout (a bake also ends with one `✓`
+//!   line on stderr on a terminal, for people).
+//! - Every other command — `base list`, `status`, `images prune`, `gc`, `doctor`, `canary judge` — prints a
 //!   table for people by default and the same data as JSON with `--json`.
 //!
 //! JSON field names are snake_case, stable and documented; a new command implements [`Report`]
