@@ -37,7 +37,7 @@ fn check(name: &str, ok: bool, required: bool, detail: String, fix: &str) -> Che
 pub fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(input!(
-            "`bakery {what}` needs root (loop devices, mounts, chroot); run it with sudo"
+            "`bakery {what}` needs root (loop devices, mounts, chroot); run it as root (or with sudo)"
         ));
     }
     Ok(())
@@ -125,7 +125,7 @@ pub fn checks(g: &Globals) -> Vec<Check> {
         .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0);
     vec![
-        check("root", root, true, if root { "running as root".into() } else { "not root".into() }, "run bakery with sudo"),
+        check("root", root, true, if root { "running as root".into() } else { "not root".into() }, "run bakery as root (or with sudo)"),
         check(
             "loop-control",
             Path::new("/dev/loop-control").exists(),

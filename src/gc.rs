@@ -84,11 +84,15 @@ pub fn bake_id_of(path: &str, work_top: &Path) -> Option<String> {
 }
 
 fn running(work_top: &Path, id: &str) -> bool {
-    // A free lock means no live process holds it; taking it for a moment is harmless.
-    !matches!(
-        HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)),
-        Ok(Some(_))
-    )
+    // A free lock means no live process holds it; taking it for a moment is harmless. The bake
+    // is dead (ids are never reused): its lock file goes, as a finished bake's does.
+    match HostLock::try_acquire(&work_top.join("locks"), &alive_lock_name(id)) {
+        Ok(Some(l)) => {
+            let _ = std::fs::remove_file(&l.path);
+            false
+        }
+        _ => true,
+    }
 }
 
 fn loop_devices() -> Vec<(String, String)> {
@@ -268,6 +272,33 @@ pub struct GcReport {
     pub failed: Vec<String>,
 }
 
+impl crate::output::Report for GcReport {
+    fn table(&self) -> String {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        let mut rows: Vec<Vec<String>> = self
+            .found
+            .iter()
+            .map(|l| vec![verb.to_string(), l.describe()])
+            .collect();
+        rows.extend(
+            self.aws
+                .iter()
+                .flatten()
+                .map(|l| vec![verb.to_string(), l.describe()]),
+        );
+        rows.extend(
+            self.failed
+                .iter()
+                .map(|f| vec!["FAILED".to_string(), f.clone()]),
+        );
+        crate::output::table(&["ACTION", "WHAT"], &rows, "nothing to remove")
+    }
+}
+
 pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
     let mut report = run_local(args.dry_run, g)?;
     if args.aws || !args.region.is_empty() {
@@ -286,15 +317,9 @@ pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
             found.extend(rt.block_on(crate::aws::gc::find(&ctx, r, grace, &running))?);
         }
         for l in &found {
-            eprintln!(
-                "{} {}",
-                if args.dry_run {
-                    "would remove"
-                } else {
-                    "removing"
-                },
-                l.describe()
-            );
+            if !args.dry_run {
+                tracing::info!("removing {}", l.describe());
+            }
         }
         if !args.dry_run {
             let failures = rt.block_on(crate::aws::gc::remove(&ctx, &found));
@@ -321,13 +346,6 @@ fn run_local(dry_run: bool, g: &Globals) -> Result<GcReport> {
                 }
             }
         }
-    }
-    for l in &found {
-        eprintln!(
-            "{} {}",
-            if dry_run { "would remove" } else { "removed" },
-            l.describe()
-        );
     }
     Ok(GcReport {
         dry_run,

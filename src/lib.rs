@@ -19,6 +19,7 @@ pub mod gc;
 pub mod images;
 pub mod manifest;
 pub mod naming;
+pub mod output;
 pub mod package;
 pub mod pipeline;
 pub mod plugin;

@@ -13,7 +13,7 @@ use bakery::cli::{BaseCommand, Cli, Command};
 use bakery::context::Globals;
 use bakery::error;
 
-fn init_tracing(verbose: u8, quiet: bool) {
+fn init_tracing(verbose: u8, quiet: bool, color: bakery::progress::ColorChoice) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (_, 0) => "info",
@@ -24,13 +24,19 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .ok()
         .filter(|_| std::env::var("RUST_LOG").is_ok_and(|v| !v.is_empty()))
         .unwrap_or_else(|| EnvFilter::new(format!("bakery={default},warn")));
-    tracing_subscriber::fmt()
+    // On a terminal, log lines go above the live progress line (no time: the display shows
+    // elapsed time); elsewhere (CI) every line carries a UTC timestamp.
+    bakery::progress::init(quiet, color);
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(bakery::progress::LogWriter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_ansi(bakery::progress::color());
+    if bakery::progress::interactive() {
+        fmt.without_time().init();
+    } else {
+        fmt.with_timer(bakery::progress::UtcSeconds).init();
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T, file: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -104,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Base(BaseCommand::List(args)) => {
             let v = bakery::base::list(&args)?;
-            print_json(&v, None)?;
+            bakery::output::print(&v, args.json)?;
             Ok(0)
         }
         Command::Boot(args) => {
@@ -122,6 +128,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if report.failed() { 1 } else { 0 })
         }
         Command::Doctor(args) => bakery::doctor::run(&args, &g),
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "bakery", &mut script);
+            print_text(&String::from_utf8_lossy(&script))?;
+            Ok(0)
+        }
+        Command::Man(args) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match &args.dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    clap_mangen::generate_to(cmd, dir)?;
+                }
+                None => {
+                    let mut page = Vec::new();
+                    clap_mangen::Man::new(cmd).render(&mut page)?;
+                    print_text(&String::from_utf8_lossy(&page))?;
+                }
+            }
+            Ok(0)
+        }
         Command::Deploy(args) => bakery::deploy::run_deploy(&args),
         Command::Rollback(args) => bakery::deploy::run_rollback(&args),
         Command::Status(args) => bakery::deploy::run_status(&args),
@@ -151,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
             let report = bakery::gc::run(&args, &g)?;
-            print_json(&report, None)?;
+            bakery::output::print(&report, args.json)?;
             Ok(if report.failed.is_empty() { 0 } else { 1 })
         }
     }
@@ -160,15 +188,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn main() {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Session) {
-        init_tracing(cli.verbose, cli.quiet);
+        init_tracing(cli.verbose, cli.quiet, cli.color);
     } else {
-        init_tracing(0, true);
+        init_tracing(0, true, bakery::progress::ColorChoice::Never);
     }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("bakery: error: {msg}");
+            bakery::progress::eprintln(&format!("bakery: error: {msg}"));
             error::exit_code(&e)
         }
     };

@@ -120,7 +120,7 @@ pub fn ci_tags(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 /// offending tag and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
-    #[error("{0} tags, but AWS allows at most {max} per resource (snapshot, AMI); drop some --tag values", max = MAX_TAGS)]
+    #[error("{0} tags, but AWS allows at most {max} per resource (snapshot, AMI); drop some (--tag or the recipe's `tags:`)", max = MAX_TAGS)]
     TooMany(usize),
     #[error("a tag key is empty; write tags as KEY=VALUE")]
     EmptyKey,

@@ -70,6 +70,10 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        // The bake's lock file goes while the lock is still held (released right after, when
+        // the field drops): bake ids are never reused, so nothing else waits on this file, and
+        // `/var/lib/bakery/locks` does not keep one file per bake forever.
+        let _ = std::fs::remove_file(&self._alive.path);
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!("removing {}: {e}", self.dir.display());

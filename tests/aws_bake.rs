@@ -358,6 +358,7 @@ fn base_ami_then_direct_bake_into_three_regions() {
             "bakery-base-bookworm-*",
             "--region",
             "us-east-1",
+            "--json",
         ]),
     );
     let list = run(&mut c);

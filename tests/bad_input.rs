@@ -109,6 +109,7 @@ const LOCAL: &[Case] = &[
     case("unknown key", 2, &["typo.yaml", "unknown field `packagez`"], |f, c| f.bake(c, &[&f.p("typo.yaml")])),
     case("wrong type", 2, &["wrongtype.yaml", "packages: invalid type: integer `5`, expected a sequence"], |f, c| f.bake(c, &[&f.p("wrongtype.yaml")])),
     case("empty recipe", 2, &["empty.yaml", "empty"], |f, c| f.bake(c, &[&f.p("empty.yaml")])),
+    case("reserved tag in a recipe", 2, &["awstag.yaml: `tags`: ", "aws:x"], |f, c| { let r = f.p("awstag.yaml"); f.local(c, "app_1.0-1_all.deb", &[]); c.arg(r); }),
     case("recipe missing", 2, &["/nonexistent/recipe.yaml", "no such file"], |f, c| f.bake(c, &["/nonexistent/recipe.yaml"])),
     case("base name AWS cannot carry", 2, &["badname.yaml", "name `web base!` contains `!`"], |f, c| { c.args(["base", "build", &f.p("badname.yaml"), "--output", "ami", "--dry-run"]); }),
     // Packages
@@ -164,6 +165,7 @@ const AWS: &[Case] = &[
     case("44 tags: too many with bakery's own on a snapshot", 2, &["bakery's own", "at most 50"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); for i in 0..44 { c.args(["--tag", &format!("cost-{i}=x")]); } }),
     case("copy to a region the account lacks", 2, &["us-west-9", "DescribeRegions", "--copy-to"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--copy-to", "us-west-9"])),
     case("missing credentials", 2, &["no AWS credentials", "AWS_ACCESS_KEY_ID"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY"); }),
+    case("a profile that does not exist", 2, &["AWS profile `nosuch` (AWS_PROFILE) does not exist", "/nonexistent/aws-config"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env("AWS_PROFILE", "nosuch").env("AWS_CONFIG_FILE", "/nonexistent/aws-config").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials"); }),
     case("API throttling, retried (runtime: exit 1)", 1, &["RequestLimitExceeded", "6 attempts with backoff"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env("BAKERY_THROTTLE_API", "DescribeImages"); }),
     case("API unreachable (runtime: exit 1)", 1, &["cannot reach the AWS endpoint http://127.0.0.1:"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", f.closed_port)); }),
     case("prune with a wildcard app", 2, &["--app `web*`"], |f, c| { if let Some(e) = &f.emulator { e.apply(c); } c.args(["images", "prune", "--app", "web*", "--keep", "2"]); }),
@@ -280,6 +282,7 @@ fn local_bad_input_is_refused_with_one_line_and_nothing_left() {
     w("typo.yaml", "base: x.raw\npackagez: [a.deb]\n");
     w("wrongtype.yaml", "packages: 5\n");
     w("empty.yaml", "\n");
+    w("awstag.yaml", "tags: {\"aws:x\": y}\n");
     w("notes.txt", "just some text, not a disk\n");
     w("fake.deb", "PK\u{3}\u{4} this is a zip, not a deb");
     write(&f.out_dir().join("exists.raw"), "");

@@ -527,7 +527,7 @@ fn kill_9_mid_bake_then_gc_removes_everything() {
     child.kill().unwrap(); // SIGKILL: no cleanup code of bakery runs
     child.wait().unwrap();
 
-    let dry = run(t.bakery().args(["gc", "--dry-run"]));
+    let dry = run(t.bakery().args(["gc", "--dry-run", "--json"]));
     dry.assert_ok();
     let found = dry.json()["found"].as_array().unwrap().clone();
     assert!(
@@ -543,7 +543,7 @@ fn kill_9_mid_bake_then_gc_removes_everything() {
         "--dry-run removed something"
     );
 
-    let r = run(t.bakery().arg("gc"));
+    let r = run(t.bakery().args(["gc", "--json"]));
     r.assert_ok();
     assert_no_leaks(t.dir.path());
     assert_no_output(t.dir.path(), &[]);
@@ -552,7 +552,7 @@ fn kill_9_mid_bake_then_gc_removes_everything() {
         .output()
         .unwrap();
     assert!(strays.stdout.is_empty(), "the postinst's sleep survived gc");
-    let again = run(t.bakery().args(["gc", "--dry-run"]));
+    let again = run(t.bakery().args(["gc", "--dry-run", "--json"]));
     assert_eq!(
         again.json()["found"].as_array().unwrap().len(),
         0,

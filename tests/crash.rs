@@ -56,7 +56,9 @@ fn gc(t: &TestDir, extra: &[&str], emu: Option<&Emulator>) -> Run {
         e.apply(&mut c);
     }
     // The same environment as the bakes (their scratch directories live in this TMPDIR).
-    c.env("TMPDIR", t.path("tmp")).arg("gc").args(extra);
+    c.env("TMPDIR", t.path("tmp"))
+        .args(["gc", "--json"])
+        .args(extra);
     let r = run(&mut c);
     assert_eq!(r.code, 0, "bakery gc {extra:?} failed:\n{}", r.stderr);
     r

@@ -120,6 +120,29 @@ macro_rules! client {
     };
 }
 
+/// `AWS_PROFILE` when it names a profile that neither the config nor the credentials file
+/// defines (read with the SDK's own loader, honouring `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE`), with the files looked in. The SDK itself then falls through to
+/// the next credential source and reports only "no credentials".
+async fn missing_profile() -> Option<(String, String)> {
+    use aws_types::os_shim_internal::{Env, Fs};
+    let name = std::env::var("AWS_PROFILE")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    // The default files: ~/.aws/config and ~/.aws/credentials, or their environment overrides.
+    let set = aws_config::profile::load(&Fs::real(), &Env::real(), &Default::default(), None)
+        .await
+        .ok()?;
+    if set.get_profile(&name).is_some() {
+        return None;
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
+    let config = std::env::var("AWS_CONFIG_FILE").unwrap_or_else(|_| format!("{home}/.aws/config"));
+    let creds = std::env::var("AWS_SHARED_CREDENTIALS_FILE")
+        .unwrap_or_else(|_| format!("{home}/.aws/credentials"));
+    Some((name, format!("{config} or {creds}")))
+}
+
 impl AwsContext {
     pub async fn load() -> AwsContext {
         let (timeouts, config_error) = match Timeouts::from_env() {
@@ -172,7 +195,11 @@ impl AwsContext {
                 "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
             ));
         };
+        let missing = missing_profile().await;
         p.provide_credentials().await.map(|_| ()).map_err(|e| {
+            if let Some((name, files)) = &missing {
+                return input!("AWS profile `{name}` (AWS_PROFILE) does not exist in {files}; pick one of `aws configure list-profiles`, or unset AWS_PROFILE");
+            }
             // CredentialsNotLoaded: no provider of the chain had any.
             if matches!(e, aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_)) {
                 input!("no AWS credentials found (tried the environment, the profile, web identity, ECS and instance metadata); set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")

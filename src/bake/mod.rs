@@ -115,7 +115,12 @@ pub enum Prep {
 pub fn prepare(args: &BakeArgs) -> Result<Prep> {
     let started = Instant::now();
     let recipe = match &args.recipe {
-        Some(p) => Recipe::load(p)?,
+        Some(p) => {
+            let r = Recipe::load(p)?;
+            // The recipe's own tags are the file's fault, not a flag's.
+            naming::validate_tags(&r.tags).map_err(|e| input!("{}: `tags`: {e}", p.display()))?;
+            r
+        }
         None => Recipe::default(),
     }
     .merge_flags(&args.overrides())?;

@@ -119,9 +119,50 @@ pub fn require_tools() -> Result<()> {
     debootstrap::require_tools()
 }
 
-/// `bakery base list`: the versions of a base per region, newest first (one line each on
-/// stderr; the JSON result for stdout).
-pub fn list(a: &BaseListArgs) -> Result<serde_json::Value> {
+/// One published version of a base (`bakery base list`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaseVersion {
+    pub image_id: String,
+    pub name: String,
+    pub created: String,
+    pub state: String,
+    /// The `base_ami_version` tag.
+    pub version: Option<String>,
+}
+
+/// `bakery base list`: per region, newest first. JSON: `{"REGION": [BaseVersion, ...]}`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+pub struct BaseList(pub std::collections::BTreeMap<String, Vec<BaseVersion>>);
+
+impl crate::output::Report for BaseList {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .0
+            .iter()
+            .flat_map(|(r, v)| {
+                v.iter().map(move |i| {
+                    vec![
+                        r.clone(),
+                        i.version.clone().unwrap_or_else(|| "?".into()),
+                        i.image_id.clone(),
+                        i.created.clone(),
+                        i.state.clone(),
+                        i.name.clone(),
+                    ]
+                })
+            })
+            .collect();
+        crate::output::table(
+            &["REGION", "VERSION", "IMAGE", "CREATED", "STATE", "NAME"],
+            &rows,
+            "no base versions found",
+        )
+    }
+}
+
+/// `bakery base list`: the versions of a base per region, newest first.
+pub fn list(a: &BaseListArgs) -> Result<BaseList> {
     let aws = Aws::load(true)?;
     let regions = if a.region.is_empty() {
         vec![aws.region(None)?]
@@ -129,30 +170,22 @@ pub fn list(a: &BaseListArgs) -> Result<serde_json::Value> {
         crate::context::check_regions(&a.region, "--region")?;
         a.region.clone()
     };
-    let mut out = serde_json::Map::new();
+    let mut out = std::collections::BTreeMap::new();
     for r in regions {
         let images = aws.rt.block_on(ami::list_images(&aws.ctx, &r, &a.name))?;
-        for i in &images {
-            eprintln!(
-                "{r}  {}  {}  {}  version {}",
-                i.id,
-                i.name,
-                i.creation_date,
-                i.tags
-                    .get("base_ami_version")
-                    .map(String::as_str)
-                    .unwrap_or("?")
-            );
-        }
         out.insert(
             r,
-            serde_json::Value::Array(
-                images
-                    .iter()
-                    .map(|i| serde_json::json!({"image_id": i.id, "name": i.name, "created": i.creation_date, "state": i.state, "version": i.tags.get("base_ami_version")}))
-                    .collect(),
-            ),
+            images
+                .iter()
+                .map(|i| BaseVersion {
+                    image_id: i.id.clone(),
+                    name: i.name.clone(),
+                    created: i.creation_date.clone(),
+                    state: i.state.clone(),
+                    version: i.tags.get("base_ami_version").cloned(),
+                })
+                .collect(),
         );
     }
-    Ok(serde_json::Value::Object(out))
+    Ok(BaseList(out))
 }

@@ -450,7 +450,7 @@ fn boot_and_wait(
 
     let checks = plan.health.is_some() || plan.health_cmd.is_some();
     let spinner = (checks && !args.console && std::io::stderr().is_terminal()).then(|| {
-        let pb = indicatif::ProgressBar::new_spinner();
+        let pb = crate::progress::spinner();
         pb.enable_steady_tick(Duration::from_millis(120));
         pb
     });

@@ -27,14 +27,16 @@ pub enum ReplaceWith {
 
 /// Which ASG or cluster, in which regions.
 #[derive(Args, Debug, Clone, Default)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("target").args(["asg", "cluster"]).required(true)))]
 pub struct TargetArgs {
     /// The Auto Scaling group (swap, rolling).
-    #[arg(long, conflicts_with = "cluster", required_unless_present = "cluster")]
+    #[arg(long)]
     pub asg: Option<String>,
     /// The cluster `app-stack-detail`, whose generations are ASGs `app-stack-detail-vNNN` (red-black).
     #[arg(long)]
     pub cluster: Option<String>,
-    /// Only these regions (comma-separated or repeated; default: every region of the manifest, or AWS_REGION).
+    /// Regions (comma-separated or repeated). deploy: default every region of the manifest (or AWS_REGION with --image); rollback, status: default AWS_REGION.
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub region: Vec<String>,
 }

@@ -26,6 +26,16 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// When to colour log lines on stderr: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = crate::progress::ColorChoice::Auto
+    )]
+    pub color: crate::progress::ColorChoice,
+
     /// Where bakes keep their work files, logs and cached bases.
     #[arg(
         long,
@@ -64,6 +74,10 @@ pub enum Command {
     Canary(canary::CanaryCommand),
     /// Remove what crashed or killed bakes left on this host (loop devices, work files, partial outputs).
     Gc(GcArgs),
+    /// Print shell completions on stdout (install.sh installs them for bash, zsh and fish).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one page per command into --dir.
+    Man(ManArgs),
     /// Internal: the chroot session child process (driven over stdin/stdout by bake and base build).
     #[command(name = "__session", hide = true)]
     Session,
@@ -86,7 +100,7 @@ pub struct BakeArgs {
     #[arg(long = "layer", short = 'l', value_name = "NAME|DIR")]
     pub layers: Vec<String>,
 
-    /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2.
+    /// Output: a file (`.raw`/`.img` for raw, `.qcow2` for qcow2), or `ami` to bake AMIs (with --region, --copy-to, --base-name).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
 
@@ -301,6 +315,9 @@ pub struct BaseListArgs {
     /// Regions to list (comma-separated; default: AWS_REGION).
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub region: Vec<String>,
+    /// Print JSON on stdout (default: a table).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -351,6 +368,23 @@ pub struct GcArgs {
     /// AWS resources younger than this are left alone (a bake on another host may still be running them): 2h, 30m, 90s, 0.
     #[arg(long, default_value = "2h", value_name = "DURATION")]
     pub grace: String,
+    /// Print JSON on stdout (default: a table).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// Write bakery.1 and bakery-COMMAND.1 for every command into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -368,5 +402,140 @@ mod tests {
     #[test]
     fn cli_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// Every subcommand path with its built command (`bakery base build` → ["base", "build"]).
+    fn subcommands(
+        cmd: &clap::Command,
+        path: Vec<String>,
+        out: &mut Vec<(Vec<String>, clap::Command)>,
+    ) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            out.push((p.clone(), sub.clone()));
+            subcommands(sub, p, out);
+        }
+    }
+
+    fn help_of(path: &[&str]) -> String {
+        let mut args = vec!["bakery"];
+        args.extend(path);
+        args.push("--help");
+        match Cli::try_parse_from(args) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("--help parsed as a command"),
+        }
+    }
+
+    /// `--help` of every subcommand names every value each of its flags accepts: the values of
+    /// every enum flag, and the documented special values of path/duration flags.
+    #[test]
+    fn every_help_names_every_value_its_flags_accept() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut all = Vec::new();
+        subcommands(&cmd, vec![], &mut all);
+        assert!(all.len() > 10, "{} subcommands", all.len());
+        let mut missing = Vec::new();
+        for (path, sub) in &all {
+            let p: Vec<&str> = path.iter().map(String::as_str).collect();
+            let help = help_of(&p);
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                if !arg.get_action().takes_values() {
+                    continue;
+                }
+                for v in arg
+                    .get_possible_values()
+                    .iter()
+                    .filter(|v| !v.is_hide_set())
+                {
+                    if !help.contains(v.get_name()) {
+                        missing.push(format!(
+                            "{} --{}: {}",
+                            path.join(" "),
+                            arg.get_id(),
+                            v.get_name()
+                        ));
+                    }
+                }
+            }
+        }
+        let special: &[(&[&str], &[&str])] = &[
+            (
+                &["bake"],
+                &["ami", ".qcow2", ".raw", "volume", "direct", "WHEN", "never"],
+            ),
+            (&["base", "build"], &["ami", ".qcow2", ".raw"]),
+            (&["gc"], &["2h"]),
+        ];
+        for (path, values) in special {
+            let help = help_of(path);
+            for v in *values {
+                if !help.contains(v) {
+                    missing.push(format!("{}: {v}", path.join(" ")));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "values missing from --help: {missing:?}"
+        );
+    }
+
+    /// Help is true for the command it is on: rollback and status take no manifest.
+    #[test]
+    fn region_help_of_rollback_and_status_does_not_promise_a_manifest() {
+        for cmd in ["rollback", "status"] {
+            let help = help_of(&[cmd]);
+            let region = help
+                .split("--region")
+                .nth(1)
+                .unwrap_or_default()
+                .split("\n  -")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            assert!(region.contains("AWS_REGION"), "{cmd}: {region}");
+            assert!(
+                !region.contains("manifest") || region.contains("deploy:"),
+                "{cmd} --region: {region}"
+            );
+        }
+    }
+
+    /// Completions for every shell install.sh installs name the commands and their flags.
+    #[test]
+    fn completions_know_every_command() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bakery", &mut buf);
+            let s = String::from_utf8(buf).unwrap();
+            for w in [
+                "bake",
+                "deploy",
+                "rollback",
+                "--output",
+                "--copy-to",
+                "red-black",
+            ] {
+                assert!(s.contains(w), "{shell}: no {w}");
+            }
+        }
+    }
+
+    /// `bakery status` with no target names both ways to give one.
+    #[test]
+    fn a_missing_target_names_asg_and_cluster() {
+        for cmd in ["status", "rollback"] {
+            let e = Cli::try_parse_from(["bakery", cmd])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--asg") && e.contains("--cluster"), "{e}");
+        }
     }
 }

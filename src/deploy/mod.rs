@@ -219,10 +219,35 @@ pub struct Options {
     pub canary: Option<canary::Canary>,
 }
 
+/// What to add when the target is missing in `region` of a deploy to several `regions` (a
+/// manifest's): how to deploy to the others only.
+pub fn other_regions_hint(region: &str, regions: &[String]) -> String {
+    let others: Vec<&str> = regions
+        .iter()
+        .map(String::as_str)
+        .filter(|r| *r != region)
+        .collect();
+    if others.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; this deploy covers {} (every region of the manifest unless --region narrows it): pass --region {} to deploy only there, or create it in {region} first",
+        regions.join(", "),
+        others.join(",")
+    )
+}
+
 /// Check one region before anything changes: the image is there, the group or cluster is there
 /// and launches from a launch template, every tag bakery writes fits in AWS's limit, and a
 /// cluster's serving generation can be cloned faithfully (`clone::check`).
-async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) -> Result<()> {
+async fn validate(
+    ctx: &AwsContext,
+    region: &str,
+    image: &str,
+    target: &Target,
+    regions: &[String],
+) -> Result<()> {
+    let hint = other_regions_hint(region, regions);
     let ec2 = ctx.ec2(region);
     let found = match ec2.describe_images().image_ids(image).send().await {
         Ok(o) => o.images().iter().any(|i| i.image_id() == Some(image)),
@@ -243,7 +268,7 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
         Target::Asg(name) => {
             let g = asg::describe(&a, name)
                 .await?
-                .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}"))?;
+                .ok_or_else(|| input!("no Auto Scaling group named {name} in {region}{hint}"))?;
             asg::source(&g, region)?;
             let keys: Vec<&str> = g.tags().iter().filter_map(|t| t.key()).collect();
             clone::check_tag_room(
@@ -258,7 +283,7 @@ async fn validate(ctx: &AwsContext, region: &str, image: &str, target: &Target) 
             let groups = asg::cluster_groups(&a, c).await?;
             let serving = redblack::serving(&groups).ok_or_else(|| {
                 if groups.is_empty() {
-                    input!("cluster {c} has no generation in {region} (no Auto Scaling group named {c} or {c}-vNNN)")
+                    input!("cluster {c} has no generation in {region} (no Auto Scaling group named {c} or {c}-vNNN){hint}")
                 } else {
                     input!("cluster {c} has no enabled generation in {region}: nothing serves to copy from")
                 }
@@ -398,7 +423,9 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
 
     // Every region is checked before any is changed: bad input changes nothing.
     rt.block_on(async {
-        let checks = jobs.iter().map(|(r, img)| validate(&ctx, r, img, &target));
+        let checks = jobs
+            .iter()
+            .map(|(r, img)| validate(&ctx, r, img, &target, &regions));
         for r in futures::future::join_all(checks).await {
             r?;
         }
@@ -706,6 +733,15 @@ pub fn run_status(args: &StatusArgs) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_target_missing_in_one_region_of_several_points_at_region() {
+        let rs = ["us-east-1".to_string(), "eu-west-1".to_string()];
+        let h = super::other_regions_hint("eu-west-1", &rs);
+        assert!(h.contains("--region us-east-1"), "{h}");
+        assert!(h.contains("us-east-1, eu-west-1"), "{h}");
+        assert_eq!(super::other_regions_hint("us-east-1", &rs[..1]), "");
+    }
+
     use super::*;
 
     fn res(region: &str, status: &str, error: Option<&str>) -> RegionResult {

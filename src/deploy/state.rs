@@ -57,6 +57,45 @@ pub struct SwapRecord {
     pub phase: String,
 }
 
+/// A [`SwapRecord`] as `bakery deploy --json` reports it (README, "Output"): the tag's short keys
+/// (a tag value holds 256 characters) spelled out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwapRecordReport {
+    pub deploy_id: String,
+    pub launch_template_id: String,
+    pub follows: Follows,
+    pub previous_version: String,
+    pub previous_version_number: i64,
+    pub new_version: i64,
+    pub image_id: String,
+    pub previous_image_id: String,
+    pub phase: String,
+}
+
+impl SwapRecord {
+    pub fn report(&self) -> SwapRecordReport {
+        SwapRecordReport {
+            deploy_id: self.id.clone(),
+            launch_template_id: self.lt.clone(),
+            follows: self.follows,
+            previous_version: self.prev.clone(),
+            previous_version_number: self.prev_n,
+            new_version: self.new,
+            image_id: self.image.clone(),
+            previous_image_id: self.prev_image.clone(),
+            phase: self.phase.clone(),
+        }
+    }
+}
+
+/// `serialize_with` for a result's record: its [`SwapRecordReport`].
+pub fn serialize_report<S: serde::Serializer>(
+    r: &Option<SwapRecord>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(SwapRecord::report).serialize(s)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenRecord {
     pub id: String,
@@ -126,6 +165,31 @@ pub async fn write<T: Serialize>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_reported_record_spells_out_the_tags_short_keys() {
+        let r = SwapRecord {
+            id: "dp-1".into(),
+            lt: "lt-1".into(),
+            follows: Follows::Default,
+            prev: "$Default".into(),
+            prev_n: 3,
+            new: 4,
+            image: "ami-new".into(),
+            prev_image: "ami-old".into(),
+            phase: "done".into(),
+        };
+        let v = serde_json::to_value(r.report()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        for short in ["f", "ph", "pimg", "pn", "img"] {
+            assert!(!keys.contains(&short), "{keys:?}");
+        }
+        assert_eq!(v["previous_image_id"], "ami-old");
+        assert_eq!(v["follows"], "default");
+        // The tag itself keeps the short keys (256 characters per tag value).
+        let tag = serde_json::to_value(&r).unwrap();
+        assert_eq!(tag["ph"], "done");
+    }
+
     use super::*;
 
     #[test]

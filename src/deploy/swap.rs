@@ -25,7 +25,10 @@ pub struct SwapResult {
     /// the template's default, the group follows $Default), `latest` (the group follows $Latest).
     pub applied: String,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::state::serialize_report"
+    )]
     pub record: Option<SwapRecord>,
 }
 

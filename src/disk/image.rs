@@ -97,6 +97,9 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<u64> {
     let (sfd, dfd) = (s.as_raw_fd(), d.as_raw_fd());
     let mut pos: i64 = 0;
     let mut copied = 0u64;
+    // Progress over the whole length: holes are skipped at once, data moves at disk speed.
+    let meter = crate::progress::meter();
+    meter.bytes(Some(len));
     while (pos as u64) < len {
         // SAFETY: plain lseek on a descriptor we own.
         let data = unsafe { libc::lseek(sfd, pos, libc::SEEK_DATA) };
@@ -120,6 +123,7 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<u64> {
                 bail!("{} shrank while being copied", src.display());
             }
             copied += n as u64;
+            meter.set(off_in as u64);
         }
         pos = end;
     }

@@ -234,10 +234,38 @@ pub fn run(job: &Job, source: Source, sink: Sink, g: &Globals) -> Result<Manifes
     // Before anything is made, so a signal at any point ends in cleanup and exit 130.
     signals::install();
     let mut stages = Stages::new(Progress::new(g.quiet));
-    match sink {
+    let m = match sink {
         Sink::File(target) => sink::file::run(job, source, &target, &mut stages, g),
         Sink::Ami(target) => sink::ami::run(job, source, &target, &mut stages, g),
-    }
+    }?;
+    stages
+        .progress()
+        .success(&made(&m), job.started.elapsed().as_secs_f64());
+    Ok(m)
+}
+
+/// What a run made, for its final line: `baked app-1.2-3 → app.qcow2 (1.4 GiB)` or
+/// `baked app-1.2-3 → ami-0abc (us-east-1), ami-0def (us-west-2)`.
+pub fn made(m: &Manifest) -> String {
+    let verb = match m.kind {
+        Kind::Bake => "baked",
+        _ => "built",
+    };
+    let what = match &m.output {
+        Some(o) => format!(
+            "{} ({:.1} GiB, {})",
+            o.path.display(),
+            o.size_bytes as f64 / (1u64 << 30) as f64,
+            o.format.as_str()
+        ),
+        None => m
+            .amis
+            .iter()
+            .map(|a| format!("{} ({})", a.image_id, a.region))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!("{verb} {} → {what}", m.name)
 }
 
 /// The disk between source and sink: the steps every sink runs on it (device, session, seal).
@@ -274,7 +302,10 @@ pub fn with_log_hint(e: anyhow::Error, work: &WorkDir) -> anyhow::Error {
     }
     let log = work.log();
     if log.exists() {
-        eprintln!("bakery: full output of the failed step: {}", log.display());
+        crate::progress::eprintln(&format!(
+            "bakery: full output of the failed step: {}",
+            log.display()
+        ));
     }
     e
 }
@@ -345,12 +376,25 @@ impl Stages {
             said: None,
             inner: Vec::new(),
         };
-        let out = f(&mut stage)?;
+        let out = f(&mut stage);
+        let Stage {
+            timing,
+            said,
+            inner,
+            ..
+        } = stage;
+        let out = match out {
+            Ok(v) => v,
+            Err(e) => {
+                self.progress.fail_step(shown, &e);
+                return Err(e);
+            }
+        };
         let secs = t.elapsed().as_secs_f64();
-        let label = stage.timing.unwrap_or_else(|| name.to_string());
+        let label = timing.unwrap_or_else(|| name.to_string());
         self.progress
-            .finish_step(stage.said.as_deref().unwrap_or(&label), secs);
-        self.timings.extend(stage.inner);
+            .finish_step(said.as_deref().unwrap_or(&label), secs);
+        self.timings.extend(inner);
         self.timings.push(Timing::new(&label, secs));
         crate::fault::point(name)?;
         signals::check()?;
@@ -378,9 +422,19 @@ impl Stages {
     }
 }
 
-/// Log the start of a run (tests and `bakery gc` read the bake id from this line).
-pub(crate) fn announce(job: &Job, work: &WorkDir, from: &str) {
+/// Log the start of a run (tests and `bakery gc` read the bake id from this line), and from now
+/// on give the bake's log file a timestamped header per step.
+pub(crate) fn announce(job: &Job, work: &WorkDir, from: &str, stages: &Stages) {
     info!(bake_id = %job.bake_id, log = %work.log().display(), "baking {} from {from}", job.name);
+    stages.progress().log_to(
+        &work.log(),
+        &format!(
+            "bakery {} {}: baking {} from {from}",
+            env!("CARGO_PKG_VERSION"),
+            job.bake_id,
+            job.name
+        ),
+    );
 }
 
 #[cfg(test)]

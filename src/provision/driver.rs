@@ -203,7 +203,9 @@ fn handle(
 ) {
     match ev {
         Event::Start { step } => {
-            progress.start_step(&step);
+            // The session writes this step's header into the bake's log itself, in order with
+            // the step's output.
+            progress.show_step(&step);
             *started = Some((step, Instant::now()));
         }
         Event::Done { step, seconds } => {

@@ -110,7 +110,11 @@ fn loop_mount_points(mountinfo: &str) -> Vec<String> {
         .collect()
 }
 
+/// The bake's log, where each step's header goes before the step's output.
+static LOG: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
+    let _ = LOG.set(plan.log.clone());
     let root_dev = plan
         .partitions
         .iter()
@@ -175,8 +179,21 @@ fn timed<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     emit(&Event::Start {
         step: label.to_string(),
     });
+    if let Some(log) = LOG.get() {
+        crate::progress::log_header(log, label);
+    }
     let t = Instant::now();
-    let r = f().with_context(|| label.to_string())?;
+    let r = f().with_context(|| label.to_string());
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(log) = LOG.get() {
+                let msg = format!("{e:#}").replace('\n', " ");
+                crate::progress::log_header(log, &format!("{label} FAILED: {msg}"));
+            }
+            return Err(e);
+        }
+    };
     emit(&Event::Done {
         step: label.to_string(),
         seconds: t.elapsed().as_secs_f64(),

@@ -79,15 +79,22 @@ pub fn is_path_like(s: &str) -> bool {
 
 /// Directories searched for a layer by name, in order.
 pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
+    search_dirs_for(extra, std::env::current_exe().ok().as_deref())
+}
+
+/// [`search_dirs`] for the binary at `exe`: `--layer-path` dirs, `./provisioners`, the binary's
+/// own `<prefix>/share/bakery/provisioners`, then `/usr/local/share` and `/usr/share`; each
+/// directory once (an installed `/usr/local/bin/bakery`'s prefix dir is `/usr/local/share`).
+pub fn search_dirs_for(extra: &[PathBuf], exe: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = extra.to_vec();
     dirs.push(PathBuf::from("provisioners"));
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(prefix) = exe.parent().and_then(Path::parent) {
-            dirs.push(prefix.join("share/bakery/provisioners"));
-        }
+    if let Some(prefix) = exe.and_then(Path::parent).and_then(Path::parent) {
+        dirs.push(prefix.join("share/bakery/provisioners"));
     }
     dirs.push(PathBuf::from("/usr/local/share/bakery/provisioners"));
     dirs.push(PathBuf::from("/usr/share/bakery/provisioners"));
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
     dirs
 }
 
@@ -207,6 +214,20 @@ mod tests {
             .steps
             .iter()
             .any(|s| matches!(s, LayerStep::Enable(u) if u.contains(&"tomcat10".to_string()))));
+    }
+
+    #[test]
+    fn each_layer_directory_is_searched_and_named_once() {
+        let dirs = search_dirs_for(&[], Some(Path::new("/usr/local/bin/bakery")));
+        let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "provisioners",
+                "/usr/local/share/bakery/provisioners",
+                "/usr/share/bakery/provisioners"
+            ]
+        );
     }
 
     #[test]

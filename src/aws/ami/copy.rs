@@ -102,6 +102,9 @@ pub async fn copy_to_regions_with(
 ) -> Result<Vec<RegionalImage>> {
     let tags = with_bake_id(tags, &ledger.bake_id);
     let tags = &tags;
+    let meter = crate::progress::meter();
+    meter.count(regions.len() as u64, "regions");
+    let meter = &meter;
     let results: Vec<(usize, Result<RegionalImage>)> = stream::iter(regions.iter().enumerate())
         .map(|(i, region)| async move {
             let r = copy_one(
@@ -123,6 +126,7 @@ pub async fn copy_to_regions_with(
                     source.image_id
                 )
             });
+            meter.inc(1);
             (i, r)
         })
         .buffer_unordered(concurrency.max(1))

@@ -274,7 +274,11 @@ async fn download(
             file.clone()
         ))
         .try_buffer_unordered(concurrency.max(1)));
+    // The number of blocks with data is known only once every page is listed: bytes and rate.
+    let meter = crate::progress::meter();
+    meter.bytes(None);
     while let Some((index, len, hash)) = results.try_next().await? {
+        meter.inc(len);
         stats.blocks += 1;
         stats.bytes_read += len;
         if block_size == BLOCK_SIZE {

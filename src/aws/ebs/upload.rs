@@ -233,10 +233,15 @@ pub async fn upload_snapshot_with(
     // PutSnapshotBlock, at most `concurrency` blocks in memory
     let f = Arc::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
     let hashes = Arc::new(hashes);
+    let meter = crate::progress::meter();
+    meter.bytes(Some(changed.len() as u64 * BLOCK_SIZE));
     let bytes_uploaded: u64 = futures::stream::iter(changed.iter().copied())
         .map(|index| put_block(ebs, &snapshot_id, f.clone(), len, index, hashes.clone()))
         .buffer_unordered(concurrency.max(1))
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+        .try_fold(0u64, |acc, n| {
+            meter.inc(n);
+            async move { Ok(acc + n) }
+        })
         .await
         .with_context(|| format!("uploading {} to {snapshot_id}", file.display()))?;
 

@@ -172,7 +172,7 @@ pub fn run(
         Some(b) => format!("{} ({}) in {}", b.id, b.name, cloud.region),
         None => format!("scratch in {}", cloud.region),
     };
-    announce(job, &work, &from);
+    announce(job, &work, &from, stages);
     let result = bake(
         job,
         source,

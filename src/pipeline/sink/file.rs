@@ -51,15 +51,15 @@ pub fn run(
     };
     let disk = match source {
         Source::File(p) => {
-            announce(job, &work, &p.display().to_string());
+            announce(job, &work, &p.display().to_string(), stages);
             source::file::open(&p, &disk_path, stages)?
         }
         Source::Builtin => {
-            announce(job, &work, "the built-in base");
+            announce(job, &work, "the built-in base", stages);
             source::builtin::open(g, &disk_path, stages)?
         }
         Source::Debootstrap(d) => {
-            announce(job, &work, &format!("debootstrap {}", d.spec.suite));
+            announce(job, &work, &format!("debootstrap {}", d.spec.suite), stages);
             source::debootstrap::open(&d, &disk_path, stages)?
         }
         Source::Ami { .. } => {
