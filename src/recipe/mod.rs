@@ -41,6 +41,8 @@ pub struct Overrides {
     pub mode: Option<Mode>,
     /// `--allow-downgrade`.
     pub allow_downgrade: bool,
+    /// `--disk-size`, as typed.
+    pub disk_size: Option<String>,
 }
 
 /// A bake recipe. Relative paths are relative to the recipe file.
@@ -86,6 +88,10 @@ pub struct Recipe {
     /// name; any other removal of a base package is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_remove: Vec<String>,
+    /// Grow the image's disk, root partition and filesystem to this size (`6GiB`); never
+    /// smaller than the base. For AMIs a whole number of GiB: the root volume's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<Size>,
 }
 
 /// Read a YAML file into `T`, mapping every problem to one line that names the file.
@@ -198,6 +204,9 @@ impl Recipe {
         }
         if args.allow_downgrade {
             self.allow_downgrade = true;
+        }
+        if let Some(s) = &args.disk_size {
+            self.disk_size = Some(Size::parse(s).map_err(|e| input!("--disk-size {e}"))?);
         }
         for name in &args.plugins {
             if !self.plugins.iter().any(|p| &p.name == name) {

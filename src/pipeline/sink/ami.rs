@@ -108,6 +108,9 @@ pub fn run(
         ))?),
         _ => None,
     };
+    if let (Some(size), Some(b)) = (job.disk_size, &base_ami) {
+        check_disk_size(size, b)?;
+    }
     let from = match &base_ami {
         Some(b) => format!("{} ({}) in {}", b.id, b.name, cloud.region),
         None => format!("scratch in {}", cloud.region),
@@ -226,13 +229,13 @@ fn bake(
             let description = description(&job.name, base_ami, None);
             (registered, facts, base, tags, None, description)
         } else {
-            let disk = open(source, base_ami, cloud, work, stages, g)?;
+            let disk = open(job, source, base_ami, cloud, work, stages, g)?;
             let facts = crate::pipeline::provision(job, &disk, Some(cloud), work, stages, g)?;
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
             let description = description(&job.name, disk.from.base_ami(), facts.os.as_deref());
-            let written = write(&disk, &description, &tags, cloud, stages)?;
+            let written = write(&disk, job, &description, &tags, cloud, stages)?;
             let register_base = match disk.from.base_ami() {
                 Some(b) => b.clone(),
                 None => from_scratch_base(
@@ -334,6 +337,7 @@ fn bake(
 
 /// Open the source into a disk: an AMI's snapshot (direct) or volume, or a local disk.
 fn open(
+    job: &Job,
     source: Source,
     base_ami: Option<&BaseAmi>,
     cloud: &Cloud,
@@ -351,7 +355,13 @@ fn open(
             };
             match mode {
                 Mode::Direct => source::ami_direct::open(base, cloud, &disk, stages, g),
-                Mode::Volume => source::ami_volume::open(base, cloud, stages),
+                Mode::Volume => {
+                    let size_gib = match job.disk_size {
+                        Some(s) => crate::disk::grow::whole_gib(s)?,
+                        None => base.root_volume_size_gib,
+                    };
+                    source::ami_volume::open(base, cloud, size_gib, stages)
+                }
             }
         }
         (Source::Ami { .. }, None) => unreachable!("the base AMI is resolved before"),
@@ -387,6 +397,7 @@ fn origin(source: &Source, base_ami: Option<&BaseAmi>) -> BaseOrigin {
 /// base snapshot, when there is one), or the bake volume snapshotted and deleted.
 fn write(
     disk: &SourceDisk,
+    job: &Job,
     description: &str,
     tags: &BTreeMap<String, String>,
     cloud: &Cloud,
@@ -413,9 +424,13 @@ fn write(
             rt,
             volume::delete(ctx, region, &attached.volume_id, &cloud.ledger),
         )?;
+        let volume_size_gib = match job.disk_size {
+            Some(s) => crate::disk::grow::whole_gib(s)?,
+            None => base.root_volume_size_gib,
+        };
         return Ok(Written {
             snapshot_id,
-            volume_size_gib: base.root_volume_size_gib,
+            volume_size_gib,
             upload: None,
         });
     }
@@ -455,9 +470,13 @@ fn write(
             ebs::wait_snapshot_completed(&ctx.ec2(region), &up.snapshot_id, SNAPSHOT_TIMEOUT),
         )
     })?;
-    let volume_size_gib = match disk.from.base_ami() {
-        Some(b) => b.root_volume_size_gib,
-        None => i32::try_from(up.volume_size_gib).unwrap_or(i32::MAX),
+    // `--disk-size`: the uploaded disk is that size, and so is the snapshot's volume (a child
+    // snapshot may be larger than its parent).
+    let uploaded = i32::try_from(up.volume_size_gib).unwrap_or(i32::MAX);
+    let volume_size_gib = match (disk.from.base_ami(), job.disk_size) {
+        (_, Some(_)) => uploaded,
+        (Some(b), None) => b.root_volume_size_gib,
+        (None, None) => uploaded,
     };
     Ok(Written {
         snapshot_id: up.snapshot_id.clone(),
@@ -472,6 +491,21 @@ fn write(
             bytes_uploaded: up.bytes_uploaded,
         }),
     })
+}
+
+/// `--disk-size` against the base AMI, before anything is made: a whole number of GiB, at
+/// least the base's root volume (input errors).
+pub fn check_disk_size(size: crate::recipe::Size, base: &BaseAmi) -> Result<i32> {
+    let gib = crate::disk::grow::whole_gib(size)?;
+    if gib < base.root_volume_size_gib {
+        return Err(crate::input!(
+            "--disk-size {size} is smaller than the root volume of base AMI {} ({} GiB); a disk is never shrunk, give at least {}GiB",
+            base.id,
+            base.root_volume_size_gib,
+            base.root_volume_size_gib
+        ));
+    }
+    Ok(gib)
 }
 
 /// The AMI's description: what it was baked from, or what it is (a base made from nothing).
@@ -559,5 +593,18 @@ mod tests {
             description("base-2", None, Some("Debian GNU/Linux 12 (bookworm)")),
             "base-2: bakery base (Debian GNU/Linux 12 (bookworm))"
         );
+    }
+
+    #[test]
+    fn a_disk_size_is_whole_gib_and_never_below_the_base_volume() {
+        let b = from_scratch_base("base-1", "us-east-1", "snap-1", 8, "1");
+        assert_eq!(
+            check_disk_size(crate::recipe::Size(10 << 30), &b).unwrap(),
+            10
+        );
+        let e = check_disk_size(crate::recipe::Size(6 << 30), &b).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
+        assert!(e.to_string().contains("at least 8GiB"), "{e}");
+        assert!(check_disk_size(crate::recipe::Size(9 << 29), &b).is_err());
     }
 }

@@ -60,6 +60,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
         plugins: vec![],
         tags: TagRule::Fixed(base_tags(&spec.name, &version, &built_at, &env)),
         policy: None,
+        disk_size: None,
     };
     let source = Source::Debootstrap(Box::new(Debootstrap {
         spec: spec.clone(),
