@@ -230,21 +230,34 @@ fn bake(
             (registered, facts, base, tags, None, description)
         } else {
             let disk = open(job, source, base_ami, cloud, work, stages, g)?;
+            let boot = crate::disk::layout::read_layout(&disk.path)
+                .map(|l| DiskBoot::of(&l))
+                .unwrap_or(DiskBoot::Unknown);
             let facts = crate::pipeline::provision(job, &disk, Some(cloud), work, stages, g)?;
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
             let description = description(&job.name, disk.from.base_ami(), facts.os.as_deref());
             let written = write(&disk, job, &description, &tags, cloud, stages)?;
+            let facts_of_disk = DiskFacts {
+                size_gib: written.volume_size_gib,
+                boot,
+            };
             let register_base = match disk.from.base_ami() {
                 Some(b) => b.clone(),
-                None => from_scratch_base(
-                    &job.name,
-                    region,
-                    &written.snapshot_id,
-                    written.volume_size_gib,
-                    &base.version,
-                ),
+                None => {
+                    let mut b = from_scratch_base(
+                        &job.name,
+                        region,
+                        &written.snapshot_id,
+                        written.volume_size_gib,
+                        &base.version,
+                    );
+                    if let Some(m) = facts_of_disk.boot.boot_mode() {
+                        b.boot_mode = Some(m.to_string());
+                    }
+                    b
+                }
             };
             let spec = ami::RegisterSpec {
                 name: job.name.clone(),
@@ -493,6 +506,54 @@ fn write(
     })
 }
 
+/// What the sealed disk says of itself, for the AMI's attributes: the root volume's size (GiB,
+/// `--disk-size` or the base's) and which firmware can boot it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFacts {
+    pub size_gib: i32,
+    pub boot: DiskBoot,
+}
+
+/// Which firmware a disk boots under, from its partition table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBoot {
+    /// GPT with a BIOS boot partition and an EFI System Partition (bakery's bases).
+    Hybrid,
+    /// A BIOS boot partition (or an MBR) and no ESP.
+    BiosOnly,
+    /// An ESP and no BIOS boot partition.
+    UefiOnly,
+    /// Neither found.
+    Unknown,
+}
+
+impl DiskBoot {
+    pub fn of(l: &crate::disk::layout::Layout) -> DiskBoot {
+        use crate::disk::layout::{TableKind, GPT_BIOS_BOOT, GPT_ESP};
+        let esp = l.partitions.iter().any(|p| p.type_id == GPT_ESP);
+        let bios =
+            l.table == TableKind::Mbr || l.partitions.iter().any(|p| p.type_id == GPT_BIOS_BOOT);
+        match (bios, esp) {
+            (true, true) => DiskBoot::Hybrid,
+            (true, false) => DiskBoot::BiosOnly,
+            (false, true) => DiskBoot::UefiOnly,
+            (false, false) => DiskBoot::Unknown,
+        }
+    }
+
+    /// The AMI boot mode such a disk registers with by default (EC2's `BootMode`): a hybrid
+    /// disk `uefi-preferred` (UEFI on instance types that have it, BIOS elsewhere), a
+    /// BIOS-only disk `legacy-bios`, a UEFI-only disk `uefi`. `None`: keep what is known.
+    pub fn boot_mode(self) -> Option<&'static str> {
+        match self {
+            DiskBoot::Hybrid => Some("uefi-preferred"),
+            DiskBoot::BiosOnly => Some("legacy-bios"),
+            DiskBoot::UefiOnly => Some("uefi"),
+            DiskBoot::Unknown => None,
+        }
+    }
+}
+
 /// `--disk-size` against the base AMI, before anything is made: a whole number of GiB, at
 /// least the base's root volume (input errors).
 pub fn check_disk_size(size: crate::recipe::Size, base: &BaseAmi) -> Result<i32> {
@@ -593,6 +654,33 @@ mod tests {
             description("base-2", None, Some("Debian GNU/Linux 12 (bookworm)")),
             "base-2: bakery base (Debian GNU/Linux 12 (bookworm))"
         );
+    }
+
+    #[test]
+    fn hybrid_disks_register_uefi_preferred_and_bios_only_ones_legacy_bios() {
+        use crate::disk::layout::{Layout, Partition, TableKind, GPT_BIOS_BOOT, GPT_ESP};
+        let p = |t: &str| Partition {
+            number: 1,
+            start: 0,
+            size: 0,
+            type_id: t.into(),
+            part_uuid: None,
+            fs: None,
+        };
+        let gpt = |parts| Layout {
+            table: TableKind::Gpt,
+            disk_size: 0,
+            partitions: parts,
+        };
+        let hybrid = gpt(vec![p(GPT_BIOS_BOOT), p(GPT_ESP), p("root")]);
+        assert_eq!(DiskBoot::of(&hybrid).boot_mode(), Some("uefi-preferred"));
+        let bios = gpt(vec![p(GPT_BIOS_BOOT), p("root")]);
+        assert_eq!(DiskBoot::of(&bios).boot_mode(), Some("legacy-bios"));
+        assert_eq!(
+            DiskBoot::of(&gpt(vec![p(GPT_ESP)])).boot_mode(),
+            Some("uefi")
+        );
+        assert_eq!(DiskBoot::of(&gpt(vec![p("root")])).boot_mode(), None);
     }
 
     #[test]
