@@ -7,6 +7,7 @@ pub mod aws;
 pub mod bake;
 pub mod base;
 pub mod boot;
+pub mod canary;
 pub mod cli;
 pub mod context;
 pub mod deploy;

@@ -122,6 +122,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Deploy(args) => bakery::deploy::run_deploy(&args),
         Command::Rollback(args) => bakery::deploy::run_rollback(&args),
         Command::Status(args) => bakery::deploy::run_status(&args),
+        Command::Canary(bakery::cli::canary::CanaryCommand::Judge(args)) => {
+            let judged = bakery::canary::run_judge(&args)?;
+            if args.json {
+                print_json(&judged.judgement, None)?;
+            } else {
+                print_text(&bakery::canary::table(&judged.judgement))?;
+            }
+            judged.outcome()
+        }
+        Command::Canary(bakery::cli::canary::CanaryCommand::Approve(args)) => {
+            print_json(
+                &bakery::deploy::canary_stage::run_approval(&args, true)?,
+                None,
+            )?;
+            Ok(0)
+        }
+        Command::Canary(bakery::cli::canary::CanaryCommand::Reject(args)) => {
+            print_json(
+                &bakery::deploy::canary_stage::run_approval(&args, false)?,
+                None,
+            )?;
+            Ok(0)
+        }
         Command::Gc(args) => {
             bakery::doctor::require_root("gc")?;
             let report = bakery::gc::run(&args, &g)?;

@@ -95,8 +95,9 @@ pub struct DeployArgs {
     /// rolling: how instances are replaced.
     #[arg(long, value_enum, default_value = "auto")]
     pub replace_with: ReplaceWith,
-    /// red-black canary: start a canary generation of N instances first.
-    #[arg(long, value_name = "N", requires = "judge")]
+    /// red-black canary: start a canary generation of N instances first (with --canary, also a
+    /// baseline group of N; default 1 there; with --judge, required).
+    #[arg(long, value_name = "N")]
     pub canary_size: Option<i32>,
     /// Minutes the canary runs before it is judged (fractions allowed, e.g. 0.05).
     #[arg(long, default_value_t = 30.0, value_name = "MINUTES")]
@@ -110,6 +111,21 @@ pub struct DeployArgs {
     /// The lowest passing score (0-100).
     #[arg(long, default_value_t = 95.0)]
     pub min_score: f64,
+    /// red-black canary analysis: judge a canary generation against a baseline group (the serving
+    /// image, same size, both in the serving target groups) with this canary config
+    /// (docs/canary.md), reading its metrics' CloudWatch/Prometheus sources.
+    #[arg(long = "canary", value_name = "FILE", conflicts_with = "judge")]
+    pub canary_config: Option<PathBuf>,
+    /// With --canary: judge every this long during --canary-minutes (30s, 5m, 1h; seconds).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub interval: String,
+    /// With --canary: write each judgement's report to DIR/CLUSTER-REGION.html (and .json).
+    #[arg(long, value_name = "DIR", requires = "canary_config")]
+    pub canary_report: Option<PathBuf>,
+    /// With --canary and `marginal: manual`: seconds a Marginal canary waits for
+    /// `bakery canary approve` or `reject` before it counts as rejected.
+    #[arg(long, value_name = "SECS", default_value_t = 14400)]
+    pub approval_timeout: u64,
     #[command(flatten)]
     pub plugins: DeployPluginArgs,
     #[command(flatten)]

@@ -1,6 +1,7 @@
 //! Command-line definitions only (clap derive); no logic lives here.
 
 pub mod boot;
+pub mod canary;
 pub mod deploy;
 pub mod images;
 
@@ -58,6 +59,9 @@ pub enum Command {
     Rollback(deploy::RollbackArgs),
     /// Generations, images, health and any deploy in progress of an ASG or cluster.
     Status(deploy::StatusArgs),
+    /// Automated canary analysis: judge a canary against its baseline (see docs/canary.md).
+    #[command(subcommand)]
+    Canary(canary::CanaryCommand),
     /// Remove what crashed or killed bakes left on this host (loop devices, work files, partial outputs).
     Gc(GcArgs),
     /// Internal: the chroot session child process (driven over stdin/stdout by bake and base build).

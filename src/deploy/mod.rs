@@ -6,13 +6,14 @@
 //! - `lt`, `asg`, `targets`: launch template versions, groups, target health (target groups and
 //!   Classic Load Balancers)
 //! - `clone`, `alarms`: the next red/black generation as a faithful copy of the serving one
-//! - `swap`, `rolling`, `redblack` (+ `canary`): the strategies and their rollbacks
+//! - `swap`, `rolling`, `redblack` (+ `canary`, `canary_stage`): the strategies and their rollbacks
 //! - `status`: what a cluster or group runs now
 //! - `hooks`: the plugin hook points (pre-deploy, post-deploy, deploy-failed, rollback)
 
 pub mod alarms;
 pub mod asg;
 pub mod canary;
+pub mod canary_stage;
 pub mod clone;
 pub mod hooks;
 pub mod lt;
@@ -363,9 +364,11 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
         }
         (_, Some(s)) => s,
     };
-    if args.canary_size.is_some() && strategy != Strategy::RedBlack {
+    if (args.canary_size.is_some() || args.canary_config.is_some())
+        && strategy != Strategy::RedBlack
+    {
         return Err(input!(
-            "--canary-size needs --strategy red-black (the canary is a generation of the cluster)"
+            "--canary-size and --canary need --strategy red-black (the canary is a generation of the cluster)"
         ));
     }
     if args.keep == 0 {
@@ -399,6 +402,7 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
         for r in futures::future::join_all(checks).await {
             r?;
         }
+        canary::preflight(o.canary.as_ref(), &ctx, &regions, &target).await?;
         Ok::<_, anyhow::Error>(())
     })?;
 

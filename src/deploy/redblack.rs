@@ -317,29 +317,23 @@ async fn deploy_inner(
     targets::wait_healthy(ctx, region, &new_name, &HashSet::new(), &o.wait).await?;
 
     let mut score = None;
+    let mut canary_detail = Value::Null;
     if rec.phase == "canary" {
-        let c = o.canary.as_ref().ok_or_else(|| input!("{new_name} ({region}) is a canary in progress: resume it with the same --canary-size and --judge, or roll it back"))?;
-        info!(
-            "{region}: canary {new_name} healthy; judging in {:.0}s",
-            c.window.as_secs_f64()
-        );
-        o.wait
-            .nap(c.window)
-            .await
-            .with_context(|| format!("canary {new_name} ({region}) before it was judged"))?;
-        let ev = canary::event(
-            &o.deploy_id,
+        let c = o.canary.as_ref().ok_or_else(|| input!("{new_name} ({region}) is a canary in progress: resume it with the same --canary-size and --judge (or --canary), or roll it back"))?;
+        let gate = canary::Gate {
+            ctx,
             region,
             cluster,
-            &new_name,
-            &from_name,
+            canary: &new_name,
+            serving: &from_name,
             image,
-            c.window.as_secs_f64() / 60.0,
-        );
-        score =
-            Some(c.judge(ev).await.with_context(|| {
-                format!("canary {new_name} ({region}) failed; it is torn down")
-            })?);
+            deploy_id: &o.deploy_id,
+            wait: &o.wait,
+            ledger,
+        };
+        let (s, detail) = canary::gate(c, &gate).await?;
+        score = Some(s);
+        canary_detail = detail;
         info!(
             "{region}: canary {new_name} passed with score {}",
             score.unwrap_or_default()
@@ -401,7 +395,7 @@ async fn deploy_inner(
     }
     Ok(json!({
         "cluster": cluster, "serving": new_name, "disabled": from_name, "launch_template": rec.lt,
-        "launch_template_version": rec.v, "canary_score": score, "resumed": resumed, "deleted": deleted,
+        "launch_template_version": rec.v, "canary_score": score, "canary": canary_detail, "resumed": resumed, "deleted": deleted,
         "carried": copied,
     }))
 }
@@ -458,8 +452,9 @@ pub async fn rollback(ctx: &AwsContext, region: &str, cluster: &str, wait: &Wait
         state::write(&a, &newer_name, GEN_TAG, &r).await?;
     } else {
         // An interrupted deploy: remove what it half-made (its alarms first: they are found
-        // through its scaling policies).
+        // through its scaling policies; a canary's baseline too).
         alarms::delete_made_for(&a, &ctx.cloudwatch(region), &newer_name).await?;
+        super::canary_stage::remove_baseline(ctx, region, &newer_name).await?;
         asg::delete_group(&a, &newer_name).await?;
         lt::delete_version(&ctx.ec2(region), &rec.lt, rec.v).await?;
     }

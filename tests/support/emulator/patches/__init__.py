@@ -42,6 +42,7 @@ PATCHES = [
     "x_asg_lifecycle_hooks",
     "y_asg_notifications",
     "z_asg_group_settings",
+    "aa_cloudwatch_metric_identity",
 ]
 
 
