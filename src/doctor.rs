@@ -137,6 +137,7 @@ pub fn checks(g: &Globals) -> Vec<Check> {
         tool("partx", "util-linux", true, "maps partitions of loop devices"),
         tool("sgdisk", "gdisk", true, "partitions new base disks"),
         tool("mkfs.ext4", "e2fsprogs", true, "formats base root filesystems"),
+        tool("growpart", "cloud-guest-utils", false, "grows root partitions (`--disk-size`)"),
         tool("fstrim", "util-linux", false, "keeps images sparse"),
         tool("debootstrap", "debootstrap", true, "builds Debian bases"),
         tool("qemu-img", "qemu-utils", true, "reads and writes qcow2"),

@@ -557,3 +557,106 @@ fn an_ami_name_taken_by_another_bake_is_not_reused() {
         assert_eq!(m2["amis"][0]["reused"], false);
     }
 }
+
+/// `--disk-size 6GiB` on a direct-mode AMI bake: the snapshot is a 6 GiB volume (larger than
+/// its parent), the AMI's root volume is 6 GiB, and the disk read back from the snapshot has
+/// its GPT, root partition and ext4 filling it.
+#[test]
+fn disk_size_makes_a_six_gib_ami_whose_filesystem_fills_it() {
+    let emu = Emulator::start();
+    for (k, v) in emu.env() {
+        // SAFETY (edition 2021: not unsafe): set before any thread of this test reads them.
+        std::env::set_var(k, v);
+    }
+    let t = TestDir::new("aws-grow");
+    let rt = rt();
+    let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
+    let (base_ami, _) = publish_test_base(&rt, &ctx, "us-east-1", "bakery-base-grow");
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "grow-app",
+            version: "1.0-1",
+            files: &[("/opt/grow-app/VERSION", "1.0-1")],
+            ..Default::default()
+        },
+    );
+    let mut c = t.bakery();
+    with_env(
+        &emu,
+        c.args(["bake", "--base", &base_ami, "--package"])
+            .arg(&app)
+            .args([
+                "--output",
+                "ami",
+                "--region",
+                "us-east-1",
+                "--mode",
+                "direct",
+                "--disk-size",
+                "6GiB",
+            ]),
+    );
+    let r = run(&mut c);
+    r.assert_ok();
+    let m = r.json();
+    let image_id = m["amis"][0]["image_id"].as_str().unwrap().to_string();
+    let snap_id = m["amis"][0]["snapshot_id"].as_str().unwrap().to_string();
+    let ec2 = ctx.ec2("us-east-1");
+    let img = rt
+        .block_on(ec2.describe_images().image_ids(&image_id).send())
+        .unwrap();
+    let root = img.images()[0]
+        .block_device_mappings()
+        .iter()
+        .find_map(|b| b.ebs())
+        .unwrap();
+    assert_eq!(root.volume_size(), Some(6), "AMI root volume");
+    let snap = rt
+        .block_on(ec2.describe_snapshots().snapshot_ids(&snap_id).send())
+        .unwrap();
+    assert_eq!(
+        snap.snapshots()[0].volume_size(),
+        Some(6),
+        "snapshot volume"
+    );
+
+    let back = t.path("readback.raw");
+    rt.block_on(bakery::aws::ebs::download_snapshot(
+        &ctx.ebs("us-east-1"),
+        &snap_id,
+        &back,
+        16,
+    ))
+    .unwrap();
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), 6 << 30);
+    let layout = bakery::disk::layout::read_layout(&back).unwrap();
+    let part = layout.root().unwrap();
+    assert!(part.start + part.size > (6 << 30) - (2 << 20));
+    let d = run(Command::new("dumpe2fs").arg("-h").arg(format!(
+        "{}?offset={}",
+        back.display(),
+        part.start
+    )));
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let field = |k: &str| -> u64 {
+        d.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in dumpe2fs"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let fs = field("Block count:") * field("Block size:");
+    assert!(
+        fs >= 11 << 29,
+        "ext4 read back is {fs} bytes, want >= 5.5 GiB"
+    );
+    assert!(
+        fs + (4 << 20) >= part.size,
+        "ext4 does not fill its partition"
+    );
+    let img = Mounted::open(&back);
+    assert_eq!(img.read("/opt/grow-app/VERSION"), "1.0-1");
+}

@@ -122,6 +122,9 @@ const LOCAL: &[Case] = &[
     case("failing postinst (runtime: exit 1)", 1, &["install broken_1.0-1_all.deb", "post-installation script", "exit status 3"], |f, c| f.local(c, "broken_1.0-1_all.deb", &[])),
     case("disk too small for the package (ENOSPC)", 2, &["install bigapp_1.0-1_all.deb", "ran out of space", "bigger disk"], |f, c| f.local(c, "bigapp_1.0-1_all.deb", &[])),
     case("unknown layer", 2, &["no-such-layer"], |f, c| f.bake(c, &["--base", &f.base, "--layer", "no-such-layer", "--output", &f.out])),
+    case("disk size with an unknown unit", 2, &["--disk-size `6XB`", "unknown size unit `XB`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--disk-size", "6XB"])),
+    case("disk smaller than the base", 2, &["--disk-size 1GiB is smaller than base", "never shrunk"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--disk-size", "1GiB"])),
+    case("base disk size too small", 2, &["--disk-size: size 512MiB is too small"], |_, c| { c.args(["base", "build", "--disk-size", "512MiB", "--output", "ami", "--dry-run"]); }),
     case("nothing to bake", 2, &["nothing to bake", "--package"], |f, c| f.bake(c, &["--base", &f.base, "--output", &f.out])),
     // Base images
     case("base is not a disk image", 2, &["notes.txt"], |f, c| f.bake(c, &["--base", &f.p("notes.txt"), "--package", &f.p("app_1.0-1_all.deb"), "--output", &f.out])),
@@ -159,6 +162,7 @@ const AWS: &[Case] = &[
     case("base AMI not found", 2, &[AMI0, "not found in us-east-1"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1"])),
     case("base-name matching nothing", 2, &["no-such-base-*", "bakery base list"], |f, c| f.ami(c, &["--base-name", "no-such-base-*", "--region", "us-east-1"])),
     case("no base AMI", 2, &["--base ami-"], |f, c| f.ami(c, &["--region", "us-east-1"])),
+    case("AMI disk size in part GiB", 2, &["--disk-size 5000MiB", "whole number of GiB", "use 5GiB"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--disk-size", "5000MiB"])),
     case("bad account to share with", 2, &["--share-with `12`", "12 digits"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--share-with", "12"])),
     case("too many tags for an AMI", 2, &["51 tags", "at most 50"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); for i in 0..51 { c.args(["--tag", &format!("k{i}=v")]); } }),
     // tag-limit-own-tags: 44 + Aminator's 6 = 50 passed, then bakery:bake-id/-state/-key made 53.

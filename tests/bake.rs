@@ -638,3 +638,55 @@ fn plugins_run_at_hook_points_and_add_tags() {
     assert!(r.error_line().contains("no-such-plugin"));
     assert_no_leaks(t.dir.path());
 }
+
+/// Bytes of the filesystem mounted at `p` (`df`).
+fn fs_bytes(p: &Path) -> u64 {
+    let r = run(Command::new("df").args(["-B1", "--output=size"]).arg(p));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn disk_size_grows_the_disk_gpt_root_partition_and_filesystem() {
+    let _leaks = LeakCheck::new();
+    let t = TestDir::new("grow");
+    let base = base_image();
+    let base_len = std::fs::metadata(&base).unwrap().len();
+    assert!(base_len < 6 << 30, "the test base is already 6 GiB");
+    let out = t.path("grown.raw");
+    let r = run(t
+        .bakery()
+        .args(["bake", "--base"])
+        .arg(&base)
+        .arg("--layer")
+        .arg(tiny_layer(t.dir.path()))
+        .args(["--disk-size", "6GiB", "--output"])
+        .arg(&out));
+    r.assert_ok();
+    let m = r.json();
+    assert_eq!(m["output"]["size_bytes"], 6u64 << 30);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 6 << 30);
+    // The GPT's backup header moved to the new end: sgdisk finds nothing wrong.
+    let v = run(Command::new("sgdisk").arg("-v").arg(&out));
+    assert!(
+        v.stdout.contains("No problems found"),
+        "sgdisk -v: {}",
+        v.stdout
+    );
+    let layout = bakery::disk::layout::read_layout(&out).unwrap();
+    let root = layout.root().unwrap();
+    assert!(
+        root.start + root.size > (6 << 30) - (2 << 20),
+        "root partition ends at {}",
+        root.start + root.size
+    );
+    let img = Mounted::open(&out);
+    let size = fs_bytes(&img.root);
+    assert!(
+        size >= 11 << 29,
+        "root filesystem is {size} bytes, want >= 5.5 GiB"
+    );
+    assert_eq!(img.read("/etc/tiny/ran").trim(), "ran");
+    drop(img);
+    assert_no_leaks(&t.work());
+}

@@ -39,6 +39,8 @@ pub struct BakePlan {
     pub tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<crate::recipe::Size>,
 }
 
 /// What the command layer prints on stdout.
@@ -101,6 +103,33 @@ fn check_base_file(p: &Path) -> Result<PathBuf> {
         }
     }
     Ok(std::path::absolute(p)?)
+}
+
+/// `--disk-size` against what is known before anything is made: a whole number of GiB for an
+/// AMI (its size against the base AMI is checked once the base is resolved, in the AMI sink),
+/// never smaller than a local base file or the built-in base.
+fn check_disk_size(size: crate::recipe::Size, ami: bool, base_file: Option<&Path>) -> Result<()> {
+    if ami {
+        crate::disk::grow::whole_gib(size)?;
+        return Ok(());
+    }
+    let (base, base_size) = match base_file {
+        Some(p) => (
+            format!("base `{}`", p.display()),
+            image::virtual_size(p, image::detect_format(p)?)?,
+        ),
+        None => (
+            "the built-in base".to_string(),
+            crate::recipe::base::BaseSpec::builtin().size.bytes(),
+        ),
+    };
+    if size.bytes() < base_size {
+        let base_size = crate::recipe::Size(base_size);
+        return Err(input!(
+            "--disk-size {size} is smaller than {base} ({base_size}); a disk is never shrunk, give at least {base_size}"
+        ));
+    }
+    Ok(())
 }
 
 /// What [`prepare`] found to do.
@@ -207,6 +236,9 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         Some(p) if base_ami.is_none() => Some(check_base_file(p)?),
         _ => None,
     };
+    if let Some(size) = recipe.disk_size {
+        check_disk_size(size, ami, base_file.as_deref())?;
+    }
     let bake_id = new_bake_id();
     let stamp = naming::stamp(now);
     let name = match packages.first() {
@@ -240,6 +272,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             packages,
             tags: recipe.tags.clone(),
             regions: ami.then(|| target.regions()),
+            disk_size: recipe.disk_size,
         };
         return Ok(Prep::Print(serde_json::to_string_pretty(&plan)?));
     }
@@ -276,6 +309,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
                 allow_downgrade: recipe.allow_downgrade,
                 allow_remove: recipe.allow_remove.clone(),
             }),
+            disk_size: recipe.disk_size,
         },
         source,
         sink,

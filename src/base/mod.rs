@@ -47,7 +47,7 @@ struct BuildPlan<'a> {
 }
 
 pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
-    let (spec, origin) = match &args.spec {
+    let (mut spec, origin) = match &args.spec {
         Some(p) => (BaseSpec::load(p)?, p.display().to_string()),
         None => (
             BaseSpec::builtin(),
@@ -55,6 +55,13 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         ),
     };
     let to_ami = args.output.as_os_str() == "ami";
+    if let Some(s) = &args.disk_size {
+        spec.size = crate::recipe::Size::parse(s).map_err(|e| crate::input!("--disk-size {e}"))?;
+        spec.validate("--disk-size")?;
+        if to_ami {
+            crate::disk::grow::whole_gib(spec.size)?;
+        }
+    }
     let sink = if to_ami {
         let target = ami_target(&args.publish)?;
         target.check()?;

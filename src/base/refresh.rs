@@ -87,6 +87,7 @@ pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
         tags: TagRule::Image(refresh_tags(&family, &version, &base.id)),
         bake_key: None,
         policy: None,
+        disk_size: None,
     };
     let source = Source::Ami {
         base: pattern,

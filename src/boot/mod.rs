@@ -43,6 +43,8 @@ pub struct BootReport {
     pub format: String,
     /// `kvm` or `tcg`.
     pub accel: String,
+    /// `bios` or `uefi`.
+    pub firmware: crate::cli::boot::Firmware,
     /// Why that accelerator.
     pub accel_reason: String,
     /// Did the health check pass?
@@ -262,6 +264,10 @@ pub fn run(args: &BootArgs) -> Result<BootReport> {
         ));
     }
     let format = image_format(&image)?;
+    let ovmf = match args.firmware {
+        crate::cli::boot::Firmware::Bios => None,
+        crate::cli::boot::Firmware::Uefi => Some(qemu::ovmf(&qemu::ovmf_dir())?),
+    };
     let accel = accel::choose(args.accel).map_err(|e| anyhow!("boot: {e}"))?;
     info!(
         "accelerator: {} ({}){}",
@@ -278,6 +284,16 @@ pub fn run(args: &BootArgs) -> Result<BootReport> {
     let mut work = workdir::WorkDir::create().context("boot: creating the temp dir")?;
     let overlay = work.path().join("overlay.qcow2");
     create_overlay(&image, &format, &overlay)?;
+    // UEFI: the firmware code read-only, a writable copy of its variable store per boot.
+    let uefi = match ovmf {
+        Some((code, vars)) => {
+            let copy = work.path().join("OVMF_VARS.fd");
+            std::fs::copy(&vars, &copy)
+                .with_context(|| format!("boot: copying {}", vars.display()))?;
+            Some(qemu::Uefi { code, vars: copy })
+        }
+        None => None,
+    };
     let instance_id = format!("bakery-{}", uuid::Uuid::new_v4().simple());
     let seed = seed::build(
         work.path(),
@@ -286,7 +302,12 @@ pub fn run(args: &BootArgs) -> Result<BootReport> {
     )
     .context("boot: writing the cloud-init seed")?;
 
-    let result = boot_and_wait(args, &plan, &accel, &mut work, &overlay, &seed, &signals);
+    let vm = VmFiles {
+        overlay: &overlay,
+        seed: &seed,
+        uefi: uefi.as_ref(),
+    };
+    let result = boot_and_wait(args, &plan, &accel, &mut work, &vm, &signals);
 
     // Keep the console log where the user asked for it, in every case.
     let console_copy =
@@ -328,6 +349,7 @@ pub fn run(args: &BootArgs) -> Result<BootReport> {
         format,
         accel: accel.name().to_string(),
         accel_reason: accel.reason.clone(),
+        firmware: args.firmware,
         healthy: outcome.boot_seconds.is_some(),
         boot_seconds: outcome.boot_seconds,
         health: plan.health.as_ref().map(|h| h.to_string()),
@@ -354,6 +376,7 @@ pub fn boot_check(image: &Path, health: &str, timeout: Duration) -> Result<BootR
         memory: 1536,
         cpus: 2,
         hostname: "bakery-boot".to_string(),
+        firmware: crate::cli::boot::Firmware::Bios,
     };
     run(&args)
 }
@@ -366,15 +389,22 @@ struct Outcome {
 
 /// Start QEMU (retrying if a released port was taken in between) and wait for health; then
 /// stop (`--check`) or stay in the foreground until a signal or the guest exits.
+/// The files a VM boots from.
+struct VmFiles<'a> {
+    overlay: &'a Path,
+    seed: &'a Path,
+    uefi: Option<&'a qemu::Uefi>,
+}
+
 fn boot_and_wait(
     args: &BootArgs,
     plan: &Plan,
     accel: &accel::AccelChoice,
     work: &mut workdir::WorkDir,
-    overlay: &Path,
-    seed: &Path,
+    vm_files: &VmFiles,
     signals: &signals::SignalGuard,
 ) -> Result<Outcome> {
+    let (overlay, seed) = (vm_files.overlay, vm_files.seed);
     let console_log = work.console_log();
     let qemu_log = work.path().join("qemu.log");
     let fail = |what: String| -> anyhow::Error {
@@ -398,6 +428,7 @@ fn boot_and_wait(
             seed: seed.to_path_buf(),
             console_log: console_log.clone(),
             forwards: forwards.clone(),
+            uefi: vm_files.uefi.cloned(),
         };
         let started = Instant::now();
         let mut vm = Qemu::spawn(&cfg, &qemu_log).context("boot")?;

@@ -29,6 +29,42 @@ pub struct VmConfig {
     pub seed: PathBuf,
     pub console_log: PathBuf,
     pub forwards: Vec<PortForward>,
+    /// Boot with UEFI (OVMF) instead of SeaBIOS.
+    pub uefi: Option<Uefi>,
+}
+
+/// OVMF's two flash images: the firmware code (read-only) and this boot's own copy of the
+/// variable store (written by the firmware: boot entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uefi {
+    pub code: PathBuf,
+    pub vars: PathBuf,
+}
+
+/// Where OVMF's images are: `BAKERY_OVMF_DIR`, else Debian's `ovmf` package directory.
+pub fn ovmf_dir() -> PathBuf {
+    std::env::var_os("BAKERY_OVMF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/OVMF"))
+}
+
+/// OVMF's code and variable-store images in `dir`: the 4 MiB build Debian ships
+/// (`OVMF_CODE_4M.fd`, `OVMF_VARS_4M.fd`; without Secure Boot enforcement), else the older
+/// 2 MiB names. An input error naming the package when neither is there.
+pub fn ovmf(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    for (code, vars) in [
+        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+        ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+    ] {
+        let (c, v) = (dir.join(code), dir.join(vars));
+        if c.is_file() && v.is_file() {
+            return Ok((c, v));
+        }
+    }
+    Err(crate::input!(
+        "--firmware uefi needs OVMF and {} has none; install it with `apt-get install ovmf`",
+        dir.display()
+    ))
 }
 
 /// `-netdev user` option string with one `hostfwd` per forward, bound to 127.0.0.1 only.
@@ -93,6 +129,18 @@ pub fn args(cfg: &VmConfig) -> Vec<OsString> {
         "-device".into(),
         "virtio-rng-pci".into(),
     ];
+    let mut list = list;
+    if let Some(u) = &cfg.uefi {
+        list.extend([
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                opt_path(&u.code)
+            ),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", opt_path(&u.vars)),
+        ]);
+    }
     list.into_iter().map(OsString::from).collect()
 }
 
@@ -204,6 +252,7 @@ mod tests {
             overlay: "/tmp/b,x/overlay.qcow2".into(),
             seed: "/tmp/b/seed.img".into(),
             console_log: "/tmp/b/console.log".into(),
+            uefi: None,
             forwards: vec![
                 PortForward {
                     guest: 8080,
@@ -250,5 +299,30 @@ mod tests {
             "the image's own bootloader boots it"
         );
         assert!(joined(&cfg(true)).contains("-accel kvm -cpu host"));
+        assert!(!a.contains("pflash"), "BIOS by default");
+    }
+
+    #[test]
+    fn uefi_boots_from_ovmf_flash_with_a_writable_variable_store() {
+        let mut c = cfg(false);
+        c.uefi = Some(Uefi {
+            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            vars: "/tmp/b/OVMF_VARS.fd".into(),
+        });
+        let a = joined(&c);
+        assert!(a.contains(
+            "-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+        ));
+        assert!(a.contains("-drive if=pflash,format=raw,unit=1,file=/tmp/b/OVMF_VARS.fd"));
+        let dir = tempfile::tempdir().unwrap();
+        let e = ovmf(dir.path()).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
+        assert!(e.to_string().contains("apt-get install ovmf"));
+        std::fs::write(dir.path().join("OVMF_CODE_4M.fd"), "").unwrap();
+        std::fs::write(dir.path().join("OVMF_VARS_4M.fd"), "").unwrap();
+        assert_eq!(
+            ovmf(dir.path()).unwrap().1,
+            dir.path().join("OVMF_VARS_4M.fd")
+        );
     }
 }

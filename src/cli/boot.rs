@@ -66,6 +66,20 @@ pub struct BootArgs {
     /// Hostname given to the guest through the cloud-init seed.
     #[arg(long, default_value = "bakery-boot")]
     pub hostname: String,
+
+    /// Firmware: `bios` (SeaBIOS, the image's BIOS boot partition) or `uefi` (OVMF from Debian's `ovmf` package, a fresh copy of its variable store per boot; the image's ESP).
+    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
+}
+
+/// Which firmware the VM boots with.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// Legacy BIOS (SeaBIOS): GRUB from the BIOS boot partition.
+    Bios,
+    /// UEFI (OVMF): shim and GRUB from the EFI System Partition.
+    Uefi,
 }
 
 /// Which QEMU accelerator to use.
@@ -114,6 +128,7 @@ mod tests {
         assert_eq!(w.args.cpus, 2);
         assert_eq!(w.args.accel, Accel::Auto);
         assert_eq!(w.args.hostname, "bakery-boot");
+        assert_eq!(w.args.firmware, Firmware::Bios);
         assert_eq!(w.args.forward, vec!["22", "9000:80"]);
         assert!(w.args.check && !w.args.console);
     }

@@ -149,6 +149,10 @@ pub struct BakeArgs {
     )]
     pub layer_path: Vec<PathBuf>,
 
+    /// Grow the disk, its root partition and filesystem (ext4, xfs) to this size, e.g. 6GiB; for AMIs the root volume's size (whole GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub disk_size: Option<String>,
+
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -201,6 +205,7 @@ impl BakeArgs {
             mode: self.aws.mode.map(Into::into),
             allow_downgrade: self.allow_downgrade,
             ami: self.aws.publish.ami.spec(),
+            disk_size: self.disk_size.clone(),
         }
     }
 }
@@ -340,6 +345,10 @@ pub struct BaseBuildArgs {
     /// Print the plan and exit without touching anything.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Disk size of the base (replaces the spec's `size`), e.g. 6GiB; whole GiB for `--output ami`.
+    #[arg(long, value_name = "SIZE")]
+    pub disk_size: Option<String>,
 
     #[command(flatten)]
     pub publish: PublishArgs,

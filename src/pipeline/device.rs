@@ -3,15 +3,18 @@
 //! `partx -a` (this kernel does not scan partition tables on loop devices); an attached volume
 //! is already a block device and only gets its partitions mapped.
 //!
-//! A disk-size growth step (issue 15, `--disk-size`) belongs before [`attach`]: grow the file
-//! (or modify the volume), then the partition and filesystem.
+//! `--disk-size` is [`grow`], before [`attach`]: the file (a volume is created that size) and
+//! its root partition grow; the session grows the filesystem once it is mounted.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use super::source::SourceDisk;
+use crate::disk::grow::{self, Growth};
 use crate::disk::layout::{self, Layout};
 use crate::pipeline::Stages;
+use crate::recipe::Size;
 use crate::sys::loopdev::LoopGuard;
 use crate::sys::partx::PartitionsGuard;
 
@@ -24,6 +27,32 @@ pub struct Attached {
     pub layout: Layout,
     pub(crate) parts: Option<PartitionsGuard>,
     pub(crate) lo: Option<LoopGuard>,
+}
+
+/// Grow `disk` to `size` (stage `grow disk`): the file, then the root partition
+/// ([`crate::disk::grow`]). Returns what the session grows next (the root filesystem).
+pub fn grow(disk: &SourceDisk, size: Size, stages: &mut Stages) -> Result<Growth> {
+    let layout = layout::read_layout(&disk.path)?;
+    let root = match disk.root_partition {
+        Some(n) => n,
+        None => {
+            layout
+                .root()
+                .ok_or_else(|| {
+                    crate::input!(
+                        "base `{}`: no Linux root filesystem found on the disk",
+                        disk.origin.image
+                    )
+                })?
+                .number
+        }
+    };
+    let g = grow::plan(&layout, root, size)?;
+    stages.run("grow disk", |st| {
+        st.say(format!("grow disk to {size}"));
+        grow::grow_disk(&disk.path, &g)
+    })?;
+    Ok(g)
 }
 
 /// Attach `disk` (stages `attach loop device`, timed as `attach /dev/loopN`, and `map

@@ -25,9 +25,11 @@
 //! recorded in the manifest and the stage's fault point (`BAKERY_FAULT_LOG`/`BAKERY_FAIL_AT`),
 //! so no path can skip them.
 //!
+//! `--disk-size` is [`device::grow`], between [`source`] and [`device::attach`]: the file (or
+//! the volume, created that size) and its root partition grow there, the filesystem in the
+//! session.
+//!
 //! Seams for what comes next (not implemented here):
-//! - a disk-size growth step (`--disk-size`) goes on the device, between [`source`] and
-//!   [`device`] (grow the file or volume, then the partition and filesystem in the session);
 //! - a UEFI+BIOS layout is a property of the debootstrap source's disk layout
 //!   (`source::debootstrap::partition`);
 //! - AMI attributes, encryption and sharing are properties of [`sink::ami::AmiTarget`];
@@ -84,6 +86,10 @@ pub struct Job {
     /// The bake key ([`crate::naming::bake_key`]) once the base is known (the AMI sink sets
     /// it); written as `bakery:bake-key` on every resource.
     pub bake_key: Option<String>,
+    /// `--disk-size`: grow the disk, its root partition and filesystem to this size before
+    /// the session (checked up front against the base; AMI sinks take it as the root volume's
+    /// size). `None`: the base's size.
+    pub disk_size: Option<crate::recipe::Size>,
 }
 
 /// How a job's image is tagged (the tags go on every AMI and snapshot, and into the manifest).
@@ -278,8 +284,12 @@ pub(crate) fn provision(
     stages: &mut Stages,
     g: &Globals,
 ) -> Result<ImageFacts> {
+    let grown = match job.disk_size {
+        Some(size) => Some(device::grow(disk, size, stages)?),
+        None => None,
+    };
     let attached = device::attach(&disk.path, stages)?;
-    let facts = session::provision(job, disk, &attached, work, stages, g)
+    let facts = session::provision(job, disk, &attached, grown.as_ref(), work, stages, g)
         .map_err(|e| with_log_hint(e, work))?;
     seal::seal(attached, disk, cloud, stages)?;
     Ok(facts)
@@ -460,6 +470,7 @@ mod tests {
             tags,
             policy: None,
             bake_key: None,
+            disk_size: None,
         }
     }
 

@@ -93,6 +93,7 @@ pub fn provision(
     job: &Job,
     disk: &SourceDisk,
     attached: &Attached,
+    grown: Option<&crate::disk::grow::Growth>,
     work: &WorkDir,
     stages: &mut Stages,
     g: &Globals,
@@ -138,6 +139,7 @@ pub fn provision(
         plugins: job.plugins.clone(),
         bake_id: work.bake_id.clone(),
         policy: job.policy.clone(),
+        grow_root_fs: grown.map(|g| g.fs.clone()),
     };
     stages.run("provision", |st| {
         let outcome = run_session(&plan, st.progress())?;

@@ -39,6 +39,10 @@ pub struct SessionPlan {
     /// (a base build makes the packages; a refresh upgrades and removes on purpose).
     #[serde(default)]
     pub policy: Option<super::pkgdb::Policy>,
+    /// `--disk-size`: the root partition was grown; grow its filesystem (this kind) online
+    /// once mounted.
+    #[serde(default)]
+    pub grow_root_fs: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

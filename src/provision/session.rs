@@ -120,9 +120,26 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
         .iter()
         .find(|p| p.number == plan.root_partition)
         .context("the plan names a root partition that is not on the disk")?;
+    let grow = plan.grow_root_fs.as_deref();
+    if let Some(fs) = grow.filter(|fs| crate::disk::grow::grows_offline(fs)) {
+        timed(&format!("grow root filesystem ({fs})"), || {
+            crate::disk::grow::grow_offline(&root_dev.device)
+        })?;
+    }
     timed("mount image", || {
         chroot.mount_image(root_dev, &plan.partitions)
     })?;
+    if let Some(fs) = grow.filter(|fs| !crate::disk::grow::grows_offline(fs)) {
+        timed(&format!("grow root filesystem ({fs})"), || {
+            let argv = crate::disk::grow::grow_mounted_command(fs, &plan.root)
+                .with_context(|| format!("cannot grow a {fs} filesystem"))?;
+            crate::sys::cmd::run(
+                std::process::Command::new(&argv[0]).args(&argv[1..]),
+                &format!("growing the root filesystem ({})", argv[0]),
+            )
+            .map(|_| ())
+        })?;
+    }
     let mut runner = Runner::new(chroot, plan);
     if let Some(b) = &plan.bootstrap {
         timed(&format!("debootstrap {}", b.suite), || runner.bootstrap(b))?;

@@ -43,6 +43,8 @@ pub struct Overrides {
     pub allow_downgrade: bool,
     /// AMI attributes, lifecycle and encryption flags (`kms_key_id_flags`: `KEY|REGION=KEY`).
     pub ami: crate::pipeline::sink::ami_options::AmiOptionSpec,
+    /// `--disk-size`, as typed.
+    pub disk_size: Option<String>,
 }
 
 /// A bake recipe. Relative paths are relative to the recipe file.
@@ -120,6 +122,10 @@ pub struct Recipe {
     /// A KMS key per region (region: key), over `kms-key-id`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub region_kms_key_ids: BTreeMap<String, String>,
+    /// Grow the image's disk, root partition and filesystem to this size (`6GiB`); never
+    /// smaller than the base. For AMIs a whole number of GiB: the root volume's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<Size>,
 }
 
 /// Read a YAML file into `T`, mapping every problem to one line that names the file.
@@ -277,6 +283,9 @@ impl Recipe {
             self.allow_downgrade = true;
         }
         self.merge_ami_flags(&args.ami);
+        if let Some(s) = &args.disk_size {
+            self.disk_size = Some(Size::parse(s).map_err(|e| input!("--disk-size {e}"))?);
+        }
         for name in &args.plugins {
             if !self.plugins.iter().any(|p| &p.name == name) {
                 self.plugins.push(crate::plugin::PluginSpec::named(name));

@@ -168,6 +168,9 @@ pub fn run(
         }
         _ => None,
     };
+    if let (Some(size), Some(b)) = (job.disk_size, &base_ami) {
+        check_disk_size(size, b)?;
+    }
     let from = match &base_ami {
         Some(b) => format!("{} ({}) in {}", b.id, b.name, cloud.region),
         None => format!("scratch in {}", cloud.region),
@@ -311,7 +314,7 @@ fn bake(
             let description = description(&job.name, base_ami, None);
             (registered, snaps, facts, base, tags, None, description)
         } else {
-            let disk = open(source, base_ami, cloud, work, stages, g)?;
+            let disk = open(job, source, base_ami, cloud, work, stages, g)?;
             // What the disk can boot decides a from-scratch base's boot mode, and refuses a
             // --boot-mode it cannot boot (before the bake's long steps).
             let firmware = crate::disk::layout::read_layout(&disk.path)
@@ -332,7 +335,7 @@ fn bake(
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
             let description = description(&job.name, disk.from.base_ami(), facts.os.as_deref());
-            let written = write(&disk, &description, &tags, cloud, stages)?;
+            let written = write(&disk, job, &description, &tags, cloud, stages)?;
             let mut register_base = match disk.from.base_ami() {
                 Some(b) => b.clone(),
                 None => {
@@ -625,6 +628,7 @@ fn base_identity(source: &Source, base_ami: Option<&BaseAmi>) -> String {
 
 /// Open the source into a disk: an AMI's snapshot (direct) or volume, or a local disk.
 fn open(
+    job: &Job,
     source: Source,
     base_ami: Option<&BaseAmi>,
     cloud: &Cloud,
@@ -642,7 +646,13 @@ fn open(
             };
             match mode {
                 Mode::Direct => source::ami_direct::open(base, cloud, &disk, stages, g),
-                Mode::Volume => source::ami_volume::open(base, cloud, stages),
+                Mode::Volume => {
+                    let size_gib = match job.disk_size {
+                        Some(s) => crate::disk::grow::whole_gib(s)?,
+                        None => base.root_volume_size_gib,
+                    };
+                    source::ami_volume::open(base, cloud, size_gib, stages)
+                }
             }
         }
         (Source::Ami { .. }, None) => unreachable!("the base AMI is resolved before"),
@@ -678,6 +688,7 @@ fn origin(source: &Source, base_ami: Option<&BaseAmi>) -> BaseOrigin {
 /// base snapshot, when there is one), or the bake volume snapshotted and deleted.
 fn write(
     disk: &SourceDisk,
+    job: &Job,
     description: &str,
     tags: &BTreeMap<String, String>,
     cloud: &Cloud,
@@ -706,12 +717,15 @@ fn write(
             rt,
             volume::delete(ctx, region, &attached.volume_id, &cloud.ledger),
         )?;
-        let size = rt
-            .block_on(snapshot_size_gib(&ec2, &snapshot_id))
-            .unwrap_or(base.root_volume_size_gib);
+        let volume_size_gib = match job.disk_size {
+            Some(s) => crate::disk::grow::whole_gib(s)?,
+            None => rt
+                .block_on(snapshot_size_gib(&ec2, &snapshot_id))
+                .unwrap_or(base.root_volume_size_gib),
+        };
         return Ok(Written {
             snapshot_id,
-            volume_size_gib: size,
+            volume_size_gib,
             upload: None,
         });
     }
@@ -817,6 +831,8 @@ fn write(
             .key_arn
         }
     };
+    // With `--disk-size` the uploaded disk, so the snapshot's volume, is that size (a child
+    // snapshot may be larger than its parent).
     Ok(Written {
         snapshot_id: up.snapshot_id.clone(),
         volume_size_gib: i32::try_from(up.volume_size_gib).unwrap_or(i32::MAX),
@@ -843,6 +859,21 @@ async fn snapshot_size_gib(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Opti
         .await
         .ok()?;
     out.snapshots().first()?.volume_size()
+}
+
+/// `--disk-size` against the base AMI, before anything is made: a whole number of GiB, at
+/// least the base's root volume (input errors).
+pub fn check_disk_size(size: crate::recipe::Size, base: &BaseAmi) -> Result<i32> {
+    let gib = crate::disk::grow::whole_gib(size)?;
+    if gib < base.root_volume_size_gib {
+        return Err(crate::input!(
+            "--disk-size {size} is smaller than the root volume of base AMI {} ({} GiB); a disk is never shrunk, give at least {}GiB",
+            base.id,
+            base.root_volume_size_gib,
+            base.root_volume_size_gib
+        ));
+    }
+    Ok(gib)
 }
 
 /// The AMI's description: what it was baked from, or what it is (a base made from nothing).
@@ -933,5 +964,18 @@ mod tests {
             description("base-2", None, Some("Debian GNU/Linux 12 (bookworm)")),
             "base-2: bakery base (Debian GNU/Linux 12 (bookworm))"
         );
+    }
+
+    #[test]
+    fn a_disk_size_is_whole_gib_and_never_below_the_base_volume() {
+        let b = from_scratch_base("base-1", "us-east-1", "snap-1", 8, "1");
+        assert_eq!(
+            check_disk_size(crate::recipe::Size(10 << 30), &b).unwrap(),
+            10
+        );
+        let e = check_disk_size(crate::recipe::Size(6 << 30), &b).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
+        assert!(e.to_string().contains("at least 8GiB"), "{e}");
+        assert!(check_disk_size(crate::recipe::Size(9 << 29), &b).is_err());
     }
 }

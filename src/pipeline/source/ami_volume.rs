@@ -22,8 +22,14 @@ pub fn host(cloud: &Cloud) -> Result<Ec2Host> {
         .ok_or_else(|| input!("--mode volume needs an EC2 bake host (IMDSv2 did not answer); use --mode direct elsewhere"))
 }
 
-/// Create the volume, attach it here (stage `attach volume`).
-pub fn open(base: &BaseAmi, cloud: &Cloud, stages: &mut Stages) -> Result<SourceDisk> {
+/// Create the volume (`size_gib`: the base's root volume size, or `--disk-size`), attach it
+/// here (stage `attach volume`).
+pub fn open(
+    base: &BaseAmi,
+    cloud: &Cloud,
+    size_gib: i32,
+    stages: &mut Stages,
+) -> Result<SourceDisk> {
     let host = host(cloud)?;
     let attached = stages.run_shown("attach volume", "create and attach volume", |st| {
         st.timing("create and attach volume");
@@ -33,7 +39,7 @@ pub fn open(base: &BaseAmi, cloud: &Cloud, stages: &mut Stages) -> Result<Source
                 &cloud.aws.ctx,
                 &host,
                 &base.root_snapshot_id,
-                base.root_volume_size_gib,
+                size_gib,
                 &cloud.ledger,
                 &crate::sys::lock::host_wide_dir(),
                 &volume::AttachOptions {

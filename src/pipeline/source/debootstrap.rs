@@ -61,6 +61,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
         tags: TagRule::Fixed(base_tags(&spec.name, &version, &built_at, &env)),
         bake_key: None,
         policy: None,
+        disk_size: None,
     };
     let source = Source::Debootstrap(Box::new(Debootstrap {
         spec: spec.clone(),
