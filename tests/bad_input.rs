@@ -150,6 +150,9 @@ const LOCAL: &[Case] = &[
     case("--share-with on a local bake", 2, &["--share-with", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--share-with", "123456789012"])),
     case("--mode direct on a local bake", 2, &["--mode", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--mode", "direct"])),
     case("--region on a local base build", 2, &["--region", "only to `--output ami`"], |f, c| { c.args(["base", "build", "--output", &f.out, "--region", "us-east-1", "--dry-run"]); }),
+    // AMI options on a local bake, and in a recipe
+    case("AMI option on a local bake", 2, &["--encrypt", "only to `--output ami`"], |f, c| f.local(c, "app_1.0-1_all.deb", &["--encrypt"])),
+    case("unknown boot mode in a recipe", 2, &["bootmode.yaml", "boot-mode: unknown variant `bios`", "legacy-bios"], |f, c| f.bake(c, &[&f.p("bootmode.yaml")])),
     // The host
     case("not root", 2, &["needs root", "sudo"], |f, c| { f.local(c, "app_1.0-1_all.deb", &[]); c.uid(65534).gid(65534); }),
     case("no free loop device (runtime: exit 1)", 1, &["no free loop device", "losetup -a"], |f, c| { f.local(c, "app_1.0-1_all.deb", &[]); c.env("BAKERY_LOOP_CONTROL", "/dev/null"); }),
@@ -172,6 +175,16 @@ const AWS: &[Case] = &[
     case("a profile that does not exist", 2, &["AWS profile `nosuch` (AWS_PROFILE) does not exist", "/nonexistent/aws-config"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env("AWS_PROFILE", "nosuch").env("AWS_CONFIG_FILE", "/nonexistent/aws-config").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials"); }),
     case("API throttling, retried (runtime: exit 1)", 1, &["RequestLimitExceeded", "6 attempts with backoff"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env("BAKERY_THROTTLE_API", "DescribeImages"); }),
     case("API unreachable (runtime: exit 1)", 1, &["cannot reach the AWS endpoint http://127.0.0.1:"], |f, c| { f.ami(c, &["--base", AMI0, "--region", "us-east-1"]); c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", f.closed_port)); }),
+    // AMI options (issue 15): refused before any AWS resource is made.
+    case("KMS key without --encrypt", 2, &["--kms-key-id needs --encrypt"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--kms-key-id", "alias/app"])),
+    case("KMS key for a region not in the bake", 2, &["eu-west-1 is not a region of this bake", "--copy-to"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--encrypt", "--kms-key-id", "eu-west-1=alias/app"])),
+    case("KMS key ARN of another region", 2, &["that key is in us-west-2", "us-east-1=KEY"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--encrypt", "--kms-key-id", "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"])),
+    case("KMS key that does not exist", 2, &["--kms-key-id alias/no-such-key", "no such KMS key in us-east-1"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--encrypt", "--kms-key-id", "alias/no-such-key"])),
+    case("AWS managed key with sharing", 2, &["aws/ebs", "cannot be shared", "--kms-key-id us-east-1=KEY"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--encrypt", "--share-with", "123456789012"])),
+    case("TPM without UEFI", 2, &["--tpm-support v2.0 needs an AMI that boots UEFI", "--boot-mode legacy-bios"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--tpm-support", "v2.0", "--boot-mode", "legacy-bios"])),
+    case("deprecation in the past", 2, &["--deprecate-at 2020-01-01T00:00:00Z is in the past"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--deprecate-at", "2020-01-01T00:00:00Z"])),
+    case("deprecation that is not a duration", 2, &["--deprecate-in `soon`", "90d"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--deprecate-in", "soon"])),
+    case("share with a malformed organization ARN", 2, &["--share-with `arn:aws:organizations::123456789012:organization/x-1`", "organization/o-"], |f, c| f.ami(c, &["--base", AMI0, "--region", "us-east-1", "--share-with", "arn:aws:organizations::123456789012:organization/x-1"])),
     case("prune with a wildcard app", 2, &["--app `web*`"], |f, c| { if let Some(e) = &f.emulator { e.apply(c); } c.args(["images", "prune", "--app", "web*", "--keep", "2"]); }),
 ];
 
@@ -287,6 +300,7 @@ fn local_bad_input_is_refused_with_one_line_and_nothing_left() {
     w("wrongtype.yaml", "packages: 5\n");
     w("empty.yaml", "\n");
     w("awstag.yaml", "tags: {\"aws:x\": y}\n");
+    w("bootmode.yaml", "boot-mode: bios\n");
     w("notes.txt", "just some text, not a disk\n");
     w("fake.deb", "PK\u{3}\u{4} this is a zip, not a deb");
     write(&f.out_dir().join("exists.raw"), "");

@@ -214,7 +214,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
     let ami_options = recipe.ami_options();
     if let (false, Some(flag)) = (ami, ami_options.first_given()) {
         return Err(input!(
-            "{flag} (or its recipe key) applies to AMIs: use it with `--output ami`"
+            "{flag} (or its recipe key) applies only to `--output ami`; drop it for a file output"
         ));
     }
     let target = AmiTarget {
