@@ -274,7 +274,9 @@ fn ctrl_c_during_the_upload_of_a_base_build_to_ami_exits_130_and_leaves_nothing(
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(l) => {
-                let hit = l.contains("upload changed blocks");
+                // Logged once the changed blocks are counted, right before the first PutSnapshotBlock
+                // (under CI the progress display prints finished steps only).
+                let hit = l.contains("blocks changed");
                 lines.push(l);
                 if hit {
                     uploading = true;

@@ -178,6 +178,11 @@ async fn copy_one(
             // id) on the new AMI and its snapshots at creation, so `gc` finds them even if we die
             // before the CreateTags below.
             ledger.expect_region(region);
+            // Said before the call: under CI no spinner shows which region is being waited on.
+            info!(
+                "copy to {region}: CopyImage of {} from {source_region}",
+                source.image_id
+            );
             let key = opts.kms_key_ids.get(region);
             let out = ec2
                 .copy_image()

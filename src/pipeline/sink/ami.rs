@@ -125,6 +125,11 @@ pub fn run(
     let regions: Vec<String> = std::iter::once(region.clone())
         .chain(target.copy_to.iter().filter(|r| **r != region).cloned())
         .collect();
+    // Every region is one the account has, before anything else is asked of it (an unknown
+    // region is an input error, not a retried endpoint failure).
+    aws.rt.block_on(crate::aws::regions::check_regions_exist(
+        &aws.ctx, &region, &regions,
+    ))?;
     let opts = &target.options;
     opts.kms_keys.check(&regions).map_err(|e| input!("{e}"))?;
     let shares = target.share_targets()?;
@@ -142,17 +147,6 @@ pub fn run(
         ledger: Ledger::new(&job.bake_id),
         encryption,
     };
-    // Every region is one the account has, before anything is made (input error otherwise).
-    let mut regions = vec![cloud.region.clone()];
-    regions.extend(target.regions().into_iter().filter(|r| *r != cloud.region));
-    cloud
-        .aws
-        .rt
-        .block_on(crate::aws::regions::check_regions_exist(
-            &cloud.aws.ctx,
-            &cloud.region,
-            &regions,
-        ))?;
     // The base AMI is looked up before anything is made (a missing one is an input error), and
     // the attributes it passes on checked with the overrides.
     let base_ami = match &source {
