@@ -212,11 +212,6 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
     }
     let now = time::OffsetDateTime::now_utc();
     let ami_options = recipe.ami_options();
-    if let (false, Some(flag)) = (ami, ami_options.first_given()) {
-        return Err(input!(
-            "{flag} (or its recipe key) applies only to `--output ami`; drop it for a file output"
-        ));
-    }
     let target = AmiTarget {
         region: recipe.region.clone(),
         copy_to: recipe.copy_to.clone(),

@@ -67,23 +67,19 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         target.check()?;
         Sink::Ami(target)
     } else {
-        let asked = crate::recipe::Recipe {
+        // The one table of AMI-only options (recipe::AMI_ONLY), flags merged as a bake does.
+        let mut asked = crate::recipe::Recipe {
             output: Some(args.output.clone()),
             region: args.publish.region.clone(),
             copy_to: args.publish.copy_to.clone(),
             share_with: args.publish.share_with.clone(),
             ..Default::default()
         };
+        asked.merge_ami_flags(&args.publish.ami.spec());
         if let Some(o) = asked.ami_only_options_on_a_file().first() {
             return Err(crate::input!(
                 "{} applies only to `--output ami`; drop it for a file output ({})",
                 o.flag,
-                args.output.display()
-            ));
-        }
-        if let Some(flag) = args.publish.ami.spec().first_given() {
-            return Err(crate::input!(
-                "{flag} applies only to `--output ami`; drop it for a file output ({})",
                 args.output.display()
             ));
         }

@@ -174,18 +174,73 @@ pub const AMI_ONLY: &[AmiOnly] = &[
     },
     AmiOnly {
         flag: "--copy-to",
-        key: "copy_to",
+        key: "copy-to",
         is_set: |r| !r.copy_to.is_empty(),
     },
     AmiOnly {
         flag: "--share-with",
-        key: "share_with",
+        key: "share-with",
         is_set: |r| !r.share_with.is_empty(),
     },
     AmiOnly {
         flag: "--mode",
         key: "mode",
         is_set: |r| r.mode.is_some(),
+    },
+    AmiOnly {
+        flag: "--boot-mode",
+        key: "boot-mode",
+        is_set: |r| r.boot_mode.is_some(),
+    },
+    AmiOnly {
+        flag: "--imds-support",
+        key: "imds-support",
+        is_set: |r| r.imds_support.is_some(),
+    },
+    AmiOnly {
+        flag: "--tpm-support",
+        key: "tpm-support",
+        is_set: |r| r.tpm_support.is_some(),
+    },
+    AmiOnly {
+        flag: "--ena-support",
+        key: "ena-support",
+        is_set: |r| r.ena_support.is_some(),
+    },
+    AmiOnly {
+        flag: "--sriov-net-support",
+        key: "sriov-net-support",
+        is_set: |r| r.sriov_net_support.is_some(),
+    },
+    AmiOnly {
+        flag: "--deprecate-at",
+        key: "deprecate-at",
+        is_set: |r| r.deprecate_at.is_some(),
+    },
+    AmiOnly {
+        flag: "--deprecate-in",
+        key: "deprecate-in",
+        is_set: |r| r.deprecate_in.is_some(),
+    },
+    AmiOnly {
+        flag: "--deregistration-protection",
+        key: "deregistration-protection",
+        is_set: |r| r.deregistration_protection.is_some(),
+    },
+    AmiOnly {
+        flag: "--encrypt",
+        key: "encrypt",
+        is_set: |r| r.encrypt == Some(true),
+    },
+    AmiOnly {
+        flag: "--kms-key-id",
+        key: "kms-key-id",
+        is_set: |r| r.kms_key_id.is_some(),
+    },
+    AmiOnly {
+        flag: "--kms-key-id",
+        key: "region-kms-key-ids",
+        is_set: |r| !r.region_kms_key_ids.is_empty(),
     },
 ];
 
@@ -305,7 +360,7 @@ impl Recipe {
     /// AMI option flags over the recipe's keys: each flag given replaces its key;
     /// `--kms-key-id KEY` replaces `kms-key-id`, `--kms-key-id REGION=KEY` sets that region
     /// in `region-kms-key-ids`.
-    fn merge_ami_flags(&mut self, f: &crate::pipeline::sink::ami_options::AmiOptionSpec) {
+    pub fn merge_ami_flags(&mut self, f: &crate::pipeline::sink::ami_options::AmiOptionSpec) {
         macro_rules! over {
             ($($field:ident),*) => { $( if f.$field.is_some() { self.$field = f.$field.clone(); } )* };
         }
@@ -486,6 +541,20 @@ mod tests {
             .map(|o| o.flag)
             .collect();
         assert_eq!(flags, ["--region", "--mode"]);
+        // AMI attributes, lifecycle and encryption are in the same table (the bake and base
+        // build checks read only it).
+        let attrs = Recipe {
+            output: Some("out.raw".into()),
+            encrypt: Some(true),
+            deprecate_in: Some("90d".into()),
+            ..Default::default()
+        };
+        let keys: Vec<&str> = attrs
+            .ami_only_options_on_a_file()
+            .iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["deprecate-in", "encrypt"]);
         let ami = Recipe {
             output: Some("ami".into()),
             ..local.clone()

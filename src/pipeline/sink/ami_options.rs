@@ -47,32 +47,6 @@ pub struct AmiOptions {
 }
 
 impl AmiOptionSpec {
-    /// The first option given, by its flag name (they apply to AMIs only).
-    pub fn first_given(&self) -> Option<&'static str> {
-        [
-            (self.boot_mode.is_some(), "--boot-mode"),
-            (self.imds_support.is_some(), "--imds-support"),
-            (self.tpm_support.is_some(), "--tpm-support"),
-            (self.ena_support.is_some(), "--ena-support"),
-            (self.sriov_net_support.is_some(), "--sriov-net-support"),
-            (self.deprecate_at.is_some(), "--deprecate-at"),
-            (self.deprecate_in.is_some(), "--deprecate-in"),
-            (
-                self.deregistration_protection.is_some(),
-                "--deregistration-protection",
-            ),
-            (self.encrypt, "--encrypt"),
-            (
-                self.kms_key_id.is_some()
-                    || !self.region_kms_key_ids.is_empty()
-                    || !self.kms_key_id_flags.is_empty(),
-                "--kms-key-id",
-            ),
-        ]
-        .into_iter()
-        .find_map(|(given, flag)| given.then_some(flag))
-    }
-
     /// Check what can be checked without AWS; `now_secs`: the bake's start (Unix seconds),
     /// from which `--deprecate-in` counts.
     pub fn resolve(&self, now_secs: i64) -> Result<AmiOptions> {
