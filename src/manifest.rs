@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::image::Format;
 use crate::input;
-use crate::package::{PackageInfo, PackageKind};
+use crate::package::{PackageInfo, PackageKind, PackageSource};
 use crate::recipe::Mode;
 
 /// The schema this bakery writes. Readers accept manifests up to this version; a manifest
@@ -113,6 +113,16 @@ pub struct PackageSummary {
     /// The version the image's package database reports after the install.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_version: Option<String>,
+    /// How the package was given: `file`, `url` (downloaded) or `name` (from the image's
+    /// sources; then `file` is empty and kind, version and arch are the database's).
+    #[serde(default)]
+    pub origin: crate::package::spec::Origin,
+    /// The URL (without its `#sha256=` pin) or the name as given (`name`, `name=version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// SHA-256 of the package file installed (a file or a download); none for a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl PackageSummary {
@@ -125,6 +135,17 @@ impl PackageSummary {
             release: p.release.clone(),
             arch: p.arch.clone(),
             installed_version: installed.get(&p.name).cloned(),
+            origin: p.source.origin(),
+            source: match &p.source {
+                PackageSource::File => None,
+                PackageSource::Url { url, .. } => Some(url.clone()),
+                PackageSource::Name { spec } => Some(spec.clone()),
+            },
+            sha256: match &p.source {
+                PackageSource::File => crate::pipeline::sha256_file(&p.path).ok(),
+                PackageSource::Url { sha256, .. } => Some(sha256.clone()),
+                PackageSource::Name { .. } => None,
+            },
         }
     }
 }

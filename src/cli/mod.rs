@@ -92,8 +92,8 @@ pub struct BakeArgs {
     #[arg(long, short = 'b')]
     pub base: Option<PathBuf>,
 
-    /// Package to install (.deb or .rpm); repeat to install several, in order. Replaces the recipe's list.
-    #[arg(long = "package", short = 'p', value_name = "FILE")]
+    /// Package to install: a .deb/.rpm file, a name from the image's own sources (NAME or NAME=VERSION), or an http(s) URL (optionally URL#sha256=HEX); repeat to install several, in order. Replaces the recipe's list.
+    #[arg(long = "package", short = 'p', value_name = "FILE|NAME|URL")]
     pub packages: Vec<PathBuf>,
 
     /// Layer to apply before the packages (a name from provisioners/ or a directory); repeatable, in order.

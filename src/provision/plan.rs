@@ -86,6 +86,13 @@ pub enum Step {
     InstallRpms {
         files: Vec<PathBuf>,
     },
+    /// Packages by name from the image's own sources (`name` or `name=version`), with the
+    /// image's package manager; `field` is where the user gave them (`--package`, the recipe
+    /// key), for errors.
+    InstallNamed {
+        packages: Vec<String>,
+        field: String,
+    },
     /// A script file from the host, run inside the chroot.
     Script {
         layer: String,
@@ -132,6 +139,9 @@ impl Step {
             Step::Apt { layer, packages } => format!("{layer}: apt install {}", packages.join(" ")),
             Step::InstallDebs { files: f } => format!("install {}", files(f)),
             Step::InstallRpms { files: f } => format!("install {}", files(f)),
+            Step::InstallNamed { packages, .. } => {
+                format!("install {} (image's sources)", packages.join(", "))
+            }
             Step::Script { layer, path } => format!(
                 "{layer}: script {}",
                 path.file_name().unwrap_or_default().to_string_lossy()
@@ -158,6 +168,10 @@ pub struct ImageFacts {
     pub base: Option<serde_json::Value>,
     /// Versions of the packages installed by this bake, by name.
     pub installed: BTreeMap<String, String>,
+    /// The packages installed by name from the image's sources: kind, version and
+    /// architecture as the package database reports them.
+    #[serde(default)]
+    pub named: BTreeMap<String, NamedInstall>,
     /// Processes that started inside the chroot despite policy-rc.d and were stopped.
     pub stray_processes: Vec<String>,
     /// Tags returned by pre/post-provision plugins.
@@ -174,11 +188,20 @@ pub struct ImageFacts {
     pub warnings: Vec<String>,
 }
 
+/// A package installed by name, as the image's package database reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedInstall {
+    pub kind: PackageKind,
+    /// `[epoch:]version[-release]`.
+    pub version: String,
+    pub arch: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum Event {
     Start { step: String },
     Done { step: String, seconds: f64 },
-    Finished { facts: ImageFacts },
+    Finished { facts: Box<ImageFacts> },
     Failed { error: String, input_error: bool },
 }

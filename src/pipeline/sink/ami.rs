@@ -276,7 +276,8 @@ fn bake(
     let shares = target.share_targets()?;
 
     // The AMI name: reused only for the same bake (equal bake key), else the next attempt name.
-    let key = crate::naming::bake_key(&job.bake_key_input(base_identity(&source, base_ami))?);
+    let identity = base_identity(&source, base_ami);
+    let key = crate::naming::bake_key(&job.bake_key_input(identity.clone(), &BTreeMap::new())?);
     let (name, existing) = choose_name(rt, &ec2, &job.name, &key)?;
     if name != job.name {
         stages.progress().println(&format!(
@@ -325,6 +326,30 @@ fn bake(
                     .map_err(|e| input!("{e}"))?;
             }
             let facts = crate::pipeline::provision(job, &disk, Some(cloud), work, stages, g)?;
+            // A package named without a pin: the key of what was really installed (a later
+            // bake pinned to these versions reuses this image).
+            // The name then says the version installed, if no other image has it (else the
+            // name chosen before the bake, free then, stays).
+            let resolved;
+            let job = if job.has_unpinned_names() {
+                let input = job.bake_key_input(identity.clone(), &facts.installed)?;
+                let key = crate::naming::bake_key(&input);
+                let name = match job.name_after_install(&facts) {
+                    Some(n) => match choose_name(rt, &ec2, &n, &key)? {
+                        (n, None) => n,
+                        (_, Some(_)) => job.name.clone(),
+                    },
+                    None => job.name.clone(),
+                };
+                resolved = Job {
+                    name,
+                    bake_key: Some(key),
+                    ..job.clone()
+                };
+                &resolved
+            } else {
+                job
+            };
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());

@@ -102,6 +102,18 @@ pub fn run(
         Err(e) => return Err(e),
     };
     let base = disk.origin.summary(&facts);
+    // A first package named without a pin: the name says the version installed.
+    let renamed;
+    let job = match job.name_after_install(&facts) {
+        Some(name) => {
+            renamed = Job {
+                name,
+                ..job.clone()
+            };
+            &renamed
+        }
+        None => job,
+    };
     let tags = job.tags(&base, &facts, &crate::context::env_map())?;
     if target.format == Format::Qcow2 {
         stages.run("write qcow2", |_| {

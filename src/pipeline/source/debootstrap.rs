@@ -120,7 +120,7 @@ pub fn steps(
         layer: "base".into(),
         units: BASE_UNITS.iter().map(|s| s.to_string()).collect(),
     });
-    steps.extend(session::plan_steps(layers, &[]));
+    steps.extend(session::plan_steps(layers, &[], "packages"));
     steps.push(Step::Generalize);
     steps
 }
