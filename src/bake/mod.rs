@@ -191,6 +191,26 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             "nothing to bake: pass --package FILE (.deb or .rpm) and/or --layer NAME"
         ));
     }
+    let shell = if args.shell && !args.dry_run && !args.print_config {
+        use std::io::IsTerminal;
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        if let Some(why) = crate::provision::shell::refusal(
+            stdin.is_terminal(),
+            std::env::var("CI").ok().as_deref(),
+            std::env::var("JENKINS_URL").ok().as_deref(),
+        ) {
+            return Err(input!("{why}"));
+        }
+        let tty = nix::unistd::ttyname(stdin.as_fd())
+            .map_err(|e| input!("--shell: cannot name the terminal on stdin ({e})"))?;
+        Some(crate::provision::plan::ShellPlan {
+            tty,
+            term: std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
+        })
+    } else {
+        None
+    };
     let field = packages_field(args);
     let specs = package::resolve::parse_all(&recipe.packages, field, !args.packages.is_empty())?;
     naming::validate_tags(&recipe.tags).map_err(|e| input!("--tag: {e}"))?;
@@ -357,6 +377,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
                 allow_remove: recipe.allow_remove.clone(),
             }),
             disk_size: recipe.disk_size,
+            shell,
         },
         source,
         sink,

@@ -132,6 +132,10 @@ pub struct BakeArgs {
     #[arg(long)]
     pub print_config: bool,
 
+    /// After the provisioning steps, before the seal: an interactive shell in the image, with the bake's isolation (Aminator's -i). `exit` continues and seals; a non-zero exit stops the bake. Needs a terminal; refused in CI.
+    #[arg(long)]
+    pub shell: bool,
+
     /// After baking, boot the output under QEMU and check this health URL (see `bakery boot`).
     #[arg(long, value_name = "URL")]
     pub boot_check: Option<String>,

@@ -90,6 +90,8 @@ pub struct Job {
     /// the session (checked up front against the base; AMI sinks take it as the root volume's
     /// size). `None`: the base's size.
     pub disk_size: Option<crate::recipe::Size>,
+    /// `bake --shell`: an interactive shell in the image before the seal, on this terminal.
+    pub shell: Option<crate::provision::plan::ShellPlan>,
 }
 
 /// How a job's image is tagged (the tags go on every AMI and snapshot, and into the manifest).
@@ -528,6 +530,7 @@ mod tests {
             policy: None,
             bake_key: None,
             disk_size: None,
+            shell: None,
         }
     }
 

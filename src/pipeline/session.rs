@@ -159,6 +159,7 @@ pub fn provision(
         bake_id: work.bake_id.clone(),
         policy: job.policy.clone(),
         grow_root_fs: grown.map(|g| g.fs.clone()),
+        shell: job.shell.clone(),
     };
     stages.run("provision", |st| {
         let outcome = run_session(&plan, st.progress())?;

@@ -213,6 +213,7 @@ fn handle(
             timings.push((step, seconds));
         }
         Event::Finished { facts } => *finished = Some(*facts),
+        Event::Shell { running } => progress.suspend(running),
         Event::Failed { error, input_error } => *failed = Some((error, input_error)),
     }
 }

@@ -43,6 +43,18 @@ pub struct SessionPlan {
     /// once mounted.
     #[serde(default)]
     pub grow_root_fs: Option<String>,
+    /// `--shell`: an interactive shell in the image after the steps, before the seal.
+    #[serde(default)]
+    pub shell: Option<ShellPlan>,
+}
+
+/// Where `--shell` talks to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellPlan {
+    /// The user's terminal (bakery's stdin), as a host path (`/dev/pts/3`).
+    pub tty: PathBuf,
+    /// The user's `TERM`.
+    pub term: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,8 +212,23 @@ pub struct NamedInstall {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum Event {
-    Start { step: String },
-    Done { step: String, seconds: f64 },
-    Finished { facts: Box<ImageFacts> },
-    Failed { error: String, input_error: bool },
+    Start {
+        step: String,
+    },
+    Done {
+        step: String,
+        seconds: f64,
+    },
+    Finished {
+        facts: Box<ImageFacts>,
+    },
+    /// `--shell` is on the user's terminal (`true`) or has ended: the live display stops
+    /// drawing meanwhile.
+    Shell {
+        running: bool,
+    },
+    Failed {
+        error: String,
+        input_error: bool,
+    },
 }

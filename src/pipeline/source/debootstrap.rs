@@ -60,6 +60,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
         plugins: vec![],
         tags: TagRule::Fixed(base_tags(&spec.name, &version, &built_at, &env)),
         bake_key: None,
+        shell: None,
         policy: None,
         disk_size: None,
     };
