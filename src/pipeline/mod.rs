@@ -147,15 +147,18 @@ impl Job {
             .collect()
     }
 
-    /// The image name once the session has installed the packages: Aminator's
-    /// `{package}-{version}-{release}-{arch}-{stamp}` from what was installed when the first
-    /// package was named without a pin (before the bake its version was unknown), else `None`.
+    /// The image name once the session has installed the packages, when the first package was
+    /// named without a pin (before the bake its version was unknown), else `None`:
+    /// `{package}-{version}-{release}-{stamp}` from what was installed. A named package's
+    /// architecture is known only after the install, so its names leave it out, pinned or not:
+    /// an unpinned bake and one pinned to what it installed get the same name (and bake key).
     pub fn name_after_install(&self, facts: &ImageFacts) -> Option<String> {
         let first = self.packages.first()?;
         if !(first.is_named() && first.version.is_empty()) {
             return None;
         }
-        let resolved = self.resolved_packages(facts).into_iter().next()?;
+        let mut resolved = self.resolved_packages(facts).into_iter().next()?;
+        resolved.arch.clear();
         if resolved.version.is_empty() {
             return None;
         }
@@ -608,7 +611,7 @@ mod tests {
         };
         assert_eq!(
             j.name_after_install(&facts).as_deref(),
-            Some("jq-1.6-2.1-amd64-202611250000")
+            Some("jq-1.6-2.1-202611250000")
         );
         assert_eq!(pinned.name_after_install(&facts), None);
         let t = j.tags(&base(), &facts, &BTreeMap::new()).unwrap();
