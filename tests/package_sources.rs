@@ -320,3 +320,80 @@ fn a_package_url_is_downloaded_pinned_and_checked_before_anything_is_made() {
     assert_eq!(plan["package_sources"][1]["origin"], "url");
     assert_eq!(plan["package_sources"][1]["source"], missing.as_str());
 }
+
+#[test]
+fn an_unpinned_name_names_and_keys_the_ami_by_the_version_installed() {
+    let emu = support::emulator::Emulator::start();
+    for (k, v) in emu.env() {
+        // Set before any thread of this test reads them.
+        std::env::set_var(k, v);
+    }
+    let t = TestDir::new("pkg-name-ami");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
+    let (base_ami, _) = publish_test_base(&rt, &ctx, "us-east-1", "bakery-base-named");
+    let v2 = build_deb(
+        &t.path(""),
+        &Deb {
+            name: "named-app",
+            version: "2.0-1",
+            ..Default::default()
+        },
+    );
+    let (_url, layer) = apt_repo(&t, &[v2]);
+    let mut c = t.bakery();
+    emu.apply(&mut c);
+    let r = run(c
+        .args(["bake", "--base", &base_ami, "--layer"])
+        .arg(&layer)
+        .args([
+            "--package",
+            "named-app",
+            "--output",
+            "ami",
+            "--region",
+            "us-east-1",
+            "--mode",
+            "direct",
+        ]));
+    r.assert_ok();
+    let m = r.json();
+    let name = m["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("named-app-2.0-1-2"), "{name}");
+    let ami = m["amis"][0]["image_id"].as_str().unwrap().to_string();
+    let img = rt
+        .block_on(
+            ctx.ec2("us-east-1")
+                .describe_images()
+                .image_ids(&ami)
+                .send(),
+        )
+        .unwrap();
+    let image = &img.images()[0];
+    assert_eq!(image.name(), Some(name.as_str()));
+    let tags: std::collections::BTreeMap<String, String> = image
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags.get("appversion").map(String::as_str),
+        Some("named-app-2.0-1")
+    );
+    assert_eq!(
+        tags.get(bakery::naming::BAKE_KEY_TAG).map(String::len),
+        Some(64),
+        "{tags:?}"
+    );
+    assert_eq!(m["packages"][0]["installed_version"], "2.0-1");
+    assert_no_leaks(t.dir.path());
+}

@@ -291,7 +291,7 @@ fn bake(
         ..job.clone()
     };
     let job = &job;
-    let (registered, snapshots, facts, base, mut tags, upload, description) =
+    let (registered, snapshots, facts, base, mut tags, upload, description, resolved) =
         if let Some((id, snaps)) = existing {
             stages.progress().println(&format!(
             "{} already exists in {region} as {id}, made by the same bake (equal {}): reusing it",
@@ -307,7 +307,16 @@ fn bake(
                 reused: true,
             };
             let description = description(&job.name, base_ami, None);
-            (registered, snaps, facts, base, tags, None, description)
+            (
+                registered,
+                snaps,
+                facts,
+                base,
+                tags,
+                None,
+                description,
+                None,
+            )
         } else {
             let disk = open(job, source, base_ami, cloud, work, stages, g)?;
             // What the disk can boot decides a from-scratch base's boot mode, and refuses a
@@ -330,8 +339,7 @@ fn bake(
             // bake pinned to these versions reuses this image).
             // The name then says the version installed, if no other image has it (else the
             // name chosen before the bake, free then, stays).
-            let resolved;
-            let job = if job.has_unpinned_names() {
+            let resolved = if job.has_unpinned_names() {
                 let input = job.bake_key_input(identity.clone(), &facts.installed)?;
                 let key = crate::naming::bake_key(&input);
                 let name = match job.name_after_install(&facts) {
@@ -341,15 +349,15 @@ fn bake(
                     },
                     None => job.name.clone(),
                 };
-                resolved = Job {
+                Some(Job {
                     name,
                     bake_key: Some(key),
                     ..job.clone()
-                };
-                &resolved
+                })
             } else {
-                job
+                None
             };
+            let job = resolved.as_ref().unwrap_or(job);
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
@@ -412,8 +420,11 @@ fn bake(
                 tags,
                 written.upload,
                 description,
+                resolved,
             )
         };
+    // The name and key of what an unpinned name installed, from here on (copies, manifest).
+    let job = resolved.as_ref().unwrap_or(job);
 
     if !job.plugins.is_empty() && !registered.reused {
         stages.run("post-register plugins", |_| {
