@@ -212,7 +212,7 @@ fn handle(
             progress.finish_step(&step, seconds);
             timings.push((step, seconds));
         }
-        Event::Finished { facts } => *finished = Some(facts),
+        Event::Finished { facts } => *finished = Some(*facts),
         Event::Failed { error, input_error } => *failed = Some((error, input_error)),
     }
 }

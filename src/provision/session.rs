@@ -61,7 +61,9 @@ pub fn main() -> i32 {
     })();
     match result {
         Ok(facts) => {
-            emit(&Event::Finished { facts });
+            emit(&Event::Finished {
+                facts: Box::new(facts),
+            });
             0
         }
         Err(e) => {
