@@ -112,7 +112,7 @@ fn kill_9_at_every_local_step_then_gc_removes_everything() {
     for (i, point) in points.iter().enumerate() {
         // Every bake starts cold, as the reference did (it filled the layer cache), so it
         // passes every point the reference listed, the layer cache's own included.
-        let _ = std::fs::remove_dir_all(t.work().join("layer-cache"));
+        clear_layer_cache(&t.work());
         kill_9_at(
             local_cmd(&t, &base, &layer, &app, &out),
             &log,

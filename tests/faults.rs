@@ -149,7 +149,7 @@ fn every_local_fault_point_fails_cleanly() {
                     for (i, point) in points.iter().enumerate().filter(|(i, _)| i % workers == w) {
                         let log = wt.path(&format!("points-{i}"));
                         // Cold, like the reference bake: every point it listed is passed.
-                        let _ = std::fs::remove_dir_all(wt.work().join("layer-cache"));
+                        clear_layer_cache(&wt.work());
                         let r = local_bake(&wt, base, layer, app, &out, &log, Some(point));
                         let mut problems = check_failed_bake(point, &r, wt.dir.path());
                         if manifest.exists() {

@@ -92,7 +92,7 @@ pub fn open(
     let (lookup, _lock, hit) = stages.run("layer cache lookup", |st| {
         std::fs::create_dir_all(&cache)
             .with_context(|| format!("creating the layer cache {}", cache.display()))?;
-        let base_id = format!("file sha256:{}", base_digest(&base, &cache)?);
+        let base_id = format!("file sha256:{}", base_digest(&base, &cache, &job.bake_id)?);
         let ids = layer_steps
             .iter()
             .map(|s| layer_key::step_identity(s, &|p| crate::pipeline::sha256_file(p)))
@@ -273,7 +273,12 @@ pub fn gc_candidates(work_top: &Path, running: &dyn Fn(&str) -> bool) -> Vec<(Pa
         .map(|(key, why)| (cache.join(format!("{key}.raw")), why))
         .collect();
     let complete: Vec<String> = entries.iter().map(|(e, _)| e.key.clone()).collect();
-    for f in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+    let files = std::fs::read_dir(&cache).into_iter().flatten().flatten();
+    let memos = std::fs::read_dir(cache.join("digests"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for f in files.chain(memos) {
         let name = f.file_name().to_string_lossy().into_owned();
         if let Some(key) = name.strip_suffix(".raw") {
             // A crash between the image's rename and its record: unusable. The lookup key
@@ -314,7 +319,7 @@ pub fn gc_remove(path: &Path) -> Result<()> {
 /// The base file's identity: SHA-256 over its length and every data extent (offset, length,
 /// bytes), holes skipped. Remembered per file (device, inode, size, mtime) under
 /// `<cache>/digests`, so an unchanged base is read once.
-fn base_digest(base: &Path, cache: &Path) -> Result<String> {
+fn base_digest(base: &Path, cache: &Path, bake_id: &str) -> Result<String> {
     let m = std::fs::metadata(base).with_context(|| format!("reading {}", base.display()))?;
     let stat = format!(
         "{} {} {} {}.{}",
@@ -341,12 +346,14 @@ fn base_digest(base: &Path, cache: &Path) -> Result<String> {
     }
     let digest = extents_digest(base)?;
     std::fs::create_dir_all(&memo_dir)?;
-    image::write_atomic(
-        &memo,
-        serde_json::json!({"path": abs, "stat": stat, "sha256": digest})
-            .to_string()
-            .as_bytes(),
-    )?;
+    // Temporary file named for the bake (gc removes it if the bake dies), renamed into place.
+    let pending = PendingOutput::new(&memo, bake_id);
+    std::fs::write(
+        &pending.tmp,
+        serde_json::json!({"path": abs, "stat": stat, "sha256": digest}).to_string(),
+    )
+    .with_context(|| format!("writing {}", pending.tmp.display()))?;
+    pending.rename()?;
     Ok(digest)
 }
 
@@ -504,15 +511,15 @@ mod tests {
         let file = std::fs::File::create(&f).unwrap();
         file.set_len(64 << 20).unwrap();
         file.write_at(b"root filesystem", 8 << 20).unwrap();
-        let a = base_digest(&f, d.path()).unwrap();
+        let a = base_digest(&f, d.path(), "bk-1").unwrap();
         assert_eq!(a, extents_digest(&f).unwrap());
         assert!(d.path().join("digests").read_dir().unwrap().count() == 1);
-        assert_eq!(a, base_digest(&f, d.path()).unwrap());
+        assert_eq!(a, base_digest(&f, d.path(), "bk-1").unwrap());
         file.write_at(b"ROOT", 8 << 20).unwrap();
         // A write changes mtime: the memo is not trusted, the digest is computed again.
         std::thread::sleep(Duration::from_millis(20));
         file.set_modified(std::time::SystemTime::now()).unwrap();
-        assert_ne!(a, base_digest(&f, d.path()).unwrap());
+        assert_ne!(a, base_digest(&f, d.path(), "bk-1").unwrap());
     }
 
     #[test]
@@ -531,13 +538,22 @@ mod tests {
             .unwrap();
         std::fs::write(cache.join(".bbbb.raw.bakery-bk-1.partial"), b"x").unwrap();
         std::fs::write(cache.join(".cccc.raw.bakery-bk-2.partial"), b"x").unwrap();
+        std::fs::create_dir_all(cache.join("digests")).unwrap();
+        std::fs::write(cache.join("digests/.ee.json.bakery-bk-3.partial"), b"x").unwrap();
         let found = gc_candidates(d.path(), &|id| id == "bk-2");
         let mut names: Vec<String> = found
             .iter()
             .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, [".bbbb.raw.bakery-bk-1.partial", "aaaa.raw"]);
+        assert_eq!(
+            names,
+            [
+                ".bbbb.raw.bakery-bk-1.partial",
+                ".ee.json.bakery-bk-3.partial",
+                "aaaa.raw"
+            ]
+        );
         for (p, _) in &found {
             gc_remove(p).unwrap();
         }
