@@ -48,6 +48,13 @@ pub struct Manifest {
     pub base: BaseSummary,
     #[serde(default)]
     pub layers: Vec<String>,
+    /// The layers came from the layer cache (a cached image of base + layers) rather than
+    /// being applied in this bake.
+    #[serde(default)]
+    pub layers_from_cache: bool,
+    /// The layer cache entry the bake started from or wrote (local bakes with layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_cache_key: Option<String>,
     /// The image file (local bakes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputSummary>,
@@ -250,6 +257,8 @@ mod tests {
                 format: None,
             },
             layers: vec![],
+            layers_from_cache: false,
+            layer_cache_key: None,
             output: None,
             amis: vec![AmiOutput {
                 region: "us-east-1".into(),

@@ -20,6 +20,7 @@ use crate::naming;
 use crate::package::{self, PackageInfo};
 use crate::pipeline::sink::ami::AmiTarget;
 use crate::pipeline::sink::file::FileTarget;
+use crate::pipeline::source::layer_cache::LayerCache;
 use crate::pipeline::{self, session, Job, Sink, Source, TagRule};
 use crate::provision::plan::Step;
 use crate::recipe::{is_ami_id, Recipe};
@@ -350,6 +351,15 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         },
         (None, Some(f)) => Source::File(f),
         (None, None) => Source::Builtin,
+    };
+    // Local bakes with layers start from the layer cache unless told not to.
+    let source = if !ami && !layers.is_empty() && !args.no_layer_cache {
+        Source::LayerCache(Box::new(LayerCache {
+            base: source,
+            refresh: args.refresh_layers,
+        }))
+    } else {
+        source
     };
     let sink = match format {
         Some(format) => Sink::File(FileTarget {

@@ -153,6 +153,14 @@ pub struct BakeArgs {
     )]
     pub layer_path: Vec<PathBuf>,
 
+    /// Apply the layers in this bake, neither using nor writing the layer cache (local bakes start from a cached image of base + layers by default).
+    #[arg(long, conflicts_with = "refresh_layers")]
+    pub no_layer_cache: bool,
+
+    /// Apply the layers again and replace their layer cache entry, even if it is fresh.
+    #[arg(long)]
+    pub refresh_layers: bool,
+
     /// Grow the disk, its root partition and filesystem (ext4, xfs) to this size, e.g. 6GiB; for AMIs the root volume's size (whole GiB).
     #[arg(long, value_name = "SIZE")]
     pub disk_size: Option<String>,

@@ -279,6 +279,8 @@ impl Job {
             packages,
             base,
             layers: self.layers.clone(),
+            layers_from_cache: false,
+            layer_cache_key: None,
             output: None,
             amis: vec![],
             upload: None,

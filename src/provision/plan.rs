@@ -198,6 +198,18 @@ pub struct ImageFacts {
     /// Warnings about the image (changes bakery could not keep or judge).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The apt sources' Release files this session's `apt-get update` read (empty when it did
+    /// not run): what the layer cache keys an entry by.
+    #[serde(default)]
+    pub apt_releases: Vec<AptRelease>,
+}
+
+/// One apt source's `InRelease` (or `Release`) file as `apt-get update` fetched it: its URI
+/// and the SHA-256 of its content (`None`: the source has no Release file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AptRelease {
+    pub uri: String,
+    pub sha256: Option<String>,
 }
 
 /// A package installed by name, as the image's package database reports it.

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use sha2::Digest;
 
 use super::chroot::{Chroot, CommandFailed};
 use super::failure::{self, Cause};
 use super::generalize;
 use super::pkgdb::{self, Snapshot};
-use super::plan::{Bootstrap, ImageFacts, NamedInstall, SessionPlan, Step};
+use super::plan::{AptRelease, Bootstrap, ImageFacts, NamedInstall, SessionPlan, Step};
 use super::rpm;
 use crate::input;
 use crate::package::version::{compare_deb, compare_rpm};
@@ -740,8 +741,51 @@ impl<'a> Runner<'a> {
             || any("/var/cache/apt/archives/partial", &|_| true)
     }
 
+    /// The Release files this session's `apt-get update` read, by URI and SHA-256 (before
+    /// the seal drops the lists): `apt-get update --print-uris` names each source's `InRelease`
+    /// and the list file apt keeps it in (a source without InRelease keeps `Release`).
+    fn apt_releases(&self) -> Vec<AptRelease> {
+        let Ok(fs) = self.chroot.fs() else {
+            return vec![];
+        };
+        let argv = ["apt-get", "-q", "update", "--print-uris"];
+        let Ok(out) = self
+            .chroot
+            .output(self.chroot.command(&argv), "apt-get update --print-uris")
+        else {
+            return vec![];
+        };
+        release_uris(&out)
+            .into_iter()
+            .map(|(uri, list)| {
+                let found = [(uri.clone(), list.clone())]
+                    .into_iter()
+                    .chain(
+                        uri.strip_suffix("InRelease")
+                            .zip(list.strip_suffix("InRelease"))
+                            .map(|(u, l)| (format!("{u}Release"), format!("{l}Release"))),
+                    )
+                    .find_map(|(u, l)| {
+                        fs.read(&format!("/var/lib/apt/lists/{l}"))
+                            .ok()
+                            .map(|body| (u, body))
+                    });
+                match found {
+                    Some((uri, body)) => AptRelease {
+                        uri,
+                        sha256: Some(hex::encode(sha2::Sha256::digest(&body))),
+                    },
+                    None => AptRelease { uri, sha256: None },
+                }
+            })
+            .collect()
+    }
+
     /// End of the bake: drop package caches, read the facts the manifest reports.
     pub fn seal(&mut self) -> Result<()> {
+        if self.apt_updated {
+            self.facts.apt_releases = self.apt_releases();
+        }
         if self.package_manager() == PackageManager::Apt {
             if self.apt_cache_dirty() {
                 self.chroot.sh("apt-get clean", &[], None)?;
@@ -829,6 +873,20 @@ pub fn unknown_packages(output: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `InRelease` URIs and their list file names in `apt-get update --print-uris` output
+/// (`'URI' FILE SIZE HASH` lines).
+pub fn release_uris(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let uri = w.next()?.strip_prefix('\'')?.strip_suffix('\'')?;
+            let file = w.next()?;
+            uri.ends_with("/InRelease")
+                .then(|| (uri.to_string(), file.to_string()))
+        })
+        .collect()
+}
+
 fn deb_names(pkgs: &[super::plan::PackageCheck], files: &[PathBuf]) -> Vec<String> {
     let _ = pkgs;
     files
@@ -883,6 +941,24 @@ mod tests {
             2
         );
         assert!(super::unknown_packages("E: Failed to fetch http://x 404 Not Found\n").is_empty());
+    }
+
+    #[test]
+    fn release_files_are_read_from_print_uris() {
+        let out = "'http://deb.debian.org/debian/dists/bookworm/InRelease' deb.debian.org_debian_dists_bookworm_InRelease 0 \n'http://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz' deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages 0 \n'file:/srv/repo/./InRelease' _srv_repo_._InRelease 0 \n";
+        assert_eq!(
+            super::release_uris(out),
+            [
+                (
+                    "http://deb.debian.org/debian/dists/bookworm/InRelease".to_string(),
+                    "deb.debian.org_debian_dists_bookworm_InRelease".to_string()
+                ),
+                (
+                    "file:/srv/repo/./InRelease".to_string(),
+                    "_srv_repo_._InRelease".to_string()
+                )
+            ]
+        );
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub fn run(
     };
     // The base AMI is looked up before anything is made (a missing one is an input error), and
     // the attributes it passes on checked with the overrides.
+    // The layer cache serves local bakes only so far: an AMI bake applies its layers itself.
+    let source = source.without_layer_cache();
     let base_ami = match &source {
         Source::Ami { base, .. } => {
             let b =
@@ -689,6 +691,7 @@ fn open(
         (Source::File(p), _) => source::file::open(&p, &disk, stages),
         (Source::Builtin, _) => source::builtin::open(g, &disk, stages),
         (Source::Debootstrap(d), _) => source::debootstrap::open(&d, &disk, stages),
+        (Source::LayerCache(lc), _) => open(job, lc.base, base_ami, cloud, work, stages, g),
     }
 }
 
@@ -704,6 +707,7 @@ fn origin(source: &Source, base_ami: Option<&BaseAmi>) -> BaseOrigin {
             version: None,
             format: crate::disk::image::detect_format(p).ok(),
         },
+        (Source::LayerCache(lc), None) => origin(&lc.base, None),
         (Source::Builtin | Source::Ami { .. }, None) => BaseOrigin {
             image: "built-in".into(),
             name: None,
