@@ -113,7 +113,7 @@ const PAGE_PATH: &str = "/hello/index.html";
 const PAGE: &str = "<html><body>bakery boot test page</body></html>\n";
 
 /// Tests that boot the shared app image; the last one to finish deletes it.
-const APP_IMAGE_USERS: usize = 3;
+const APP_IMAGE_USERS: usize = 4;
 static APP_IMAGE_LEFT: AtomicUsize = AtomicUsize::new(APP_IMAGE_USERS);
 
 fn app_dir() -> PathBuf {
@@ -260,6 +260,43 @@ fn baked_tomcat_app_answers_and_nothing_is_left() {
         std::fs::metadata(image).unwrap().modified().unwrap(),
     );
     assert_eq!(before, after, "the baked image changed");
+}
+
+/// The same bake boots through the other firmware: OVMF → shim → GRUB from the ESP's
+/// removable-media path. sshd answering on 22 is the health check (Tomcat's start under TCG
+/// is already proven under BIOS above, and would double the test's time).
+#[test]
+fn the_same_image_boots_under_uefi() {
+    let _lock = boot_lock();
+    let app = app_image();
+    let image = app.0.as_path();
+    let _leaks = support::LeakCheck::new();
+    let tmp = Tmp::new();
+    let logs = tempfile::tempdir().unwrap();
+    let console = logs.path().join("uefi-console.log");
+    let (out, took) = run(bakery(&tmp)
+        .arg("boot")
+        .arg(image)
+        .args(["--firmware", "uefi", "--health", "tcp:22", "--check"])
+        .args(["--timeout", "400", "--console-log"])
+        .arg(&console));
+    let err = stderr(&out);
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    let tail = &log[log.len().saturating_sub(3000)..];
+    assert!(
+        out.status.success(),
+        "boot --firmware uefi failed after {took:?}:\n{err}\n--- console:\n{tail}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["firmware"], "uefi", "{report}");
+    assert_eq!(report["healthy"], true, "{report}");
+    // OVMF's boot manager ran (SeaBIOS prints no BdsDxe), and the kernel it reached is the
+    // image's, booted from the root GRUB found by UUID.
+    assert!(log.contains("BdsDxe"), "OVMF did not boot it:\n{tail}");
+    assert!(log.contains("Linux version"), "no kernel on the console:\n{tail}");
+    eprintln!("boot: healthy under UEFI after {}s", report["boot_seconds"]);
+    assert_eq!(tmp.processes(), Vec::<String>::new());
+    assert_eq!(tmp.leftovers(), Vec::<String>::new());
 }
 
 #[test]

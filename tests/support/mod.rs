@@ -117,6 +117,7 @@ pub fn base_image() -> PathBuf {
             BASE_YAML,
             include_str!("../../src/pipeline/source/debootstrap.rs"),
             include_str!("../../src/provision/chroot.rs"),
+            include_str!("../../src/provision/esp.rs"),
         ),
         &mut h,
     );
