@@ -113,7 +113,7 @@ const PAGE_PATH: &str = "/hello/index.html";
 const PAGE: &str = "<html><body>bakery boot test page</body></html>\n";
 
 /// Tests that boot the shared app image; the last one to finish deletes it.
-const APP_IMAGE_USERS: usize = 4;
+const APP_IMAGE_USERS: usize = 5;
 static APP_IMAGE_LEFT: AtomicUsize = AtomicUsize::new(APP_IMAGE_USERS);
 
 fn app_dir() -> PathBuf {
@@ -262,41 +262,88 @@ fn baked_tomcat_app_answers_and_nothing_is_left() {
     assert_eq!(before, after, "the baked image changed");
 }
 
-/// The same bake boots through the other firmware: OVMF → shim → GRUB from the ESP's
-/// removable-media path. sshd answering on 22 is the health check (Tomcat's start under TCG
-/// is already proven under BIOS above, and would double the test's time).
-#[test]
-fn the_same_image_boots_under_uefi() {
-    let _lock = boot_lock();
+/// Boot the shared app image with `--firmware FIRMWARE`, sshd answering on 22 as the health
+/// check (Tomcat's start under TCG is proven under BIOS above, and would double the time).
+/// Returns the JSON report and the console log; asserts nothing is left.
+fn boot_app_with(firmware: &str) -> (serde_json::Value, String) {
     let app = app_image();
     let image = app.0.as_path();
     let _leaks = support::LeakCheck::new();
     let tmp = Tmp::new();
     let logs = tempfile::tempdir().unwrap();
-    let console = logs.path().join("uefi-console.log");
+    let console = logs.path().join("console.log");
     let (out, took) = run(bakery(&tmp)
         .arg("boot")
         .arg(image)
-        .args(["--firmware", "uefi", "--health", "tcp:22", "--check"])
+        .args(["--firmware", firmware, "--health", "tcp:22", "--check"])
         .args(["--timeout", "400", "--console-log"])
         .arg(&console));
     let err = stderr(&out);
-    let log = std::fs::read_to_string(&console).unwrap_or_default();
-    let tail = &log[log.len().saturating_sub(3000)..];
+    // Lossy: firmware and GRUB menus write bytes that are not UTF-8.
+    let log = String::from_utf8_lossy(&std::fs::read(&console).unwrap_or_default()).into_owned();
+    let tail: String = log
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     assert!(
         out.status.success(),
-        "boot --firmware uefi failed after {took:?}:\n{err}\n--- console:\n{tail}"
+        "boot --firmware {firmware} failed after {took:?}:\n{err}\n--- console:\n{tail}"
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["firmware"], "uefi", "{report}");
+    assert_eq!(report["firmware"], firmware, "{report}");
     assert_eq!(report["healthy"], true, "{report}");
-    // OVMF's boot manager ran (SeaBIOS prints no BdsDxe), and the kernel it reached is the
-    // image's, booted from the root GRUB found by UUID.
+    // OVMF's boot manager ran (SeaBIOS prints no BdsDxe) and reached the image's kernel
+    // through shim and GRUB from the ESP.
     assert!(log.contains("BdsDxe"), "OVMF did not boot it:\n{tail}");
-    assert!(log.contains("Linux version"), "no kernel on the console:\n{tail}");
-    eprintln!("boot: healthy under UEFI after {}s", report["boot_seconds"]);
+    assert!(
+        log.contains("Linux version"),
+        "no kernel on the console:\n{tail}"
+    );
+    eprintln!(
+        "boot: healthy under {firmware} after {}s",
+        report["boot_seconds"]
+    );
     assert_eq!(tmp.processes(), Vec::<String>::new());
     assert_eq!(tmp.leftovers(), Vec::<String>::new());
+    (report, log)
+}
+
+/// The same bake boots through the other firmware: OVMF → shim → GRUB from the ESP's
+/// removable-media path (no boot entry, as on a fresh instance).
+#[test]
+fn the_same_image_boots_under_uefi() {
+    let _lock = boot_lock();
+    let (_, log) = boot_app_with("uefi");
+    assert!(
+        log.contains("secureboot: Secure boot disabled"),
+        "plain OVMF does not enforce Secure Boot, and the kernel says so"
+    );
+}
+
+/// With Secure Boot enforced and Microsoft's keys enrolled (as on EC2's `uefi` boot mode with
+/// Secure Boot, and most hardware) the image still boots: the ESP holds Debian's signed chain
+/// (shim signed by Microsoft, GRUB and the kernel signed by Debian), and the kernel says Secure
+/// Boot is on.
+#[test]
+fn the_same_image_boots_with_secure_boot_enforced() {
+    let _lock = boot_lock();
+    let (_, log) = boot_app_with("uefi-secure");
+    let tail: String = log
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        log.contains("secureboot: Secure boot enabled"),
+        "the kernel did not see Secure Boot on:\n{tail}"
+    );
 }
 
 #[test]

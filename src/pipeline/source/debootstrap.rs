@@ -302,7 +302,16 @@ fn partition(d: &Debootstrap, disk: &Path) -> Result<()> {
     // specification (and mtools, and some firmware) reads as FAT16, with no root directory.
     run(
         Command::new("mkfs.vfat")
-            .args(["-F", "32", "-s", "1", "-n", "EFI", "-i", &d.esp_id.replace('-', "")])
+            .args([
+                "-F",
+                "32",
+                "-s",
+                "1",
+                "-n",
+                "EFI",
+                "-i",
+                &d.esp_id.replace('-', ""),
+            ])
             .arg(format!("--offset={}", esp.start / 512))
             .arg(disk)
             .arg((esp.size / 1024).to_string()),
