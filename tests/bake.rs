@@ -285,6 +285,8 @@ fn deb_app_with_jvm_tomcat_layer() {
         .contains("tomcat"));
     // The JVM/Tomcat layer: installed, enabled at boot, logs rotated.
     assert!(img.dpkg_version("tomcat10").is_some());
+    // The Debian release's default JRE (OpenJDK 17 on bookworm, 21 on trixie).
+    assert!(img.dpkg_version("default-jre-headless").is_some());
     assert!(img.dpkg_version("openjdk-17-jre-headless").is_some());
     assert!(
         std::fs::symlink_metadata(
@@ -792,5 +794,69 @@ fn a_bake_that_upgrades_grub_leaves_the_esp_right() {
         esp_read_bytes(&base, base_esp, "::/EFI/BOOT/BOOTX64.EFI"),
         "shim unchanged"
     );
+    assert_no_leaks(&t.work());
+}
+
+/// The README's first bake, as written: the example recipe names no base, so the built-in
+/// default base (Debian 13, hybrid UEFI+BIOS) is built once into the work dir, and the
+/// jvm-tomcat layer installs the release's default JRE (OpenJDK 21 on trixie) and Tomcat 10.
+#[test]
+fn the_readme_bake_runs_on_the_built_in_debian_13_base() {
+    let t = TestDir::new("trixie");
+    let example = t.path("hello-tomcat");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(repo().join("examples/hello-tomcat"))
+        .arg(&example)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let built = Command::new("sh")
+        .arg(example.join("build.sh"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let out = t.path("hello.qcow2");
+    let r = run(t
+        .bakery()
+        .args(["bake"])
+        .arg(example.join("recipe.yaml"))
+        .arg("--output")
+        .arg(&out));
+    r.assert_ok();
+    assert!(
+        r.stderr
+            .contains("building the built-in Debian 13 base once"),
+        "{}",
+        r.stderr
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(manifest["base"]["name"], "bakery-base-trixie", "{manifest}");
+    let raw = t.path("hello.raw");
+    let conv = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&out)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(conv.success());
+    let layout = bakery::disk::layout::read_layout(&raw).unwrap();
+    assert!(
+        layout
+            .partitions
+            .iter()
+            .any(|p| p.type_id == bakery::disk::layout::GPT_ESP),
+        "the default base is hybrid: {layout:?}"
+    );
+    let img = Mounted::open(&raw);
+    assert!(
+        img.read("/etc/os-release").contains("VERSION_ID=\"13\""),
+        "{}",
+        img.read("/etc/os-release")
+    );
+    assert!(img.dpkg_version("openjdk-21-jre-headless").is_some());
+    assert!(img.dpkg_version("tomcat10").is_some());
+    assert!(img.dpkg_version("hello-tomcat").is_some());
+    drop(img);
     assert_no_leaks(&t.work());
 }

@@ -69,9 +69,6 @@ fi
 export MTOOLS_SKIP_CHECK=1
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
-# mtools cannot ask a loop partition for its geometry: it works on a copy, written back if changed.
-img="$d/esp.img"
-cat "$esp" > "$img"
 for dir in BOOT debian; do
   mkdir -p "$d/EFI/$dir"
   cp "$grub" "$d/EFI/$dir/grubx64.efi"
@@ -80,11 +77,30 @@ for dir in BOOT debian; do
 done
 cp "$shim" "$d/EFI/BOOT/BOOTX64.EFI"
 cp "$shim" "$d/EFI/debian/shimx64.efi"
+# Where the kernel has vfat the session mounted the ESP at /boot/efi: write through it (never
+# under a mounted filesystem's feet).
+if mountpoint -q /boot/efi 2>/dev/null; then
+  stale=
+  for f in $(cd "$d" && find EFI -type f | sort); do
+    cmp -s "$d/$f" "/boot/efi/$f" 2>/dev/null && continue
+    mkdir -p "$(dirname "/boot/efi/$f")"
+    cp "$d/$f" "/boot/efi/$f"
+    stale="$stale $f"
+  done
+  sync -f /boot/efi
+  if [ -z "$stale" ]; then echo "ESP up to date"; else echo "ESP updated:$stale"; fi
+  exit 0
+fi
+# Read in place (cheap: every bake checks); mtools only warns that a loop partition has no
+# geometry.
 stale=
 for f in $(cd "$d" && find EFI -type f | sort); do
-  mtype -i "$img" "::/$f" 2>/dev/null | cmp -s - "$d/$f" || stale="$stale $f"
+  mtype -i "$esp" "::/$f" 2>/dev/null | cmp -s - "$d/$f" || stale="$stale $f"
 done
 if [ -z "$stale" ]; then echo "ESP up to date"; exit 0; fi
+# Written on a copy, put back whole: an interrupted mcopy never leaves a half-written FAT.
+img="$d/esp.img"
+cat "$esp" > "$img"
 mcopy -s -o -D oO -i "$img" "$d/EFI" ::/
 dd if="$img" of="$esp" bs=1M conv=notrunc,fsync status=none
 echo "ESP updated:$stale"

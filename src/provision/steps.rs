@@ -578,16 +578,14 @@ impl<'a> Runner<'a> {
         self.sync_esp(true)
     }
 
-    /// Bring the ESP (a hybrid disk's; none on a BIOS-only disk) in line with the image's shim
-    /// and GRUB packages, through mtools (see [`super::esp`]). `required`: the base build's GRUB
-    /// step, where a missing package is an error.
+    /// Bring the ESP (a hybrid disk's; none on a BIOS-only disk, which is left as it is, e.g.
+    /// a base built by an older bakery and refreshed) in line with the image's shim and GRUB
+    /// packages, through mtools (see [`super::esp`]). `required`: the GRUB step, where a
+    /// missing signed package on a disk with an ESP is an error.
     fn sync_esp(&self, required: bool) -> Result<()> {
         let fs = self.chroot.fs()?;
         let fstab = fs.read_string("/etc/fstab").unwrap_or_default();
         let Some(esp) = super::esp::find(&fstab, &self.plan.partitions) else {
-            if required {
-                anyhow::bail!("the disk has no EFI System Partition mounted at /boot/efi in fstab");
-            }
             return Ok(());
         };
         let root_uuid = self

@@ -1,4 +1,4 @@
-//! Source: the built-in Debian 12 base (base-images/debian-bookworm.yaml, compiled in). Built
+//! Source: the built-in Debian 13 base (base-images/debian-trixie.yaml, compiled in). Built
 //! once per content of its YAML with the debootstrap source and a file sink — the same
 //! pipeline — and kept under `<work-dir>/bases`; concurrent bakes wait for one build.
 
@@ -17,16 +17,21 @@ use crate::sys::lock::HostLock;
 
 /// The cached built-in base, built first if needed.
 pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
-    let hash = hex::encode(&Sha256::digest(DEFAULT_BASE_YAML.as_bytes())[..8]);
+    // The spec and the disk layout that builds it: a bakery whose layout changed (the hybrid
+    // ESP) must not keep booting users off a base cached by an older one.
+    let mut h = Sha256::new();
+    h.update(DEFAULT_BASE_YAML.as_bytes());
+    h.update(debootstrap::LAYOUT_REVISION.as_bytes());
+    let hash = hex::encode(&h.finalize()[..8]);
     let dir = g.work_dir.join("bases");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("debian-bookworm-{hash}.raw"));
+    let path = dir.join(format!("debian-trixie-{hash}.raw"));
     let _lock = HostLock::acquire(&g.work_dir.join("locks"), &format!("base-{hash}"))?;
     if path.exists() {
         return Ok(path);
     }
     stages.progress().println(&format!(
-        "building the built-in Debian 12 base once (cached as {})",
+        "building the built-in Debian 13 base once (cached as {})",
         path.display()
     ));
     let spec = BaseSpec::builtin();

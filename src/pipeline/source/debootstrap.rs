@@ -26,6 +26,9 @@ use crate::recipe::layer::Layer;
 use crate::sys::cmd::run;
 use crate::workdir::new_bake_id;
 
+/// The revision of what [`partition`] and [`steps`] make of a spec; part of the built-in base's
+/// cache key. Bump it when the disk layout or the boot setup changes.
+pub const LAYOUT_REVISION: &str = "hybrid-uefi-bios-1";
 /// The EFI System Partition's number in the layout [`partition`] makes.
 pub const ESP_PARTITION: u32 = 2;
 /// The root partition's number in the layout [`partition`] makes.
@@ -374,10 +377,10 @@ mod tests {
         assert!(grub.contains("console=ttyS0,115200n8"));
         assert!(grub.contains("GRUB_TERMINAL=\"console serial\""));
         let src = get("/etc/apt/sources.list");
-        assert!(src.contains("deb http://deb.debian.org/debian bookworm main"));
-        assert!(src.contains("bookworm-security"));
+        assert!(src.contains("deb http://deb.debian.org/debian trixie main"));
+        assert!(src.contains("trixie-security"));
         let base: serde_json::Value = serde_json::from_str(&get("/etc/bakery/base.json")).unwrap();
-        assert_eq!(base["name"], "bakery-base-bookworm");
+        assert_eq!(base["name"], "bakery-base-trixie");
         assert_eq!(base["version"], "v1");
         assert!(get("/etc/systemd/network/90-bakery-dhcp.network").contains("DHCP=yes"));
     }
@@ -388,7 +391,7 @@ mod tests {
         spec.version = Some("7".into());
         let env = vec![("SUDO_USER".to_string(), "ops".to_string())];
         let (job, source) = job(&spec, &[], &env).unwrap();
-        assert_eq!(job.name, "bakery-base-bookworm-7");
+        assert_eq!(job.name, "bakery-base-trixie-7");
         assert_eq!(job.kind, Kind::Base);
         assert!(matches!(job.steps.last(), Some(Step::Generalize)));
         assert!(job.steps.iter().any(|s| matches!(s, Step::Grub)));
