@@ -15,17 +15,25 @@ use crate::pipeline::{sink, Stages};
 use crate::recipe::base::{BaseSpec, DEFAULT_BASE_YAML};
 use crate::sys::lock::HostLock;
 
-/// The cached built-in base, built first if needed.
-pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
-    // The spec and the disk layout that builds it: a bakery whose layout changed (the hybrid
-    // ESP) must not keep booting users off a base cached by an older one.
+/// Where the built-in base is cached under `work_dir`: `bases/debian-trixie-HASH.raw`, HASH
+/// from the spec and the disk layout that builds it (a bakery whose layout changed, e.g. the
+/// hybrid ESP, must not keep baking on a base cached by an older one).
+pub fn cache_path(work_dir: &Path) -> (PathBuf, String) {
     let mut h = Sha256::new();
     h.update(DEFAULT_BASE_YAML.as_bytes());
     h.update(debootstrap::LAYOUT_REVISION.as_bytes());
     let hash = hex::encode(&h.finalize()[..8]);
+    let path = work_dir
+        .join("bases")
+        .join(format!("debian-trixie-{hash}.raw"));
+    (path, hash)
+}
+
+/// The cached built-in base, built first if needed.
+pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
+    let (path, hash) = cache_path(&g.work_dir);
     let dir = g.work_dir.join("bases");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("debian-trixie-{hash}.raw"));
     let _lock = HostLock::acquire(&g.work_dir.join("locks"), &format!("base-{hash}"))?;
     if path.exists() {
         return Ok(path);
