@@ -31,6 +31,34 @@ fn wait_for_log(t: &TestDir, needle: &str) {
     panic!("the bake never logged `{needle}`");
 }
 
+/// `mdir` of a directory on the FAT filesystem at byte `offset` of `image` (mtools: no mount).
+fn esp_ls(image: &Path, offset: u64, dir: &str) -> String {
+    let r = run(Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-b")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", image.display()))
+        .arg(dir));
+    assert_eq!(r.code, 0, "mdir {dir}: {}", r.stderr);
+    r.stdout
+}
+
+fn esp_read_bytes(image: &Path, offset: u64, file: &str) -> Vec<u8> {
+    let out = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", image.display()))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mtype {file}");
+    out.stdout
+}
+
+fn esp_read(image: &Path, offset: u64, file: &str) -> String {
+    String::from_utf8_lossy(&esp_read_bytes(image, offset, file)).into_owned()
+}
+
 fn base_mtime(p: &Path) -> std::time::SystemTime {
     std::fs::metadata(p).unwrap().modified().unwrap()
 }
@@ -69,10 +97,38 @@ fn base_image_is_a_bootable_cloud_disk() {
         "BIOS boot partition is empty: grub-install did not embed core.img"
     );
 
+    // The EFI System Partition: FAT32, made without mounting, holding Debian's signed shim at
+    // the removable-media path and under EFI/debian, with a grub.cfg that finds the root.
+    let esp = &layout.partitions[1];
+    assert_eq!(esp.type_id, bakery::disk::layout::GPT_ESP);
+    assert_eq!(esp.fs.as_ref().unwrap().kind, "vfat");
+    let esp_id = esp.fs.as_ref().unwrap().uuid.clone().unwrap();
+    let boot = esp_ls(&base, esp.start, "::/EFI/BOOT");
+    for f in ["BOOTX64.EFI", "grubx64.efi", "grub.cfg"] {
+        assert!(boot.contains(f), "EFI/BOOT lacks {f}:\n{boot}");
+    }
+    let debian = esp_ls(&base, esp.start, "::/EFI/debian");
+    for f in ["shimx64.efi", "grubx64.efi", "grub.cfg"] {
+        assert!(debian.contains(f), "EFI/debian lacks {f}:\n{debian}");
+    }
+    let stub = esp_read(&base, esp.start, "::/EFI/debian/grub.cfg");
+    assert!(
+        stub.contains(&format!("search.fs_uuid {uuid} root")),
+        "{stub}"
+    );
+
     let m = Mounted::open(&base);
     assert!(m
         .read("/etc/fstab")
         .contains(&format!("UUID={uuid} / ext4")));
+    assert!(m
+        .read("/etc/fstab")
+        .contains(&format!("UUID={esp_id} /boot/efi vfat")));
+    assert_eq!(
+        std::fs::read(m.path("/usr/lib/shim/shimx64.efi.signed")).unwrap(),
+        esp_read_bytes(&base, esp.start, "::/EFI/BOOT/BOOTX64.EFI"),
+        "the ESP's shim is the image's shim-signed"
+    );
     let grub = m.read("/boot/grub/grub.cfg");
     assert!(
         grub.contains(&format!("root=UUID={uuid}")),
@@ -229,6 +285,8 @@ fn deb_app_with_jvm_tomcat_layer() {
         .contains("tomcat"));
     // The JVM/Tomcat layer: installed, enabled at boot, logs rotated.
     assert!(img.dpkg_version("tomcat10").is_some());
+    // The Debian release's default JRE (OpenJDK 17 on bookworm, 21 on trixie).
+    assert!(img.dpkg_version("default-jre-headless").is_some());
     assert!(img.dpkg_version("openjdk-17-jre-headless").is_some());
     assert!(
         std::fs::symlink_metadata(
@@ -687,6 +745,128 @@ fn disk_size_grows_the_disk_gpt_root_partition_and_filesystem() {
         "root filesystem is {size} bytes, want >= 5.5 GiB"
     );
     assert_eq!(img.read("/etc/tiny/ran").trim(), "ran");
+    drop(img);
+    assert_no_leaks(&t.work());
+}
+
+/// A bake whose package upgrades the signed GRUB (its hook cannot reach the unmounted ESP) ends
+/// with the ESP holding the new GRUB: the session brings the ESP in line with the packages.
+#[test]
+fn a_bake_that_upgrades_grub_leaves_the_esp_right() {
+    let _leaks = LeakCheck::new();
+    let t = TestDir::new("esp");
+    let base = base_image();
+    let new_grub = "not really grub, but the upgraded one\n";
+    let app = build_deb(
+        t.dir.path(),
+        &Deb {
+            name: "grub-upgrader",
+            version: "1.0-1",
+            files: &[("/opt/grub-upgrader/grubx64.efi", new_grub)],
+            postinst: Some(
+                "cp /opt/grub-upgrader/grubx64.efi /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+            ),
+            ..Default::default()
+        },
+    );
+    let out = t.path("esp.raw");
+    let r = run(t
+        .bakery()
+        .args(["bake", "--base"])
+        .arg(&base)
+        .arg("--package")
+        .arg(&app)
+        .arg("--output")
+        .arg(&out));
+    r.assert_ok();
+    let layout = bakery::disk::layout::read_layout(&out).unwrap();
+    let esp = layout
+        .partitions
+        .iter()
+        .find(|p| p.type_id == bakery::disk::layout::GPT_ESP)
+        .expect("an ESP");
+    for f in ["::/EFI/BOOT/grubx64.efi", "::/EFI/debian/grubx64.efi"] {
+        assert_eq!(esp_read(&out, esp.start, f), new_grub, "{f}");
+    }
+    let base_esp = bakery::disk::layout::read_layout(&base).unwrap().partitions[1].start;
+    assert_eq!(
+        esp_read_bytes(&out, esp.start, "::/EFI/BOOT/BOOTX64.EFI"),
+        esp_read_bytes(&base, base_esp, "::/EFI/BOOT/BOOTX64.EFI"),
+        "shim unchanged"
+    );
+    assert_no_leaks(&t.work());
+}
+
+/// The README's first bake, as written: the example recipe names no base, so the built-in
+/// default base (Debian 13, hybrid UEFI+BIOS) is used, and the jvm-tomcat layer installs the
+/// release's default JRE (OpenJDK 21 on trixie) and Tomcat 10. The built-in base's cache is
+/// seeded with the suite's trixie base (`base build base-images/debian-trixie.yaml`, the same
+/// spec the binary embeds) so CI builds Debian 13 once.
+#[test]
+fn the_readme_bake_runs_on_the_built_in_debian_13_base() {
+    let t = TestDir::new("trixie");
+    let (cached, _) = bakery::pipeline::source::builtin::cache_path(&t.work());
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    let cp = Command::new("cp")
+        .arg("--reflink=auto")
+        .arg(trixie_base())
+        .arg(&cached)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let example = t.path("hello-tomcat");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(repo().join("examples/hello-tomcat"))
+        .arg(&example)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let built = Command::new("sh")
+        .arg(example.join("build.sh"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let out = t.path("hello.qcow2");
+    let r = run(t
+        .bakery()
+        .args(["bake"])
+        .arg(example.join("recipe.yaml"))
+        .arg("--output")
+        .arg(&out));
+    r.assert_ok();
+    assert!(
+        !r.stderr.contains("building the built-in"),
+        "the seeded built-in base was not used: {}",
+        r.stderr
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(manifest["base"]["name"], "bakery-base-trixie", "{manifest}");
+    let raw = t.path("hello.raw");
+    let conv = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&out)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(conv.success());
+    let layout = bakery::disk::layout::read_layout(&raw).unwrap();
+    assert!(
+        layout
+            .partitions
+            .iter()
+            .any(|p| p.type_id == bakery::disk::layout::GPT_ESP),
+        "the default base is hybrid: {layout:?}"
+    );
+    let img = Mounted::open(&raw);
+    assert!(
+        img.read("/etc/os-release").contains("VERSION_ID=\"13\""),
+        "{}",
+        img.read("/etc/os-release")
+    );
+    assert!(img.dpkg_version("openjdk-21-jre-headless").is_some());
+    assert!(img.dpkg_version("tomcat10").is_some());
+    assert!(img.dpkg_version("hello-tomcat").is_some());
     drop(img);
     assert_no_leaks(&t.work());
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs inside the image's chroot after openjdk-17-jre-headless and tomcat10 are installed.
+# Runs inside the image's chroot after the default JRE and tomcat10 are installed.
 set -eu
 
 java_home=$(dirname "$(dirname "$(readlink -f /usr/bin/java)")")

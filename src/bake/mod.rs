@@ -321,7 +321,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             (Some(n), _, _) => format!("newest AMI named {n}"),
             (None, Some(BaseRef::Id(id)), _) => id.clone(),
             (_, _, Some(p)) => p.display().to_string(),
-            _ => "built-in debian-bookworm (cached)".into(),
+            _ => "built-in debian-trixie (cached)".into(),
         };
         let plan = BakePlan {
             base,
@@ -462,7 +462,7 @@ mod tests {
         let labels: Vec<String> = steps.iter().map(Step::label).collect();
         let n = labels.len();
         assert!(
-            labels[0].starts_with("jvm-tomcat: apt install openjdk-17-jre-headless"),
+            labels[0].starts_with("jvm-tomcat: apt install default-jre-headless"),
             "{labels:?}"
         );
         assert_eq!(labels[n - 3], "install a.deb, b.deb");

@@ -51,7 +51,7 @@ pub fn build(args: &BaseBuildArgs, g: &Globals) -> Result<BaseResult> {
         Some(p) => (BaseSpec::load(p)?, p.display().to_string()),
         None => (
             BaseSpec::builtin(),
-            "built-in debian-bookworm.yaml".to_string(),
+            "built-in debian-trixie.yaml".to_string(),
         ),
     };
     let to_ami = args.output.as_os_str() == "ami";

@@ -111,7 +111,7 @@ mod tests {
         let steps = super::refresh_steps("202612010000", "2026-12-01T00:00:00Z");
         let labels: Vec<String> = steps.iter().map(|s| s.label()).collect();
         assert!(labels[0].starts_with("refresh: run set -e"));
-        assert_eq!(labels[1], "install GRUB (BIOS)");
+        assert_eq!(labels[1], "install GRUB (BIOS and UEFI)");
         assert_eq!(labels.last().unwrap(), "generalize");
         match &steps[0] {
             crate::provision::plan::Step::Run { command, .. } => {

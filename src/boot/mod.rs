@@ -264,9 +264,10 @@ pub fn run(args: &BootArgs) -> Result<BootReport> {
         ));
     }
     let format = image_format(&image)?;
+    let secure = args.firmware == crate::cli::boot::Firmware::UefiSecure;
     let ovmf = match args.firmware {
         crate::cli::boot::Firmware::Bios => None,
-        crate::cli::boot::Firmware::Uefi => Some(qemu::ovmf(&qemu::ovmf_dir())?),
+        _ => Some(qemu::ovmf(&qemu::ovmf_dir(), secure)?),
     };
     let accel = accel::choose(args.accel).map_err(|e| anyhow!("boot: {e}"))?;
     info!(
@@ -290,7 +291,11 @@ pub fn run(args: &BootArgs) -> Result<BootReport> {
             let copy = work.path().join("OVMF_VARS.fd");
             std::fs::copy(&vars, &copy)
                 .with_context(|| format!("boot: copying {}", vars.display()))?;
-            Some(qemu::Uefi { code, vars: copy })
+            Some(qemu::Uefi {
+                code,
+                vars: copy,
+                secure,
+            })
         }
         None => None,
     };

@@ -39,6 +39,9 @@ pub struct VmConfig {
 pub struct Uefi {
     pub code: PathBuf,
     pub vars: PathBuf,
+    /// Secure Boot enforced: the `secboot` code needs SMM (q35 machine) and a flash that only
+    /// SMM code may write, or a guest could rewrite the key store.
+    pub secure: bool,
 }
 
 /// Where OVMF's images are: `BAKERY_OVMF_DIR`, else Debian's `ovmf` package directory.
@@ -48,21 +51,32 @@ pub fn ovmf_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/share/OVMF"))
 }
 
-/// OVMF's code and variable-store images in `dir`: the 4 MiB build Debian ships
-/// (`OVMF_CODE_4M.fd`, `OVMF_VARS_4M.fd`; without Secure Boot enforcement), else the older
-/// 2 MiB names. An input error naming the package when neither is there.
-pub fn ovmf(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    for (code, vars) in [
-        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
-        ("OVMF_CODE.fd", "OVMF_VARS.fd"),
-    ] {
+/// OVMF's code and variable-store images in `dir`: the 4 MiB build Debian ships, else the older
+/// 2 MiB names. Without `secure`, `OVMF_CODE_4M.fd` + `OVMF_VARS_4M.fd` (no Secure Boot); with
+/// it, `OVMF_CODE_4M.secboot.fd` + `OVMF_VARS_4M.ms.fd` (Secure Boot enforced, Microsoft's KEK
+/// and db enrolled: what Debian's signed shim needs; see the ovmf package's README.Debian).
+/// An input error naming the package when neither is there.
+pub fn ovmf(dir: &Path, secure: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let pairs: [(&str, &str); 2] = if secure {
+        [
+            ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
+            ("OVMF_CODE.secboot.fd", "OVMF_VARS.ms.fd"),
+        ]
+    } else {
+        [
+            ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+            ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+        ]
+    };
+    for (code, vars) in pairs {
         let (c, v) = (dir.join(code), dir.join(vars));
         if c.is_file() && v.is_file() {
             return Ok((c, v));
         }
     }
     Err(crate::input!(
-        "--firmware uefi needs OVMF and {} has none; install it with `apt-get install ovmf`",
+        "--firmware {} needs OVMF and {} has none; install it with `apt-get install ovmf`",
+        if secure { "uefi-secure" } else { "uefi" },
         dir.display()
     ))
 }
@@ -81,6 +95,16 @@ fn opt_path(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
+/// The machine type: i440fx (`pc`) for BIOS and plain UEFI; q35 with SMM for Secure Boot (the
+/// `secboot` OVMF build will not start without SMM). graphics=off makes SeaBIOS and OVMF print
+/// to the serial port, so "No bootable device" or a Secure Boot refusal shows in the console log.
+fn machine(cfg: &VmConfig) -> &'static str {
+    match &cfg.uefi {
+        Some(u) if u.secure => "q35,smm=on,graphics=off",
+        _ => "pc,graphics=off",
+    }
+}
+
 /// The QEMU arguments (without the program name).
 pub fn args(cfg: &VmConfig) -> Vec<OsString> {
     let accel = if cfg.kvm { "kvm" } else { "tcg" };
@@ -91,7 +115,7 @@ pub fn args(cfg: &VmConfig) -> Vec<OsString> {
         // graphics=off makes SeaBIOS print to the serial port, so "No bootable device" shows up
         // in the console log.
         "-machine".into(),
-        "pc,graphics=off".into(),
+        machine(cfg).into(),
         "-accel".into(),
         accel.into(),
         "-cpu".into(),
@@ -131,6 +155,13 @@ pub fn args(cfg: &VmConfig) -> Vec<OsString> {
     ];
     let mut list = list;
     if let Some(u) = &cfg.uefi {
+        if u.secure {
+            // The variable store's flash is writable from SMM only.
+            list.extend([
+                "-global".into(),
+                "driver=cfi.pflash01,property=secure,value=on".into(),
+            ]);
+        }
         list.extend([
             "-drive".into(),
             format!(
@@ -308,6 +339,7 @@ mod tests {
         c.uefi = Some(Uefi {
             code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
             vars: "/tmp/b/OVMF_VARS.fd".into(),
+            secure: false,
         });
         let a = joined(&c);
         assert!(a.contains(
@@ -315,14 +347,31 @@ mod tests {
         ));
         assert!(a.contains("-drive if=pflash,format=raw,unit=1,file=/tmp/b/OVMF_VARS.fd"));
         let dir = tempfile::tempdir().unwrap();
-        let e = ovmf(dir.path()).unwrap_err();
+        assert!(a.contains("-machine pc,graphics=off"));
+        assert!(!a.contains("smm"), "{a}");
+        c.uefi.as_mut().unwrap().secure = true;
+        let s = joined(&c);
+        assert!(s.contains("-machine q35,smm=on,graphics=off"), "{s}");
+        assert!(s.contains("-global driver=cfi.pflash01,property=secure,value=on"));
+        let e = ovmf(dir.path(), false).unwrap_err();
         assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
         assert!(e.to_string().contains("apt-get install ovmf"));
         std::fs::write(dir.path().join("OVMF_CODE_4M.fd"), "").unwrap();
         std::fs::write(dir.path().join("OVMF_VARS_4M.fd"), "").unwrap();
         assert_eq!(
-            ovmf(dir.path()).unwrap().1,
+            ovmf(dir.path(), false).unwrap().1,
             dir.path().join("OVMF_VARS_4M.fd")
+        );
+        let e = ovmf(dir.path(), true).unwrap_err();
+        assert!(e.to_string().contains("--firmware uefi-secure"), "{e}");
+        std::fs::write(dir.path().join("OVMF_CODE_4M.secboot.fd"), "").unwrap();
+        std::fs::write(dir.path().join("OVMF_VARS_4M.ms.fd"), "").unwrap();
+        assert_eq!(
+            ovmf(dir.path(), true).unwrap(),
+            (
+                dir.path().join("OVMF_CODE_4M.secboot.fd"),
+                dir.path().join("OVMF_VARS_4M.ms.fd")
+            )
         );
     }
 }

@@ -67,7 +67,7 @@ pub struct BootArgs {
     #[arg(long, default_value = "bakery-boot")]
     pub hostname: String,
 
-    /// Firmware: `bios` (SeaBIOS, the image's BIOS boot partition) or `uefi` (OVMF from Debian's `ovmf` package, a fresh copy of its variable store per boot; the image's ESP).
+    /// Firmware: `bios` (SeaBIOS, the image's BIOS boot partition), `uefi` (OVMF from Debian's `ovmf` package, a fresh copy of its variable store per boot; the image's ESP) or `uefi-secure` (the same with Secure Boot enforced and Microsoft's keys enrolled, as on EC2 and most hardware: only a signed shim → GRUB → kernel chain boots).
     #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     pub firmware: Firmware,
 }
@@ -80,6 +80,10 @@ pub enum Firmware {
     Bios,
     /// UEFI (OVMF): shim and GRUB from the EFI System Partition.
     Uefi,
+    /// UEFI with Secure Boot enforced (OVMF's `secboot` build with Microsoft's keys enrolled).
+    #[value(name = "uefi-secure")]
+    #[serde(rename = "uefi-secure")]
+    UefiSecure,
 }
 
 /// Which QEMU accelerator to use.

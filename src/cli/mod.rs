@@ -88,7 +88,7 @@ pub struct BakeArgs {
     /// Recipe file (YAML). Flags given on the command line override its values.
     pub recipe: Option<PathBuf>,
 
-    /// Base image: a raw or qcow2 disk file. Defaults to the built-in Debian 12 base (built once and cached).
+    /// Base image: a raw or qcow2 disk file. Defaults to the built-in Debian 13 base (built once and cached).
     #[arg(long, short = 'b')]
     pub base: Option<PathBuf>,
 
@@ -339,7 +339,7 @@ pub struct BaseListArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BaseBuildArgs {
-    /// Base definition (YAML), e.g. base-images/debian-bookworm.yaml. Defaults to the built-in Debian 12 base.
+    /// Base definition (YAML), e.g. base-images/debian-bookworm.yaml. Defaults to the built-in Debian 13 base.
     pub spec: Option<PathBuf>,
 
     /// Output file: `.raw`/`.img` for raw, `.qcow2` for qcow2, or `ami` to publish an AMI.

@@ -178,7 +178,10 @@ impl Chroot {
             std::fs::create_dir_all(&target).ok();
             if let Err(err) = self.mount(&dev, &target, Some(&e.fstype), MountFlags::empty(), None)
             {
-                if e.fstype == "vfat" {
+                if e.fstype == "vfat" && e.target == super::esp::MOUNT_POINT {
+                    // The session end brings the unmounted ESP in line (provision::esp).
+                    tracing::debug!("{err:#}: the ESP stays unmounted; bakery updates its boot files with mtools");
+                } else if e.fstype == "vfat" {
                     warn!("{err:#}; this kernel has no vfat: {} stays unmounted, so do not change EFI files in this bake", e.target);
                 } else {
                     return Err(err);

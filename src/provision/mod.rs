@@ -3,6 +3,7 @@
 
 pub mod chroot;
 pub mod driver;
+pub mod esp;
 pub mod failure;
 pub mod generalize;
 pub mod isolate;

@@ -165,7 +165,7 @@ impl Step {
             Step::Enable { layer, units } => format!("{layer}: enable {}", units.join(" ")),
             Step::CopyFile { layer, dest, .. } => format!("{layer}: file {}", dest.display()),
             Step::WriteFile { dest, .. } => format!("write {}", dest.display()),
-            Step::Grub => "install GRUB (BIOS)".into(),
+            Step::Grub => "install GRUB (BIOS and UEFI)".into(),
             Step::Generalize => "generalize".into(),
         }
     }

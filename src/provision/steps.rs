@@ -706,6 +706,40 @@ impl<'a> Runner<'a> {
             &[&disk],
             None,
         )?;
+        self.sync_esp(true)
+    }
+
+    /// Bring the ESP (a hybrid disk's; none on a BIOS-only disk, which is left as it is, e.g.
+    /// a base built by an older bakery and refreshed) in line with the image's shim and GRUB
+    /// packages, through mtools (see [`super::esp`]). `required`: the GRUB step, where a
+    /// missing signed package on a disk with an ESP is an error.
+    fn sync_esp(&self, required: bool) -> Result<()> {
+        let fs = self.chroot.fs()?;
+        let fstab = fs.read_string("/etc/fstab").unwrap_or_default();
+        let Some(esp) = super::esp::find(&fstab, &self.plan.partitions) else {
+            return Ok(());
+        };
+        let root_uuid = self
+            .plan
+            .partitions
+            .iter()
+            .find(|p| p.number == self.plan.root_partition)
+            .and_then(|p| p.fs.as_ref())
+            .and_then(|f| f.uuid.clone())
+            .context("the root filesystem has no UUID")?;
+        let out = self
+            .chroot
+            .sh(
+                super::esp::SYNC_SCRIPT,
+                &[
+                    &esp.display().to_string(),
+                    &root_uuid,
+                    if required { "required" } else { "optional" },
+                ],
+                None,
+            )
+            .context("updating the EFI System Partition")?;
+        tracing::info!("{}", out.trim());
         Ok(())
     }
 
@@ -801,6 +835,8 @@ impl<'a> Runner<'a> {
         if self.facts.arch.is_none() {
             self.facts.arch = self.image_arch();
         }
+        // Package hooks (shim, GRUB upgrades) could not reach the unmounted ESP.
+        self.sync_esp(false)?;
         // bakery's own changes go first (policy-rc.d, resolv.conf), then what the bake's
         // scripts made per machine or per host (see `generalize`).
         self.chroot.restore()?;

@@ -9,7 +9,7 @@ use super::Size;
 use crate::input;
 
 /// The built-in default base, so an installed binary can bake without the source tree.
-pub const DEFAULT_BASE_YAML: &str = include_str!("../../base-images/debian-bookworm.yaml");
+pub const DEFAULT_BASE_YAML: &str = include_str!("../../base-images/debian-trixie.yaml");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -67,7 +67,7 @@ impl BaseSpec {
     }
 
     pub fn builtin() -> BaseSpec {
-        let spec: BaseSpec = super::parse_yaml(DEFAULT_BASE_YAML, "built-in debian-bookworm.yaml")
+        let spec: BaseSpec = super::parse_yaml(DEFAULT_BASE_YAML, "built-in debian-trixie.yaml")
             .expect("built-in base parses");
         spec
     }
@@ -137,7 +137,7 @@ mod tests {
     fn builtin_base_is_valid() {
         let b = BaseSpec::builtin();
         b.validate("builtin").unwrap();
-        assert_eq!(b.suite, "bookworm");
+        assert_eq!(b.suite, "trixie");
         assert!(b.packages.iter().any(|p| p == "cloud-init"));
     }
 

@@ -51,7 +51,7 @@ pub struct Overrides {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Recipe {
-    /// Base disk image (raw or qcow2). None: the built-in Debian 12 base.
+    /// Base disk image (raw or qcow2). None: the built-in Debian 13 base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<PathBuf>,
     /// Packages (.deb/.rpm), installed in order after the layers.

@@ -105,38 +105,49 @@ pub fn run(cmd: &mut Command) -> Run {
     }
 }
 
-/// The default base image, built once per content of its YAML and of the base builder, under a
-/// lock so parallel tests wait for one build.
+/// The test suite's base image (Debian 12, base-images/debian-bookworm.yaml), built once per
+/// content of its YAML and of the base builder, under a lock so parallel tests wait for one
+/// build.
 pub fn base_image() -> PathBuf {
     if let Ok(p) = std::env::var("BAKERY_TEST_BASE") {
         return PathBuf::from(p);
     }
+    cached_base("base", BASE_YAML, "base-images/debian-bookworm.yaml")
+}
+
+/// The built-in default base (Debian 13, base-images/debian-trixie.yaml), built with
+/// `bakery base build` from the spec file, cached like [`base_image`].
+pub fn trixie_base() -> PathBuf {
+    cached_base(
+        "trixie",
+        include_str!("../../base-images/debian-trixie.yaml"),
+        "base-images/debian-trixie.yaml",
+    )
+}
+
+fn cached_base(family: &str, yaml: &str, spec: &str) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(
         &(
-            BASE_YAML,
+            yaml,
             include_str!("../../src/pipeline/source/debootstrap.rs"),
             include_str!("../../src/provision/chroot.rs"),
+            include_str!("../../src/provision/esp.rs"),
         ),
         &mut h,
     );
     let key = std::hash::Hasher::finish(&h);
     let dir = shared_dir().join("bases");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("base-{key:016x}.raw"));
-    let lock = File::create(dir.join("build.lock")).unwrap();
+    let path = dir.join(format!("{family}-{key:016x}.raw"));
+    let lock = File::create(dir.join(format!("{family}.lock"))).unwrap();
     lock.lock().unwrap();
     if !path.exists() {
-        let work = dir.join("work");
+        let work = dir.join(format!("work-{family}"));
         let out = run(Command::new(bakery_exe())
             .env("BAKERY_WORK_DIR", &work)
             .current_dir(repo())
-            .args([
-                "base",
-                "build",
-                "base-images/debian-bookworm.yaml",
-                "--output",
-            ])
+            .args(["base", "build", spec, "--output"])
             .arg(&path));
         assert_eq!(
             out.code, 0,

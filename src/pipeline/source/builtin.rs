@@ -1,4 +1,4 @@
-//! Source: the built-in Debian 12 base (base-images/debian-bookworm.yaml, compiled in). Built
+//! Source: the built-in Debian 13 base (base-images/debian-trixie.yaml, compiled in). Built
 //! once per content of its YAML with the debootstrap source and a file sink — the same
 //! pipeline — and kept under `<work-dir>/bases`; concurrent bakes wait for one build.
 
@@ -15,18 +15,31 @@ use crate::pipeline::{sink, Stages};
 use crate::recipe::base::{BaseSpec, DEFAULT_BASE_YAML};
 use crate::sys::lock::HostLock;
 
+/// Where the built-in base is cached under `work_dir`: `bases/debian-trixie-HASH.raw`, HASH
+/// from the spec and the disk layout that builds it (a bakery whose layout changed, e.g. the
+/// hybrid ESP, must not keep baking on a base cached by an older one).
+pub fn cache_path(work_dir: &Path) -> (PathBuf, String) {
+    let mut h = Sha256::new();
+    h.update(DEFAULT_BASE_YAML.as_bytes());
+    h.update(debootstrap::LAYOUT_REVISION.as_bytes());
+    let hash = hex::encode(&h.finalize()[..8]);
+    let path = work_dir
+        .join("bases")
+        .join(format!("debian-trixie-{hash}.raw"));
+    (path, hash)
+}
+
 /// The cached built-in base, built first if needed.
 pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
-    let hash = hex::encode(&Sha256::digest(DEFAULT_BASE_YAML.as_bytes())[..8]);
+    let (path, hash) = cache_path(&g.work_dir);
     let dir = g.work_dir.join("bases");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("debian-bookworm-{hash}.raw"));
     let _lock = HostLock::acquire(&g.work_dir.join("locks"), &format!("base-{hash}"))?;
     if path.exists() {
         return Ok(path);
     }
     stages.progress().println(&format!(
-        "building the built-in Debian 12 base once (cached as {})",
+        "building the built-in Debian 13 base once (cached as {})",
         path.display()
     ));
     let spec = BaseSpec::builtin();

@@ -1,10 +1,11 @@
-//! Source: a base built from nothing (`bakery base build`, and the built-in base). A GPT disk
-//! with a 1 MiB BIOS boot partition and an ext4 root; debootstrap runs in the chroot session,
-//! then the kernel, GRUB on the serial console, fstab by UUID, systemd-networkd DHCP,
-//! cloud-init, the base's layers and a generalize pass.
-//!
-//! The disk layout is [`partition`]'s; a UEFI+BIOS layout (issue 15: an ESP beside the BIOS
-//! boot partition, GRUB for both) goes there and in [`system_files`].
+//! Source: a base built from nothing (`bakery base build`, and the built-in base). A hybrid
+//! UEFI+BIOS GPT disk ([`partition`]): a 1 MiB BIOS boot partition (GRUB's i386-pc core image),
+//! an EFI System Partition (FAT32, made with `mkfs.vfat --offset` and written with mtools: this
+//! kernel has no vfat, and nothing is mounted to make it) and an ext4 root. debootstrap runs in
+//! the chroot session, then the kernel, GRUB for both firmwares (i386-pc in the MBR gap; Debian's
+//! signed shim + GRUB on the ESP, see `provision::esp`), GRUB on the serial console, fstab by
+//! UUID (the ESP at /boot/efi), systemd-networkd DHCP, cloud-init, the base's layers and a
+//! generalize pass. EC2 boots such a disk as `uefi-preferred`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,27 @@ use crate::recipe::layer::Layer;
 use crate::sys::cmd::run;
 use crate::workdir::new_bake_id;
 
+/// The revision of what [`partition`] and [`steps`] make of a spec; part of the built-in base's
+/// cache key. Bump it when the disk layout or the boot setup changes.
+pub const LAYOUT_REVISION: &str = "hybrid-uefi-bios-1";
+/// The EFI System Partition's number in the layout [`partition`] makes.
+pub const ESP_PARTITION: u32 = 2;
 /// The root partition's number in the layout [`partition`] makes.
-pub const ROOT_PARTITION: u32 = 2;
+pub const ROOT_PARTITION: u32 = 3;
+/// The ESP's size: FAT32 needs at least 32 MiB; shim, GRUB and MokManager take about 5 MiB,
+/// the rest is room for firmware updates (fwupd) and a second bootloader generation.
+pub const ESP_MIB: u64 = 127;
+
+/// What every base gets for booting under both firmwares: GRUB for BIOS (i386-pc) and for
+/// UEFI (Debian's signed GRUB and shim, for Secure Boot), and mtools, with which the session
+/// keeps the ESP up to date without mounting it.
+pub const BOOT_PACKAGES: &[&str] = &[
+    "grub-pc-bin",
+    "grub-efi-amd64-bin",
+    "grub-efi-amd64-signed",
+    "shim-signed",
+    "mtools",
+];
 
 /// Units enabled in every base.
 pub const BASE_UNITS: &[&str] = &["systemd-networkd", "systemd-resolved", "ssh"];
@@ -36,6 +56,8 @@ pub const BASE_UNITS: &[&str] = &["systemd-networkd", "systemd-resolved", "ssh"]
 pub struct Debootstrap {
     pub spec: BaseSpec,
     pub root_uuid: String,
+    /// The ESP's FAT volume id, `XXXX-XXXX` (what fstab names it by).
+    pub esp_id: String,
     pub version: String,
 }
 
@@ -47,6 +69,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
     let version = spec.version.clone().unwrap_or_else(|| naming::stamp(now));
     let built_at = now.format(&time::format_description::well_known::Rfc3339)?;
     let root_uuid = uuid::Uuid::new_v4().to_string();
+    let esp_id = esp_volume_id(&uuid::Uuid::new_v4());
     let env: BTreeMap<String, String> = env.iter().cloned().collect();
     let job = Job {
         kind: Kind::Base,
@@ -54,7 +77,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
         name: naming::sanitize_name_part(&format!("{}-{version}", spec.name)),
         now,
         started: Instant::now(),
-        steps: steps(spec, &root_uuid, &version, &built_at, layers),
+        steps: steps(spec, &root_uuid, &esp_id, &version, &built_at, layers),
         packages: vec![],
         layers: layers.iter().map(|l| l.name.clone()).collect(),
         plugins: vec![],
@@ -67,9 +90,16 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
     let source = Source::Debootstrap(Box::new(Debootstrap {
         spec: spec.clone(),
         root_uuid,
+        esp_id,
         version,
     }));
     Ok((job, source))
+}
+
+/// A FAT volume id (`XXXX-XXXX`, upper-case hex) from the first 4 bytes of `u`.
+pub fn esp_volume_id(u: &uuid::Uuid) -> String {
+    let b = u.as_bytes();
+    format!("{:02X}{:02X}-{:02X}{:02X}", b[0], b[1], b[2], b[3])
 }
 
 /// A base's own tags: its family and version (what bakes on it record as `base_ami_*`), when
@@ -98,11 +128,12 @@ pub fn base_tags(
 pub fn steps(
     spec: &BaseSpec,
     root_uuid: &str,
+    esp_id: &str,
     version: &str,
     built_at: &str,
     layers: &[Layer],
 ) -> Vec<Step> {
-    let mut steps: Vec<Step> = system_files(spec, root_uuid, version, built_at)
+    let mut steps: Vec<Step> = system_files(spec, root_uuid, esp_id, version, built_at)
         .into_iter()
         .map(|(dest, content, mode)| Step::WriteFile {
             dest,
@@ -112,6 +143,11 @@ pub fn steps(
         .collect();
     let mut packages = vec![spec.kernel.clone(), "systemd-resolved".to_string()];
     packages.extend(spec.packages.iter().cloned());
+    for p in BOOT_PACKAGES {
+        if !packages.iter().any(|q| q == p) {
+            packages.push(p.to_string());
+        }
+    }
     steps.push(Step::Apt {
         layer: "base".into(),
         packages,
@@ -131,6 +167,7 @@ pub fn steps(
 pub fn system_files(
     spec: &BaseSpec,
     root_uuid: &str,
+    esp_id: &str,
     version: &str,
     built_at: &str,
 ) -> Vec<(PathBuf, String, u32)> {
@@ -151,13 +188,17 @@ pub fn system_files(
         "kernel": spec.kernel,
         "built_at": built_at,
         "root_uuid": root_uuid,
+        "esp_id": esp_id,
+        "firmware": ["bios", "uefi"],
         "builder": format!("bakery {}", env!("CARGO_PKG_VERSION")),
     });
     vec![
         ("/etc/apt/sources.list".into(), sources, 0o644),
         (
             "/etc/fstab".into(),
-            format!("# <file system> <mount point> <type> <options> <dump> <pass>\nUUID={root_uuid} / ext4 rw,discard,errors=remount-ro,x-systemd.growfs 0 1\n"),
+            // nofail: the ESP is needed by the firmware, not by the running system; a damaged
+            // one must not stop a boot (BIOS boots never read it).
+            format!("# <file system> <mount point> <type> <options> <dump> <pass>\nUUID={root_uuid} / ext4 rw,discard,errors=remount-ro,x-systemd.growfs 0 1\nUUID={esp_id} /boot/efi vfat umask=0077,nofail 0 2\n"),
             0o644,
         ),
         ("/etc/hostname".into(), "localhost\n".into(), 0o644),
@@ -178,7 +219,7 @@ pub fn system_files(
 
 /// Refuse a spec that cannot be built here before creating anything.
 pub fn require_tools() -> Result<()> {
-    for tool in ["debootstrap", "sgdisk", "mkfs.ext4", "partx"] {
+    for tool in ["debootstrap", "sgdisk", "mkfs.ext4", "mkfs.vfat", "partx"] {
         if crate::context::which(tool).is_none() {
             return Err(input!(
                 "`{tool}` is not installed; run `bakery doctor` for the fix"
@@ -218,8 +259,10 @@ pub fn open(d: &Debootstrap, disk: &Path, stages: &mut Stages) -> Result<SourceD
     })
 }
 
-/// GPT: 1 MiB BIOS boot partition, then the root (Linux root x86-64 type) over the rest, ext4
-/// with the spec's label and the UUID fstab names.
+/// GPT: 1 MiB BIOS boot partition (EF02), the ESP (EF00, FAT32 with the volume id fstab names),
+/// then the root (Linux root x86-64 type) over the rest, ext4 with the spec's label and the
+/// UUID fstab names. Both filesystems are made in place in the file (`--offset`), without a
+/// partition mapping or a mount.
 fn partition(d: &Debootstrap, disk: &Path) -> Result<()> {
     std::fs::File::create(disk)
         .and_then(|f| f.set_len(d.spec.size.bytes()))
@@ -235,11 +278,17 @@ fn partition(d: &Debootstrap, disk: &Path) -> Result<()> {
                 "-c",
                 "1:bios",
                 "-n",
-                "2:0:0",
+                &format!("2:0:+{ESP_MIB}M"),
                 "-t",
-                "2:8304",
+                "2:EF00",
                 "-c",
-                "2:root",
+                "2:esp",
+                "-n",
+                "3:0:0",
+                "-t",
+                "3:8304",
+                "-c",
+                "3:root",
             ])
             .arg(disk),
         "partitioning the disk with sgdisk (install gdisk)",
@@ -247,6 +296,31 @@ fn partition(d: &Debootstrap, disk: &Path) -> Result<()> {
     // The root filesystem is made on the partition in place (mke2fs with an offset), so no
     // partition mapping is needed yet.
     let pre = layout::read_layout(disk)?;
+    let esp = pre
+        .partitions
+        .iter()
+        .find(|p| p.number == ESP_PARTITION)
+        .context("sgdisk made no ESP")?;
+    // One 512-byte sector per cluster: a 127 MiB FAT32 then has ~260 000 clusters. With
+    // mkfs.fat's default (8 sectors) it would have fewer than 65 525, which the FAT
+    // specification (and mtools, and some firmware) reads as FAT16, with no root directory.
+    run(
+        Command::new("mkfs.vfat")
+            .args([
+                "-F",
+                "32",
+                "-s",
+                "1",
+                "-n",
+                "EFI",
+                "-i",
+                &d.esp_id.replace('-', ""),
+            ])
+            .arg(format!("--offset={}", esp.start / 512))
+            .arg(disk)
+            .arg((esp.size / 1024).to_string()),
+        "making the EFI System Partition (mkfs.vfat; install dosfstools)",
+    )?;
     let root = pre
         .partitions
         .iter()
@@ -278,7 +352,13 @@ mod tests {
     #[test]
     fn system_files_boot_by_uuid_on_the_serial_console() {
         let spec = BaseSpec::builtin();
-        let files = system_files(&spec, "1234-uuid", "v1", "2026-11-25T00:00:00Z");
+        let files = system_files(
+            &spec,
+            "1234-uuid",
+            "ABCD-0123",
+            "v1",
+            "2026-11-25T00:00:00Z",
+        );
         let get = |p: &str| {
             files
                 .iter()
@@ -287,14 +367,21 @@ mod tests {
                 .unwrap()
         };
         assert!(get("/etc/fstab").contains("UUID=1234-uuid / ext4"));
+        assert!(get("/etc/fstab").contains("UUID=ABCD-0123 /boot/efi vfat umask=0077,nofail 0 2"));
+        assert_eq!(
+            esp_volume_id(&uuid::Uuid::from_bytes([
+                0xab, 0x01, 0x2c, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ])),
+            "AB01-2CFF"
+        );
         let grub = get("/etc/default/grub");
         assert!(grub.contains("console=ttyS0,115200n8"));
         assert!(grub.contains("GRUB_TERMINAL=\"console serial\""));
         let src = get("/etc/apt/sources.list");
-        assert!(src.contains("deb http://deb.debian.org/debian bookworm main"));
-        assert!(src.contains("bookworm-security"));
+        assert!(src.contains("deb http://deb.debian.org/debian trixie main"));
+        assert!(src.contains("trixie-security"));
         let base: serde_json::Value = serde_json::from_str(&get("/etc/bakery/base.json")).unwrap();
-        assert_eq!(base["name"], "bakery-base-bookworm");
+        assert_eq!(base["name"], "bakery-base-trixie");
         assert_eq!(base["version"], "v1");
         assert!(get("/etc/systemd/network/90-bakery-dhcp.network").contains("DHCP=yes"));
     }
@@ -305,10 +392,22 @@ mod tests {
         spec.version = Some("7".into());
         let env = vec![("SUDO_USER".to_string(), "ops".to_string())];
         let (job, source) = job(&spec, &[], &env).unwrap();
-        assert_eq!(job.name, "bakery-base-bookworm-7");
+        assert_eq!(job.name, "bakery-base-trixie-7");
         assert_eq!(job.kind, Kind::Base);
         assert!(matches!(job.steps.last(), Some(Step::Generalize)));
         assert!(job.steps.iter().any(|s| matches!(s, Step::Grub)));
+        let apt: Vec<String> = job
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Apt { packages, .. } => Some(packages.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for p in BOOT_PACKAGES {
+            assert!(apt.iter().any(|a| a == p), "{p} is not installed");
+        }
         match &job.tags {
             TagRule::Fixed(t) => {
                 assert_eq!(t["base_ami_version"], "7");

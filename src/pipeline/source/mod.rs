@@ -2,7 +2,7 @@
 //! image file or a block device — and what it knows of the base ([`BaseOrigin`]).
 //!
 //! - `file.rs`: a raw or qcow2 base file (sparse copy, or qemu-img conversion)
-//! - `builtin.rs`: the built-in Debian 12 base, built once with debootstrap and cached
+//! - `builtin.rs`: the built-in Debian 13 base, built once with debootstrap and cached
 //! - `debootstrap.rs`: a base spec (YAML) built from nothing: partitioned, formatted disk plus
 //!   the debootstrap and system steps of the session
 //! - `ami_direct.rs`: a base AMI's root snapshot read with the EBS direct APIs (cached per
@@ -38,7 +38,7 @@ use crate::recipe::Mode;
 pub enum Source {
     /// A raw or qcow2 base image file.
     File(PathBuf),
-    /// The built-in Debian 12 base (built once, cached under `<work-dir>/bases`).
+    /// The built-in Debian 13 base (built once, cached under `<work-dir>/bases`).
     Builtin,
     /// Built from nothing from a base spec.
     Debootstrap(Box<debootstrap::Debootstrap>),

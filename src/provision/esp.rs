@@ -1,0 +1,136 @@
+//! The EFI System Partition of a hybrid UEFI+BIOS disk, kept right without mounting it (this
+//! kernel has no vfat; the session writes it with mtools on a copy of the partition).
+//!
+//! bakery owns the ESP's boot files: Debian's signed shim as the removable-media path
+//! `EFI/BOOT/BOOTX64.EFI` (what firmware boots with no boot entry, as on a fresh EC2 instance)
+//! and as `EFI/debian/shimx64.efi`, the signed GRUB beside each, MokManager when present, and a
+//! `grub.cfg` stub that finds the root filesystem by UUID and loads `/boot/grub/grub.cfg` (the
+//! layout `grub-install --uefi-secure-boot` makes). They are copied from the image's own
+//! packages (`shim-signed`, `grub-efi-amd64-signed`) at the base build's GRUB step and again at
+//! the end of every session, so a bake or `base refresh` that upgrades shim or GRUB leaves the
+//! ESP matching the packages. Unchanged files are not rewritten (an incremental snapshot stays
+//! small).
+
+use std::path::PathBuf;
+
+use crate::disk::layout::{fstab_extra_mounts, Layout, Partition};
+use crate::provision::plan::PartitionDev;
+
+/// Where a running system mounts its ESP.
+pub const MOUNT_POINT: &str = "/boot/efi";
+
+/// The ESP's device node (as the chroot's /dev names it): the vfat partition the image's fstab
+/// mounts at /boot/efi. `None`: a BIOS-only disk.
+pub fn find(fstab: &str, parts: &[PartitionDev]) -> Option<PathBuf> {
+    let entry = fstab_extra_mounts(fstab)
+        .into_iter()
+        .find(|e| e.target == MOUNT_POINT && e.fstype == "vfat")?;
+    let layout = Layout {
+        table: crate::disk::layout::TableKind::Gpt,
+        disk_size: 0,
+        partitions: parts
+            .iter()
+            .map(|p| Partition {
+                number: p.number,
+                start: 0,
+                size: 0,
+                type_id: String::new(),
+                part_uuid: p.part_uuid.clone(),
+                fs: p.fs.clone(),
+            })
+            .collect(),
+    };
+    let n = layout.find_by_spec(&entry.source)?.number;
+    let dev = parts.iter().find(|p| p.number == n)?;
+    if dev.fs.as_ref().is_none_or(|f| f.kind != "vfat") {
+        return None;
+    }
+    Some(PathBuf::from("/dev").join(dev.device.file_name()?))
+}
+
+/// The shell script (run in the chroot: `$1` the ESP's device, `$2` the root filesystem's UUID,
+/// `$3` `required` or `optional`) that brings the ESP's boot files in line with the image's
+/// packages. Optional: an image without the signed packages or mtools is left alone.
+pub const SYNC_SCRIPT: &str = r#"set -eu
+esp=$1 root_uuid=$2 need=$3
+shim=/usr/lib/shim/shimx64.efi.signed
+grub=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
+mm=/usr/lib/shim/mmx64.efi.signed
+for f in "$shim" "$grub"; do
+  if [ ! -f "$f" ]; then
+    [ "$need" = required ] && { echo "error: $f is missing (shim-signed, grub-efi-amd64-signed)" >&2; exit 1; }
+    echo "ESP left alone: $f is not in the image"; exit 0
+  fi
+done
+if ! command -v mcopy >/dev/null; then
+  [ "$need" = required ] && { echo "error: mtools is not in the image" >&2; exit 1; }
+  echo "ESP left alone: mtools is not in the image" >&2; exit 0
+fi
+export MTOOLS_SKIP_CHECK=1
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+for dir in BOOT debian; do
+  mkdir -p "$d/EFI/$dir"
+  cp "$grub" "$d/EFI/$dir/grubx64.efi"
+  [ -f "$mm" ] && cp "$mm" "$d/EFI/$dir/mmx64.efi"
+  printf "search.fs_uuid %s root\nset prefix=(\$root)'/boot/grub'\nconfigfile \$prefix/grub.cfg\n" "$root_uuid" > "$d/EFI/$dir/grub.cfg"
+done
+cp "$shim" "$d/EFI/BOOT/BOOTX64.EFI"
+cp "$shim" "$d/EFI/debian/shimx64.efi"
+# Where the kernel has vfat the session mounted the ESP at /boot/efi: write through it (never
+# under a mounted filesystem's feet).
+if mountpoint -q /boot/efi 2>/dev/null; then
+  stale=
+  for f in $(cd "$d" && find EFI -type f | sort); do
+    cmp -s "$d/$f" "/boot/efi/$f" 2>/dev/null && continue
+    mkdir -p "$(dirname "/boot/efi/$f")"
+    cp "$d/$f" "/boot/efi/$f"
+    stale="$stale $f"
+  done
+  sync -f /boot/efi
+  if [ -z "$stale" ]; then echo "ESP up to date"; else echo "ESP updated:$stale"; fi
+  exit 0
+fi
+# Read in place (cheap: every bake checks); mtools only warns that a loop partition has no
+# geometry.
+stale=
+for f in $(cd "$d" && find EFI -type f | sort); do
+  mtype -i "$esp" "::/$f" 2>/dev/null | cmp -s - "$d/$f" || stale="$stale $f"
+done
+if [ -z "$stale" ]; then echo "ESP up to date"; exit 0; fi
+# Written on a copy, put back whole: an interrupted mcopy never leaves a half-written FAT.
+img="$d/esp.img"
+cat "$esp" > "$img"
+mcopy -s -o -D oO -i "$img" "$d/EFI" ::/
+dd if="$img" of="$esp" bs=1M conv=notrunc,fsync status=none
+echo "ESP updated:$stale"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::layout::FsInfo;
+
+    fn dev(n: u32, kind: &str, uuid: &str) -> PartitionDev {
+        PartitionDev {
+            number: n,
+            device: format!("/dev/loop7p{n}").into(),
+            part_uuid: None,
+            fs: Some(FsInfo {
+                kind: kind.into(),
+                uuid: Some(uuid.into()),
+                label: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_esp_is_the_vfat_partition_fstab_mounts_at_boot_efi() {
+        let parts = [dev(2, "vfat", "ABCD-0123"), dev(3, "ext4", "r-1")];
+        let fstab = "UUID=r-1 / ext4 rw 0 1\nUUID=abcd-0123 /boot/efi vfat umask=0077,nofail 0 2\n";
+        assert_eq!(find(fstab, &parts), Some(PathBuf::from("/dev/loop7p2")));
+        assert_eq!(find("UUID=r-1 / ext4 rw 0 1\n", &parts), None, "BIOS-only");
+        let elsewhere = "UUID=ABCD-0123 /efi vfat rw 0 2\n";
+        assert_eq!(find(elsewhere, &parts), None);
+    }
+}
