@@ -15,12 +15,21 @@ use crate::pipeline::{sink, Stages};
 use crate::recipe::base::{BaseSpec, DEFAULT_BASE_YAML};
 use crate::sys::lock::HostLock;
 
-/// The cached built-in base, built first if needed.
-pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
+/// The cache key of the built-in base: `debian-bookworm-` and a hash of its YAML (the file is
+/// `<work-dir>/bases/<key>.raw`).
+pub fn cache_key() -> String {
     let hash = hex::encode(&Sha256::digest(DEFAULT_BASE_YAML.as_bytes())[..8]);
+    format!("debian-bookworm-{hash}")
+}
+
+/// The cached built-in base, built first if needed. The caller holds it
+/// ([`crate::cache::Use`], key [`cache_key`]) while it reads it.
+pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
+    let key = cache_key();
+    let hash = key.trim_start_matches("debian-bookworm-");
     let dir = g.work_dir.join("bases");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("debian-bookworm-{hash}.raw"));
+    let path = dir.join(format!("{key}.raw"));
     let _lock = HostLock::acquire(&g.work_dir.join("locks"), &format!("base-{hash}"))?;
     if path.exists() {
         return Ok(path);
@@ -47,6 +56,11 @@ pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
 
 /// Copy the cached built-in base into `disk`.
 pub fn open(g: &Globals, disk: &Path, stages: &mut Stages) -> Result<SourceDisk> {
+    // Held until the copy is done: `bakery gc` leaves the entry alone meanwhile.
+    let held = crate::cache::Use::hold(&g.work_dir, "base", &cache_key())?;
     let base = cached(g, stages)?;
-    super::file::open(&base, disk, stages)
+    crate::fault::point("hold cached base")?;
+    let disk = super::file::open(&base, disk, stages)?;
+    held.touch(&base);
+    Ok(disk)
 }
