@@ -44,6 +44,12 @@ pub enum Leftover {
         path: String,
         bake_id: String,
     },
+    /// A layer cache entry (or a dead bake's temporary copy of one) and why it goes
+    /// (`pipeline::source::layer_cache::gc_candidates`).
+    LayerCache {
+        path: String,
+        why: String,
+    },
 }
 
 pub use crate::workdir::SCRATCH_PREFIX;
@@ -68,6 +74,7 @@ impl Leftover {
             Leftover::WorkDir { path, bake_id } => {
                 format!("work directory {path} (bake {bake_id})")
             }
+            Leftover::LayerCache { path, why } => format!("layer cache {path} ({why})"),
         }
     }
 }
@@ -184,11 +191,25 @@ pub fn find(work_top: &Path) -> Vec<Leftover> {
             });
         }
     }
+    // The layer cache: entries superseded, unused or over budget (never one in use), and
+    // temporary copies of dead bakes.
+    let running = |id: &str| running(work_top, id);
+    found.extend(
+        crate::pipeline::source::layer_cache::gc_candidates(work_top, &running)
+            .into_iter()
+            .map(|(p, why)| Leftover::LayerCache {
+                path: p.display().to_string(),
+                why,
+            }),
+    );
     found
 }
 
 fn remove(l: &Leftover) -> Result<()> {
     match l {
+        Leftover::LayerCache { path, .. } => {
+            crate::pipeline::source::layer_cache::gc_remove(Path::new(path))?;
+        }
         Leftover::Process { pid, comm, .. } => {
             crate::sys::procs::stop(
                 &[crate::sys::procs::Proc {

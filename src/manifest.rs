@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::image::Format;
 use crate::input;
-use crate::package::{PackageInfo, PackageKind};
+use crate::package::{PackageInfo, PackageKind, PackageSource};
 use crate::recipe::Mode;
 
 /// The schema this bakery writes. Readers accept manifests up to this version; a manifest
@@ -48,6 +48,13 @@ pub struct Manifest {
     pub base: BaseSummary,
     #[serde(default)]
     pub layers: Vec<String>,
+    /// The layers came from the layer cache (a cached image of base + layers) rather than
+    /// being applied in this bake.
+    #[serde(default)]
+    pub layers_from_cache: bool,
+    /// The layer cache entry the bake started from or wrote (local bakes with layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_cache_key: Option<String>,
     /// The image file (local bakes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputSummary>,
@@ -113,6 +120,16 @@ pub struct PackageSummary {
     /// The version the image's package database reports after the install.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_version: Option<String>,
+    /// How the package was given: `file`, `url` (downloaded) or `name` (from the image's
+    /// sources; then `file` is empty and kind, version and arch are the database's).
+    #[serde(default)]
+    pub origin: crate::package::spec::Origin,
+    /// The URL (without its `#sha256=` pin) or the name as given (`name`, `name=version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// SHA-256 of the package file installed (a file or a download); none for a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl PackageSummary {
@@ -125,6 +142,17 @@ impl PackageSummary {
             release: p.release.clone(),
             arch: p.arch.clone(),
             installed_version: installed.get(&p.name).cloned(),
+            origin: p.source.origin(),
+            source: match &p.source {
+                PackageSource::File => None,
+                PackageSource::Url { url, .. } => Some(url.clone()),
+                PackageSource::Name { spec } => Some(spec.clone()),
+            },
+            sha256: match &p.source {
+                PackageSource::File => crate::pipeline::sha256_file(&p.path).ok(),
+                PackageSource::Url { sha256, .. } => Some(sha256.clone()),
+                PackageSource::Name { .. } => None,
+            },
         }
     }
 }
@@ -229,6 +257,8 @@ mod tests {
                 format: None,
             },
             layers: vec![],
+            layers_from_cache: false,
+            layer_cache_key: None,
             output: None,
             amis: vec![AmiOutput {
                 region: "us-east-1".into(),

@@ -25,12 +25,18 @@ pub fn sanitize_name_part(s: &str) -> String {
 
 /// `{name}-{version}-{release}-{arch}-{YYYYMMDDHHMM}`; the release is left out when the package has none.
 pub fn image_name(pkg: &PackageInfo, stamp: &str) -> String {
-    let mut parts = vec![pkg.name.as_str(), pkg.version.as_str()];
-    if !pkg.release.is_empty() {
-        parts.push(pkg.release.as_str());
-    }
-    parts.push(pkg.arch.as_str());
-    parts.push(stamp);
+    // A package named without a version pin has no version or architecture before the bake:
+    // its name is `{package}-{stamp}` (empty parts are left out).
+    let parts: Vec<&str> = [
+        pkg.name.as_str(),
+        pkg.version.as_str(),
+        pkg.release.as_str(),
+        pkg.arch.as_str(),
+        stamp,
+    ]
+    .into_iter()
+    .filter(|p| !p.is_empty())
+    .collect();
     let name = sanitize_name_part(&parts.join("-"));
     truncate_keeping_suffix(&name, stamp, MAX_AMI_NAME)
 }
@@ -336,6 +342,18 @@ mod tests {
             arch: arch.into(),
             ..PackageInfo::for_tests()
         }
+    }
+
+    #[test]
+    fn a_name_without_version_or_arch_leaves_those_parts_out() {
+        assert_eq!(
+            image_name(&pkg("jq", "", "", ""), "202611250000"),
+            "jq-202611250000"
+        );
+        assert_eq!(
+            image_name(&pkg("jq", "1.6", "2.1", ""), "202611250000"),
+            "jq-1.6-2.1-202611250000"
+        );
     }
 
     #[test]

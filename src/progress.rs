@@ -332,6 +332,26 @@ impl Progress {
         ));
     }
 
+    /// Stop (`true`) or restart drawing the live display while something else owns the
+    /// terminal (`bake --shell`); nothing to do without one.
+    pub fn suspend(&self, on: bool) {
+        let Some(m) = display().and_then(|d| d.multi.as_ref()) else {
+            return;
+        };
+        if on {
+            if let Some(b) = &self.bar {
+                b.disable_steady_tick();
+            }
+            let _ = m.clear();
+            m.set_draw_target(ProgressDrawTarget::hidden());
+        } else {
+            m.set_draw_target(ProgressDrawTarget::stderr());
+            if let Some(b) = &self.bar {
+                b.enable_steady_tick(Duration::from_millis(120));
+            }
+        }
+    }
+
     pub fn println(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(msg),

@@ -20,6 +20,7 @@ use crate::naming;
 use crate::package::{self, PackageInfo};
 use crate::pipeline::sink::ami::AmiTarget;
 use crate::pipeline::sink::file::FileTarget;
+use crate::pipeline::source::layer_cache::LayerCache;
 use crate::pipeline::{self, session, Job, Sink, Source, TagRule};
 use crate::provision::plan::Step;
 use crate::recipe::{is_ami_id, Recipe};
@@ -35,12 +36,23 @@ pub struct BakePlan {
     pub name: String,
     pub layers: Vec<String>,
     pub steps: Vec<String>,
+    /// The package files given (read without root or network); names and URLs are resolved
+    /// by the bake and only listed in `package_sources`.
     pub packages: Vec<PackageInfo>,
+    /// Every package as given, in order: `origin` (`file`, `name`, `url`) and `source`.
+    pub package_sources: Vec<SpecSummary>,
     pub tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<crate::recipe::Size>,
+}
+
+/// A package as given, for `--dry-run`.
+#[derive(Debug, Serialize)]
+pub struct SpecSummary {
+    pub origin: crate::package::spec::Origin,
+    pub source: String,
 }
 
 /// What the command layer prints on stdout.
@@ -52,14 +64,14 @@ pub enum BakeResult {
 
 pub use crate::recipe::layer::resolve_all as resolve_layers;
 
-pub fn inspect_packages(paths: &[PathBuf]) -> Result<Vec<PackageInfo>> {
-    paths
-        .iter()
-        .map(|p| {
-            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            package::inspect(&abs).map_err(|e| input!("{e}"))
-        })
-        .collect()
+/// Where the bake's packages were given, for errors: the flag, or the recipe key when no flag
+/// replaced the recipe's list.
+pub fn packages_field(args: &BakeArgs) -> &'static str {
+    if args.packages.is_empty() && args.recipe.is_some() {
+        "recipe `packages`"
+    } else {
+        "--package"
+    }
 }
 
 /// A bake whose input has been checked: nothing was created yet.
@@ -180,32 +192,29 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             "nothing to bake: pass --package FILE (.deb or .rpm) and/or --layer NAME"
         ));
     }
-    let packages = inspect_packages(&recipe.packages)?;
-    naming::validate_tags(&recipe.tags).map_err(|e| input!("--tag: {e}"))?;
-    // With bakery's own tags too (the base's are filled in later; their keys count now).
-    let env = crate::context::env_map();
-    let placeholder = BaseSummary {
-        image: "-".into(),
-        name: "-".into(),
-        version: "-".into(),
-        format: None,
-    };
-    // Every tag bakery writes on a snapshot or AMI: the image tags, the bake key, then
-    // bakery:bake-id and bakery:bake-state (naming::resource_tags, as the writers add them).
-    let own = |user: &BTreeMap<String, String>| {
-        let mut t = naming::image_tags(packages.first(), &placeholder, "-", user, &env);
-        if recipe.wants_ami() {
-            t.insert(naming::BAKE_KEY_TAG.to_string(), "-".into());
-            t = naming::resource_tags(&t, "-");
+    let shell = if args.shell && !args.dry_run && !args.print_config {
+        use std::io::IsTerminal;
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        if let Some(why) = crate::provision::shell::refusal(
+            stdin.is_terminal(),
+            std::env::var("CI").ok().as_deref(),
+            std::env::var("JENKINS_URL").ok().as_deref(),
+        ) {
+            return Err(input!("{why}"));
         }
-        t
+        let tty = nix::unistd::ttyname(stdin.as_fd())
+            .map_err(|e| input!("--shell: cannot name the terminal on stdin ({e})"))?;
+        Some(crate::provision::plan::ShellPlan {
+            tty,
+            term: std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
+        })
+    } else {
+        None
     };
-    naming::validate_tags(&own(&recipe.tags)).map_err(|e| {
-        input!(
-            "tags (your --tag values plus bakery's own {} tags): {e}",
-            own(&BTreeMap::new()).len()
-        )
-    })?;
+    let field = packages_field(args);
+    let specs = package::resolve::parse_all(&recipe.packages, field, !args.packages.is_empty())?;
+    naming::validate_tags(&recipe.tags).map_err(|e| input!("--tag: {e}"))?;
     let base_ami = base_ref(&recipe);
     if base_ami.is_some() && !ami {
         return Err(input!("a base AMI needs `--output ami`; for a local file output pass --base FILE (raw or qcow2)"));
@@ -235,20 +244,77 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         check_disk_size(size, ami, base_file.as_deref())?;
     }
     let bake_id = new_bake_id();
-    let stamp = naming::stamp(now);
-    let name = match packages.first() {
-        Some(p) => naming::image_name(p, &stamp),
-        None => naming::sanitize_name_part(&format!("{}-{stamp}", recipe.layers.join("-"))),
-    };
-    naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
-
-    // Named for the bake, so `bakery gc` can tell whose it is after a crash.
+    // Named for the bake, so `bakery gc` can tell whose it is after a crash; layer files and
+    // downloaded packages live here until the bake ends.
     let scratch = tempfile::Builder::new()
         .prefix(&format!("{}{bake_id}-", crate::workdir::SCRATCH_PREFIX))
         .tempdir()?;
     let layers = resolve_layers(&recipe.layers, &args.layer_path, scratch.path())?;
-    let steps = session::plan_steps(&layers, &packages);
     let plugins = crate::plugin::resolve(&recipe.plugins, &[])?;
+    // Downloads last: every cheaper check has passed.
+    let packages = if args.dry_run {
+        // No network and no root: files are read, names and URLs only listed.
+        let files: Vec<_> = specs
+            .iter()
+            .filter(|s| matches!(s, package::spec::PackageSpec::File(_)))
+            .cloned()
+            .collect();
+        let mut named = specs.iter().filter_map(|s| match s {
+            package::spec::PackageSpec::Name { name, version } => {
+                Some(package::resolve::named(name, version.as_deref()))
+            }
+            _ => None,
+        });
+        let mut files = package::resolve::resolve(&files, field, scratch.path())?.into_iter();
+        // In order; a URL has nothing to show before it is downloaded.
+        specs
+            .iter()
+            .filter_map(|s| match s {
+                package::spec::PackageSpec::File(_) => files.next(),
+                package::spec::PackageSpec::Name { .. } => named.next(),
+                package::spec::PackageSpec::Url { .. } => None,
+            })
+            .collect::<Vec<_>>()
+    } else {
+        package::resolve::resolve(&specs, field, scratch.path())?
+    };
+    // With bakery's own tags too (the base's are filled in later; their keys count now).
+    let env = crate::context::env_map();
+    let placeholder = BaseSummary {
+        image: "-".into(),
+        name: "-".into(),
+        version: "-".into(),
+        format: None,
+    };
+    // Every tag bakery writes on a snapshot or AMI: the image tags, the bake key, then
+    // bakery:bake-id and bakery:bake-state (naming::resource_tags, as the writers add them).
+    let own = |user: &BTreeMap<String, String>| {
+        let mut t = naming::image_tags(packages.first(), &placeholder, "-", user, &env);
+        if recipe.wants_ami() {
+            t.insert(naming::BAKE_KEY_TAG.to_string(), "-".into());
+            t = naming::resource_tags(&t, "-");
+        }
+        t
+    };
+    naming::validate_tags(&own(&recipe.tags)).map_err(|e| {
+        input!(
+            "tags (your --tag values plus bakery's own {} tags): {e}",
+            own(&BTreeMap::new()).len()
+        )
+    })?;
+    let stamp = naming::stamp(now);
+    let name = match (specs.first(), packages.first()) {
+        (Some(package::spec::PackageSpec::Url { url, .. }), _) if args.dry_run => {
+            format!("(the package at {url})-{stamp}")
+        }
+        (_, Some(p)) => naming::image_name(p, &stamp),
+        _ => naming::sanitize_name_part(&format!("{}-{stamp}", recipe.layers.join("-"))),
+    };
+    if !name.starts_with('(') {
+        naming::validate_ami_name(&name).map_err(|e| input!("{e}"))?;
+    }
+
+    let steps = session::plan_steps(&layers, &packages, field);
 
     if args.dry_run {
         let base = match (&recipe.base_name, &base_ami, &base_file) {
@@ -264,7 +330,14 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             name,
             layers: recipe.layers.clone(),
             steps: steps.iter().map(Step::label).collect(),
-            packages,
+            packages: packages.into_iter().filter(|p| !p.is_named()).collect(),
+            package_sources: specs
+                .iter()
+                .map(|s| SpecSummary {
+                    origin: s.origin(),
+                    source: s.to_string(),
+                })
+                .collect(),
             tags: recipe.tags.clone(),
             regions: ami.then(|| target.regions()),
             disk_size: recipe.disk_size,
@@ -278,6 +351,15 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         },
         (None, Some(f)) => Source::File(f),
         (None, None) => Source::Builtin,
+    };
+    // Local bakes with layers start from the layer cache unless told not to.
+    let source = if !ami && !layers.is_empty() && !args.no_layer_cache {
+        Source::LayerCache(Box::new(LayerCache {
+            base: source,
+            refresh: args.refresh_layers,
+        }))
+    } else {
+        source
     };
     let sink = match format {
         Some(format) => Sink::File(FileTarget {
@@ -305,6 +387,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
                 allow_remove: recipe.allow_remove.clone(),
             }),
             disk_size: recipe.disk_size,
+            shell,
         },
         source,
         sink,
@@ -375,7 +458,7 @@ mod tests {
             pkg("c.rpm", PackageKind::Rpm),
             pkg("d.deb", PackageKind::Deb),
         ];
-        let steps = session::plan_steps(&layers, &pk);
+        let steps = session::plan_steps(&layers, &pk, "--package");
         let labels: Vec<String> = steps.iter().map(Step::label).collect();
         let n = labels.len();
         assert!(

@@ -86,6 +86,7 @@ pub fn refresh(a: &BaseRefreshArgs, g: &Globals) -> Result<Manifest> {
         plugins: vec![],
         tags: TagRule::Image(refresh_tags(&family, &version, &base.id)),
         bake_key: None,
+        shell: None,
         policy: None,
         disk_size: None,
     };

@@ -92,8 +92,8 @@ pub struct BakeArgs {
     #[arg(long, short = 'b')]
     pub base: Option<PathBuf>,
 
-    /// Package to install (.deb or .rpm); repeat to install several, in order. Replaces the recipe's list.
-    #[arg(long = "package", short = 'p', value_name = "FILE")]
+    /// Package to install: a .deb/.rpm file, a name from the image's own sources (NAME or NAME=VERSION), or an http(s) URL (optionally URL#sha256=HEX); repeat to install several, in order. Replaces the recipe's list.
+    #[arg(long = "package", short = 'p', value_name = "FILE|NAME|URL")]
     pub packages: Vec<PathBuf>,
 
     /// Layer to apply before the packages (a name from provisioners/ or a directory); repeatable, in order.
@@ -132,6 +132,10 @@ pub struct BakeArgs {
     #[arg(long)]
     pub print_config: bool,
 
+    /// After the provisioning steps, before the seal: an interactive shell in the image, with the bake's isolation (Aminator's -i). `exit` continues and seals; a non-zero exit stops the bake. Needs a terminal; refused in CI.
+    #[arg(long)]
+    pub shell: bool,
+
     /// After baking, boot the output under QEMU and check this health URL (see `bakery boot`).
     #[arg(long, value_name = "URL")]
     pub boot_check: Option<String>,
@@ -148,6 +152,14 @@ pub struct BakeArgs {
         value_delimiter = ':'
     )]
     pub layer_path: Vec<PathBuf>,
+
+    /// Apply the layers in this bake, neither using nor writing the layer cache (local bakes start from a cached image of base + layers by default).
+    #[arg(long, conflicts_with = "refresh_layers")]
+    pub no_layer_cache: bool,
+
+    /// Apply the layers again and replace their layer cache entry, even if it is fresh.
+    #[arg(long)]
+    pub refresh_layers: bool,
 
     /// Grow the disk, its root partition and filesystem (ext4, xfs) to this size, e.g. 6GiB; for AMIs the root volume's size (whole GiB).
     #[arg(long, value_name = "SIZE")]

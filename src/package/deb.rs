@@ -102,6 +102,7 @@ fn info_from_fields(fields: &Fields) -> Result<PackageInfo, Fault> {
         pre_depends: relations(fields.get("Pre-Depends")),
         provides: relations(fields.get("Provides")),
         requires: Vec::new(),
+        source: Default::default(),
     })
 }
 

@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 
 mod ar;
 mod deb;
+pub mod fetch;
+pub mod resolve;
 pub mod richdep;
 mod rpm;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 pub mod version;
@@ -52,6 +55,37 @@ pub struct PackageInfo {
     /// RPM REQUIRENAME names as stored, including `rpmlib(...)` and scriptlet interpreters such
     /// as `/bin/sh`; empty for a .deb.
     pub requires: Vec<String>,
+    /// Where the package came from (a file, a URL, or a name in the image's sources).
+    #[serde(flatten)]
+    pub source: PackageSource,
+}
+
+/// Where a package came from ([`spec::PackageSpec`] once resolved). Serialized flat into the
+/// package: `"origin": "file"|"url"|"name"`, and `url` + `sha256` for a URL, `spec` for a name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(tag = "origin", rename_all = "lowercase")]
+pub enum PackageSource {
+    /// A file on the bake host (`path`).
+    #[default]
+    File,
+    /// Downloaded from `url` (without its `#sha256=` fragment) to `path`; `sha256` is the
+    /// verified digest of what was downloaded.
+    Url { url: String, sha256: String },
+    /// Installed by name from the image's own sources: `spec` is `name` or `name=version`. Until
+    /// the session has installed it, only `name` (and, when pinned, `version`/`release`/`epoch`)
+    /// of the [`PackageInfo`] are meaningful: `path` and `arch` are empty and `kind` is a
+    /// placeholder (the image's package manager decides it).
+    Name { spec: String },
+}
+
+impl PackageSource {
+    pub fn origin(&self) -> spec::Origin {
+        match self {
+            PackageSource::File => spec::Origin::File,
+            PackageSource::Url { .. } => spec::Origin::Url,
+            PackageSource::Name { .. } => spec::Origin::Name,
+        }
+    }
 }
 
 impl PackageInfo {
@@ -82,7 +116,13 @@ impl PackageInfo {
             pre_depends: Vec::new(),
             provides: Vec::new(),
             requires: Vec::new(),
+            source: PackageSource::File,
         }
+    }
+
+    /// True for a package installed by name from the image's sources.
+    pub fn is_named(&self) -> bool {
+        matches!(self.source, PackageSource::Name { .. })
     }
 
     /// The version as the package databases write it: `[epoch:]version[-release]`.

@@ -106,6 +106,7 @@ pub(crate) fn read<R: Read + Seek>(r: &mut R, len: u64) -> Result<PackageInfo, F
         pre_depends: Vec::new(),
         provides: main.string_array(PROVIDENAME)?,
         requires: main.string_array(REQUIRENAME)?,
+        source: Default::default(),
     })
 }
 

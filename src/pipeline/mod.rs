@@ -51,7 +51,7 @@ use tracing::info;
 
 use crate::context::Globals;
 use crate::manifest::{BaseSummary, Kind, Manifest, PackageSummary, Timing, SCHEMA_VERSION};
-use crate::package::PackageInfo;
+use crate::package::{PackageInfo, PackageSource};
 use crate::plugin::PluginSpec;
 use crate::progress::Progress;
 use crate::provision::plan::{ImageFacts, Step};
@@ -90,6 +90,8 @@ pub struct Job {
     /// the session (checked up front against the base; AMI sinks take it as the root volume's
     /// size). `None`: the base's size.
     pub disk_size: Option<crate::recipe::Size>,
+    /// `bake --shell`: an interactive shell in the image before the seal, on this terminal.
+    pub shell: Option<crate::provision::plan::ShellPlan>,
 }
 
 /// How a job's image is tagged (the tags go on every AMI and snapshot, and into the manifest).
@@ -116,7 +118,8 @@ impl Job {
                 let creation_time = self
                     .now
                     .format(&time::format_description::well_known::Rfc3339)?;
-                crate::naming::image_tags(self.packages.first(), base, &creation_time, user, env)
+                let packages = self.resolved_packages(facts);
+                crate::naming::image_tags(packages.first(), base, &creation_time, user, env)
             }
             TagRule::Fixed(t) => t.clone(),
         };
@@ -130,14 +133,71 @@ impl Job {
         Ok(tags)
     }
 
+    /// The job's packages with what the session read back for those installed by name (kind,
+    /// exact version, architecture); the others as they are.
+    pub fn resolved_packages(&self, facts: &ImageFacts) -> Vec<PackageInfo> {
+        self.packages
+            .iter()
+            .map(|p| match (&p.source, facts.named.get(&p.name)) {
+                (PackageSource::Name { .. }, Some(n)) => {
+                    crate::package::resolve::installed(p, n.kind, &n.version, &n.arch)
+                }
+                _ => p.clone(),
+            })
+            .collect()
+    }
+
+    /// The image name once the session has installed the packages, when the first package was
+    /// named without a pin (before the bake its version was unknown), else `None`:
+    /// `{package}-{version}-{release}-{stamp}` from what was installed. A named package's
+    /// architecture is known only after the install, so its names leave it out, pinned or not:
+    /// an unpinned bake and one pinned to what it installed get the same name (and bake key).
+    pub fn name_after_install(&self, facts: &ImageFacts) -> Option<String> {
+        let first = self.packages.first()?;
+        if !(first.is_named() && first.version.is_empty()) {
+            return None;
+        }
+        let mut resolved = self.resolved_packages(facts).into_iter().next()?;
+        resolved.arch.clear();
+        if resolved.version.is_empty() {
+            return None;
+        }
+        let name = crate::naming::image_name(&resolved, &crate::naming::stamp(self.now));
+        crate::naming::validate_ami_name(&name).ok()?;
+        Some(name)
+    }
+
+    /// Whether a package is named without a version pin: its version is known only once the
+    /// session has installed it.
+    pub fn has_unpinned_names(&self) -> bool {
+        self.packages
+            .iter()
+            .any(|p| p.is_named() && p.version.is_empty())
+    }
+
     /// What the bake key is computed from ([`crate::naming::bake_key`]): `base` (the base's
-    /// identity), the packages and step files by SHA-256, the package policy, plugins and user
-    /// tags. Reads the package and layer files (errors name the file).
-    pub fn bake_key_input(&self, base: String) -> Result<crate::naming::BakeKeyInput> {
+    /// identity), the packages (files and URLs by SHA-256, names by the version installed —
+    /// `installed`, the session's versions by name — or pinned), the step files by SHA-256,
+    /// the package policy, plugins and user tags. A name with neither (before an unpinned bake)
+    /// makes a key of this bake only: no earlier image is reused for it. Reads the package and
+    /// layer files (errors name the file).
+    pub fn bake_key_input(
+        &self,
+        base: String,
+        installed: &BTreeMap<String, String>,
+    ) -> Result<crate::naming::BakeKeyInput> {
         let packages = self
             .packages
             .iter()
             .map(|p| {
+                if p.is_named() {
+                    let version = match installed.get(&p.name) {
+                        Some(v) => v.clone(),
+                        None if !p.version.is_empty() => p.evr(),
+                        None => format!("unpinned, bake {}", self.bake_id),
+                    };
+                    return Ok(format!("name {} {version}", p.name));
+                }
                 Ok(format!(
                     "{:?} {} {}:{}-{} {} sha256:{}",
                     p.kind,
@@ -157,6 +217,8 @@ impl Job {
                 Ok(match st {
                     // The package files are in `packages` (by content, not by path).
                     Step::InstallDebs { .. } | Step::InstallRpms { .. } => st.label(),
+                    // The names and their versions are in `packages`.
+                    Step::InstallNamed { .. } => "install by name".to_string(),
                     // Layer files live in the bake's scratch dir: by content.
                     Step::Script { layer, path } => {
                         format!("{layer}: script sha256:{}", sha256_file(path)?)
@@ -203,7 +265,7 @@ impl Job {
         work: &WorkDir,
     ) -> Manifest {
         let packages: Vec<PackageSummary> = self
-            .packages
+            .resolved_packages(facts)
             .iter()
             .map(|p| PackageSummary::new(p, &facts.installed))
             .collect();
@@ -217,6 +279,8 @@ impl Job {
             packages,
             base,
             layers: self.layers.clone(),
+            layers_from_cache: false,
+            layer_cache_key: None,
             output: None,
             amis: vec![],
             upload: None,
@@ -471,6 +535,7 @@ mod tests {
             policy: None,
             bake_key: None,
             disk_size: None,
+            shell: None,
         }
     }
 
@@ -508,6 +573,61 @@ mod tests {
             .tags(&base(), &ImageFacts::default(), &BTreeMap::new())
             .unwrap_err();
         assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
+    }
+
+    #[test]
+    fn a_named_package_keys_and_names_by_its_installed_version() {
+        let mut j = job(TagRule::Image(BTreeMap::new()));
+        j.packages = vec![crate::package::resolve::named("jq", None)];
+        assert!(j.has_unpinned_names());
+        let none = BTreeMap::new();
+        let installed = BTreeMap::from([("jq".to_string(), "1.6-2.1".to_string())]);
+        // Before the bake an unpinned name is this bake's own: never an earlier image.
+        let before = j.bake_key_input("b".into(), &none).unwrap();
+        assert!(
+            before.packages[0].contains(&j.bake_id),
+            "{:?}",
+            before.packages
+        );
+        let after = j.bake_key_input("b".into(), &installed).unwrap();
+        assert_eq!(after.packages, ["name jq 1.6-2.1"]);
+        // A later bake pinned to what was installed has the same key: it reuses the image.
+        let mut pinned = job(TagRule::Image(BTreeMap::new()));
+        pinned.bake_id = "bk-other".into();
+        pinned.packages = vec![crate::package::resolve::named("jq", Some("1.6-2.1"))];
+        assert!(!pinned.has_unpinned_names());
+        assert_eq!(
+            crate::naming::bake_key(&pinned.bake_key_input("b".into(), &none).unwrap()),
+            crate::naming::bake_key(&after)
+        );
+        let facts = ImageFacts {
+            named: BTreeMap::from([(
+                "jq".to_string(),
+                crate::provision::plan::NamedInstall {
+                    kind: crate::package::PackageKind::Deb,
+                    version: "1.6-2.1".into(),
+                    arch: "amd64".into(),
+                },
+            )]),
+            ..Default::default()
+        };
+        assert_eq!(
+            j.name_after_install(&facts).as_deref(),
+            Some("jq-1.6-2.1-202611250000")
+        );
+        assert_eq!(pinned.name_after_install(&facts), None);
+        let t = j.tags(&base(), &facts, &BTreeMap::new()).unwrap();
+        assert_eq!(t["appversion"], "jq-1.6-2.1");
+        let top = tempfile::tempdir().unwrap();
+        let work = WorkDir::create(top.path(), &j.bake_id).unwrap();
+        let m = j.manifest(base(), &facts, t, vec![], &work);
+        let p = m.package.unwrap();
+        assert_eq!(p.origin, crate::package::spec::Origin::Name);
+        assert_eq!(p.source.as_deref(), Some("jq"));
+        assert_eq!(
+            (p.version.as_str(), p.release.as_str(), p.arch.as_str()),
+            ("1.6", "2.1", "amd64")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{Job, Stages};
 use crate::context::Globals;
 use crate::input;
 use crate::manifest::Timing;
-use crate::package::{PackageInfo, PackageKind};
+use crate::package::{PackageInfo, PackageKind, PackageSource};
 use crate::provision::driver::run_session;
 use crate::provision::plan::{ImageFacts, PackageCheck, PartitionDev, SessionPlan, Step};
 use crate::recipe::layer::{Layer, LayerStep};
@@ -56,14 +56,32 @@ pub fn layer_steps(l: &Layer) -> Vec<Step> {
 
 /// Layers first, then packages grouped by kind in the order given (adjacent packages of one
 /// kind install in one transaction, so they may depend on each other).
-pub fn plan_steps(layers: &[Layer], packages: &[PackageInfo]) -> Vec<Step> {
+/// Packages by name group the same way (one transaction of the image's package manager);
+/// `field` is where the user gave the packages, for the session's errors.
+pub fn plan_steps(layers: &[Layer], packages: &[PackageInfo], field: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = layers.iter().flat_map(layer_steps).collect();
     let mut i = 0;
     while i < packages.len() {
-        let kind = packages[i].kind;
+        let first = &packages[i];
+        if let PackageSource::Name { .. } = first.source {
+            let group: Vec<String> = packages[i..]
+                .iter()
+                .map_while(|p| match &p.source {
+                    PackageSource::Name { spec } => Some(spec.clone()),
+                    _ => None,
+                })
+                .collect();
+            i += group.len();
+            steps.push(Step::InstallNamed {
+                packages: group,
+                field: field.to_string(),
+            });
+            continue;
+        }
+        let kind = first.kind;
         let group: Vec<PathBuf> = packages[i..]
             .iter()
-            .take_while(|p| p.kind == kind)
+            .take_while(|p| p.kind == kind && !p.is_named())
             .map(|p| p.path.clone())
             .collect();
         i += group.len();
@@ -79,6 +97,7 @@ pub fn plan_steps(layers: &[Layer], packages: &[PackageInfo]) -> Vec<Step> {
 pub fn package_checks(packages: &[PackageInfo]) -> Vec<PackageCheck> {
     packages
         .iter()
+        .filter(|p| !p.is_named())
         .map(|p| PackageCheck {
             file: p.path.display().to_string(),
             kind: p.kind,
@@ -140,6 +159,7 @@ pub fn provision(
         bake_id: work.bake_id.clone(),
         policy: job.policy.clone(),
         grow_root_fs: grown.map(|g| g.fs.clone()),
+        shell: job.shell.clone(),
     };
     stages.run("provision", |st| {
         let outcome = run_session(&plan, st.progress())?;

@@ -212,7 +212,8 @@ fn handle(
             progress.finish_step(&step, seconds);
             timings.push((step, seconds));
         }
-        Event::Finished { facts } => *finished = Some(facts),
+        Event::Finished { facts } => *finished = Some(*facts),
+        Event::Shell { running } => progress.suspend(running),
         Event::Failed { error, input_error } => *failed = Some((error, input_error)),
     }
 }

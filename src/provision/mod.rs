@@ -12,4 +12,5 @@ pub mod plan;
 pub mod resolv;
 pub mod rpm;
 pub mod session;
+pub mod shell;
 pub mod steps;

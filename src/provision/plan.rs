@@ -43,6 +43,18 @@ pub struct SessionPlan {
     /// once mounted.
     #[serde(default)]
     pub grow_root_fs: Option<String>,
+    /// `--shell`: an interactive shell in the image after the steps, before the seal.
+    #[serde(default)]
+    pub shell: Option<ShellPlan>,
+}
+
+/// Where `--shell` talks to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellPlan {
+    /// The user's terminal (bakery's stdin), as a host path (`/dev/pts/3`).
+    pub tty: PathBuf,
+    /// The user's `TERM`.
+    pub term: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +97,13 @@ pub enum Step {
     },
     InstallRpms {
         files: Vec<PathBuf>,
+    },
+    /// Packages by name from the image's own sources (`name` or `name=version`), with the
+    /// image's package manager; `field` is where the user gave them (`--package`, the recipe
+    /// key), for errors.
+    InstallNamed {
+        packages: Vec<String>,
+        field: String,
     },
     /// A script file from the host, run inside the chroot.
     Script {
@@ -132,6 +151,9 @@ impl Step {
             Step::Apt { layer, packages } => format!("{layer}: apt install {}", packages.join(" ")),
             Step::InstallDebs { files: f } => format!("install {}", files(f)),
             Step::InstallRpms { files: f } => format!("install {}", files(f)),
+            Step::InstallNamed { packages, .. } => {
+                format!("install {} (image's sources)", packages.join(", "))
+            }
             Step::Script { layer, path } => format!(
                 "{layer}: script {}",
                 path.file_name().unwrap_or_default().to_string_lossy()
@@ -158,6 +180,10 @@ pub struct ImageFacts {
     pub base: Option<serde_json::Value>,
     /// Versions of the packages installed by this bake, by name.
     pub installed: BTreeMap<String, String>,
+    /// The packages installed by name from the image's sources: kind, version and
+    /// architecture as the package database reports them.
+    #[serde(default)]
+    pub named: BTreeMap<String, NamedInstall>,
     /// Processes that started inside the chroot despite policy-rc.d and were stopped.
     pub stray_processes: Vec<String>,
     /// Tags returned by pre/post-provision plugins.
@@ -172,13 +198,49 @@ pub struct ImageFacts {
     /// Warnings about the image (changes bakery could not keep or judge).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The apt sources' Release files this session's `apt-get update` read (empty when it did
+    /// not run): what the layer cache keys an entry by.
+    #[serde(default)]
+    pub apt_releases: Vec<AptRelease>,
+}
+
+/// One apt source's `InRelease` (or `Release`) file as `apt-get update` fetched it: its URI
+/// and the SHA-256 of its content (`None`: the source has no Release file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AptRelease {
+    pub uri: String,
+    pub sha256: Option<String>,
+}
+
+/// A package installed by name, as the image's package database reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedInstall {
+    pub kind: PackageKind,
+    /// `[epoch:]version[-release]`.
+    pub version: String,
+    pub arch: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum Event {
-    Start { step: String },
-    Done { step: String, seconds: f64 },
-    Finished { facts: ImageFacts },
-    Failed { error: String, input_error: bool },
+    Start {
+        step: String,
+    },
+    Done {
+        step: String,
+        seconds: f64,
+    },
+    Finished {
+        facts: Box<ImageFacts>,
+    },
+    /// `--shell` is on the user's terminal (`true`) or has ended: the live display stops
+    /// drawing meanwhile.
+    Shell {
+        running: bool,
+    },
+    Failed {
+        error: String,
+        input_error: bool,
+    },
 }

@@ -61,7 +61,9 @@ pub fn main() -> i32 {
     })();
     match result {
         Ok(facts) => {
-            emit(&Event::Finished { facts });
+            emit(&Event::Finished {
+                facts: Box::new(facts),
+            });
             0
         }
         Err(e) => {
@@ -179,6 +181,28 @@ fn run(plan: &SessionPlan, chroot: &mut Chroot) -> Result<ImageFacts> {
         hook(crate::plugin::Hook::PostProvision)
     })?;
     runner.facts.plugin_tags.extend(post);
+    if let Some(sh) = &plan.shell {
+        let code = timed("shell", || {
+            emit(&Event::Shell { running: true });
+            let banner = format!(
+                "bakery: a shell in the image of bake {} (same isolation as the bake's scripts). `exit` continues the bake and seals the image; `exit 1` stops it.",
+                plan.bake_id
+            );
+            let r = super::shell::run(runner.chroot, &sh.tty, &sh.term, &banner);
+            emit(&Event::Shell { running: false });
+            r
+        })?;
+        let strays = runner.chroot.stop_strays();
+        runner
+            .facts
+            .stray_processes
+            .extend(strays.iter().map(|p| p.comm.clone()));
+        if code != 0 {
+            anyhow::bail!(
+                "the --shell exited with status {code}: the bake is stopped before the seal (to keep the disk for a look, add --keep-on-error)"
+            );
+        }
+    }
     timed("seal", || runner.seal())?;
     crate::fault::point("seal")?;
     Ok(runner.facts)

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use sha2::Digest;
 
 use super::chroot::{Chroot, CommandFailed};
 use super::failure::{self, Cause};
 use super::generalize;
 use super::pkgdb::{self, Snapshot};
-use super::plan::{Bootstrap, ImageFacts, SessionPlan, Step};
+use super::plan::{AptRelease, Bootstrap, ImageFacts, NamedInstall, SessionPlan, Step};
 use super::rpm;
 use crate::input;
 use crate::package::version::{compare_deb, compare_rpm};
@@ -226,18 +227,22 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Whether the image has apt package lists (a generalized base has none).
+    fn apt_has_lists(&self) -> bool {
+        std::fs::read_dir(self.chroot.path("/var/lib/apt/lists"))
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    e.file_name().to_string_lossy().ends_with("Packages")
+                        || e.file_name().to_string_lossy().ends_with("Packages.lz4")
+                })
+            })
+            .unwrap_or(false)
+    }
+
     fn apt_update(&mut self) -> Result<()> {
         if !self.apt_updated {
             if self.apt_lists_were_empty.is_none() {
-                let lists = std::fs::read_dir(self.chroot.path("/var/lib/apt/lists"))
-                    .map(|rd| {
-                        rd.flatten().any(|e| {
-                            e.file_name().to_string_lossy().ends_with("Packages")
-                                || e.file_name().to_string_lossy().ends_with("Packages.lz4")
-                        })
-                    })
-                    .unwrap_or(false);
-                self.apt_lists_were_empty = Some(!lists);
+                self.apt_lists_were_empty = Some(!self.apt_has_lists());
             }
             self.chroot
                 .sh("apt-get -q -o Acquire::Retries=3 update", &[], None)
@@ -292,6 +297,11 @@ impl<'a> Runner<'a> {
                 .map(|_| ());
         }
         self.apt_update()?;
+        self.apt_get_install(what)
+    }
+
+    /// `apt-get install` of `what` (file paths inside the image, `name`, `name=version`).
+    fn apt_get_install(&self, what: &[String]) -> Result<()> {
         let mut argv: Vec<&str> = vec![
             "apt-get",
             "-q",
@@ -312,6 +322,126 @@ impl<'a> Runner<'a> {
         self.chroot
             .run(self.chroot.command(&argv), None, "apt-get install")
             .map(|_| ())
+    }
+
+    /// Packages by name from the image's own sources (`name`, `name=version`): with apt, after
+    /// `apt-get update` only when the image has no lists (or the first try failed on lists that
+    /// may be stale); with dnf/yum as `name-version`. A name or version the sources do not have
+    /// is an input error naming `field`. The installed versions are read back from the package
+    /// database, and a pinned version must be the one installed.
+    fn install_named(&mut self, specs: &[String], field: &str) -> Result<()> {
+        let pm = self.package_manager();
+        let unknown = |e: anyhow::Error| -> anyhow::Error {
+            let Some(out) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<CommandFailed>())
+                .map(|f| f.output.clone())
+            else {
+                return e;
+            };
+            let lines = unknown_packages(&out);
+            if lines.is_empty() {
+                return e;
+            }
+            input!(
+                "{field}: {} not in the image's package sources ({}); check the name and version (`apt-cache policy NAME` / `dnf list NAME` in the image), or add the source with a layer",
+                specs.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                lines.join("; ")
+            )
+        };
+        let kind = match pm {
+            PackageManager::Apt => {
+                if !self.apt_has_lists() {
+                    self.apt_update()?;
+                }
+                let mut r = self.apt_get_install(specs);
+                if r.is_err() && !self.apt_updated {
+                    self.apt_update()?;
+                    r = self.apt_get_install(specs);
+                }
+                r.map_err(unknown)?;
+                PackageKind::Deb
+            }
+            PackageManager::Dnf | PackageManager::Yum => {
+                let what: Vec<String> = specs
+                    .iter()
+                    .map(|s| match s.split_once('=') {
+                        Some((n, v)) => format!("{n}-{v}"),
+                        None => s.clone(),
+                    })
+                    .collect();
+                self.dnf_install(&what, pm).map_err(unknown)?;
+                PackageKind::Rpm
+            }
+            PackageManager::None => {
+                return Err(input!(
+                    "{field}: {} is a package name, but the image has no apt-get, dnf or yum to install it from its sources; pass the package file or URL instead",
+                    specs.join(", ")
+                ))
+            }
+        };
+        let names: Vec<String> = specs
+            .iter()
+            .map(|s| s.split_once('=').map_or(s.as_str(), |(n, _)| n).to_string())
+            .collect();
+        let query = match kind {
+            PackageKind::Deb => {
+                "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' \"$@\""
+            }
+            PackageKind::Rpm => {
+                "rpm -q --qf '%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\\n' \"$@\""
+            }
+        };
+        let args: Vec<&str> = names.iter().map(String::as_str).collect();
+        let out = self
+            .chroot
+            .output(
+                self.chroot
+                    .command(&[&["sh", "-c", query, "sh"], &args[..]].concat()),
+                "package query",
+            )
+            .context("reading the installed versions back from the package database")?;
+        for l in out.lines() {
+            let mut w = l.split_whitespace();
+            let (Some(n), Some(v), Some(a)) = (w.next(), w.next(), w.next()) else {
+                continue;
+            };
+            let v = v.strip_prefix("0:").unwrap_or(v).to_string();
+            self.facts.installed.insert(n.to_string(), v.clone());
+            self.facts.named.insert(
+                n.to_string(),
+                NamedInstall {
+                    kind,
+                    version: v,
+                    arch: a.to_string(),
+                },
+            );
+        }
+        for s in specs {
+            let (name, pin) = match s.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (s.as_str(), None),
+            };
+            let Some(have) = self.facts.named.get(name).map(|n| n.version.clone()) else {
+                anyhow::bail!(
+                    "{name} is not installed after the step, though the package manager reported success"
+                );
+            };
+            if let Some(pin) = pin {
+                let same = match kind {
+                    PackageKind::Deb => compare_deb(&have, pin).is_eq(),
+                    PackageKind::Rpm => {
+                        have == pin
+                            || have.starts_with(&format!("{pin}-"))
+                            || compare_rpm(&have, pin).is_eq()
+                    }
+                };
+                if !same {
+                    anyhow::bail!("{field}: {s} was asked for, but the package manager installed {name} {have}");
+                }
+            }
+        }
+        Ok(())
     }
 
     fn dnf_install(&mut self, what: &[String], pm: PackageManager) -> Result<()> {
@@ -478,6 +608,7 @@ impl<'a> Runner<'a> {
                     packages.join(" ")
                 )),
             },
+            Step::InstallNamed { packages, field } => self.install_named(packages, field),
             Step::InstallDebs { files } => {
                 if self.package_manager() != PackageManager::Apt {
                     return Err(input!(
@@ -610,8 +741,51 @@ impl<'a> Runner<'a> {
             || any("/var/cache/apt/archives/partial", &|_| true)
     }
 
+    /// The Release files this session's `apt-get update` read, by URI and SHA-256 (before
+    /// the seal drops the lists): `apt-get update --print-uris` names each source's `InRelease`
+    /// and the list file apt keeps it in (a source without InRelease keeps `Release`).
+    fn apt_releases(&self) -> Vec<AptRelease> {
+        let Ok(fs) = self.chroot.fs() else {
+            return vec![];
+        };
+        let argv = ["apt-get", "-q", "update", "--print-uris"];
+        let Ok(out) = self
+            .chroot
+            .output(self.chroot.command(&argv), "apt-get update --print-uris")
+        else {
+            return vec![];
+        };
+        release_uris(&out)
+            .into_iter()
+            .map(|(uri, list)| {
+                let found = [(uri.clone(), list.clone())]
+                    .into_iter()
+                    .chain(
+                        uri.strip_suffix("InRelease")
+                            .zip(list.strip_suffix("InRelease"))
+                            .map(|(u, l)| (format!("{u}Release"), format!("{l}Release"))),
+                    )
+                    .find_map(|(u, l)| {
+                        fs.read(&format!("/var/lib/apt/lists/{l}"))
+                            .ok()
+                            .map(|body| (u, body))
+                    });
+                match found {
+                    Some((uri, body)) => AptRelease {
+                        uri,
+                        sha256: Some(hex::encode(sha2::Sha256::digest(&body))),
+                    },
+                    None => AptRelease { uri, sha256: None },
+                }
+            })
+            .collect()
+    }
+
     /// End of the bake: drop package caches, read the facts the manifest reports.
     pub fn seal(&mut self) -> Result<()> {
+        if self.apt_updated {
+            self.facts.apt_releases = self.apt_releases();
+        }
         if self.package_manager() == PackageManager::Apt {
             if self.apt_cache_dirty() {
                 self.chroot.sh("apt-get clean", &[], None)?;
@@ -677,6 +851,42 @@ pub fn offline_plan(sim: &str, local: &[String]) -> bool {
     !removes && !inst.is_empty() && inst.iter().all(|n| local.iter().any(|l| l == n))
 }
 
+/// The package manager's lines saying a name or version is not in the image's sources (apt:
+/// "Unable to locate package", "Version ... was not found", "has no installation candidate";
+/// dnf: "No match for argument", "Unable to find a match").
+pub fn unknown_packages(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.contains("Unable to locate package")
+                || (l.starts_with("E: Version") && l.contains("was not found"))
+                || l.contains("has no installation candidate")
+                || l.contains("No match for argument")
+                || l.contains("Unable to find a match")
+        })
+        .map(|l| {
+            l.trim_start_matches("E: ")
+                .trim_start_matches("Error: ")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The `InRelease` URIs and their list file names in `apt-get update --print-uris` output
+/// (`'URI' FILE SIZE HASH` lines).
+pub fn release_uris(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let uri = w.next()?.strip_prefix('\'')?.strip_suffix('\'')?;
+            let file = w.next()?;
+            uri.ends_with("/InRelease")
+                .then(|| (uri.to_string(), file.to_string()))
+        })
+        .collect()
+}
+
 fn deb_names(pkgs: &[super::plan::PackageCheck], files: &[PathBuf]) -> Vec<String> {
     let _ = pkgs;
     files
@@ -710,6 +920,45 @@ mod tests {
             "0 upgraded, 0 newly installed\n",
             &local
         ));
+    }
+
+    #[test]
+    fn unknown_names_are_found_in_apt_and_dnf_output() {
+        let apt = "Reading package lists...\nE: Unable to locate package nosuch\nE: Version '9' for 'jq' was not found\nE: Package 'x' has no installation candidate\n";
+        assert_eq!(
+            super::unknown_packages(apt),
+            [
+                "Unable to locate package nosuch",
+                "Version '9' for 'jq' was not found",
+                "Package 'x' has no installation candidate"
+            ]
+        );
+        assert_eq!(
+            super::unknown_packages(
+                "No match for argument: nosuch\nError: Unable to find a match: nosuch\n"
+            )
+            .len(),
+            2
+        );
+        assert!(super::unknown_packages("E: Failed to fetch http://x 404 Not Found\n").is_empty());
+    }
+
+    #[test]
+    fn release_files_are_read_from_print_uris() {
+        let out = "'http://deb.debian.org/debian/dists/bookworm/InRelease' deb.debian.org_debian_dists_bookworm_InRelease 0 \n'http://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz' deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages 0 \n'file:/srv/repo/./InRelease' _srv_repo_._InRelease 0 \n";
+        assert_eq!(
+            super::release_uris(out),
+            [
+                (
+                    "http://deb.debian.org/debian/dists/bookworm/InRelease".to_string(),
+                    "deb.debian.org_debian_dists_bookworm_InRelease".to_string()
+                ),
+                (
+                    "file:/srv/repo/./InRelease".to_string(),
+                    "_srv_repo_._InRelease".to_string()
+                )
+            ]
+        );
     }
 
     #[test]

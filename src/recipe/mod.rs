@@ -284,7 +284,18 @@ impl Recipe {
                 abs(o)
             }
         });
-        r.packages = r.packages.iter().map(abs).collect();
+        // Files are relative to the recipe; names and URLs stay as written (package::spec).
+        r.packages = r
+            .packages
+            .iter()
+            .map(|p| {
+                let exists = dir.join(p).exists();
+                match crate::package::spec::parse(&p.to_string_lossy(), exists) {
+                    Ok(crate::package::spec::PackageSpec::File(_)) => abs(p),
+                    _ => p.clone(),
+                }
+            })
+            .collect();
         r.layers = r
             .layers
             .iter()

@@ -648,6 +648,20 @@ pub fn tiny_layer(dir: &Path) -> PathBuf {
     l
 }
 
+/// Empty the layer cache of a test's work dir (its entries; the base digests stay remembered), so
+/// the next bake is cold.
+pub fn clear_layer_cache(work: &Path) {
+    for e in std::fs::read_dir(work.join("layer-cache"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+}
+
 /// Points a bake passed, from its `BAKERY_FAULT_LOG`.
 pub fn fault_points(log: &Path) -> Vec<String> {
     bakery::fault::points_in_log(&std::fs::read_to_string(log).unwrap_or_default())

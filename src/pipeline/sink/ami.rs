@@ -149,6 +149,8 @@ pub fn run(
     };
     // The base AMI is looked up before anything is made (a missing one is an input error), and
     // the attributes it passes on checked with the overrides.
+    // The layer cache serves local bakes only so far: an AMI bake applies its layers itself.
+    let source = source.without_layer_cache();
     let base_ami = match &source {
         Source::Ami { base, .. } => {
             let b =
@@ -276,7 +278,8 @@ fn bake(
     let shares = target.share_targets()?;
 
     // The AMI name: reused only for the same bake (equal bake key), else the next attempt name.
-    let key = crate::naming::bake_key(&job.bake_key_input(base_identity(&source, base_ami))?);
+    let identity = base_identity(&source, base_ami);
+    let key = crate::naming::bake_key(&job.bake_key_input(identity.clone(), &BTreeMap::new())?);
     let (name, existing) = choose_name(rt, &ec2, &job.name, &key)?;
     if name != job.name {
         stages.progress().println(&format!(
@@ -290,7 +293,7 @@ fn bake(
         ..job.clone()
     };
     let job = &job;
-    let (registered, snapshots, facts, base, mut tags, upload, description) =
+    let (registered, snapshots, facts, base, mut tags, upload, description, resolved) =
         if let Some((id, snaps)) = existing {
             stages.progress().println(&format!(
             "{} already exists in {region} as {id}, made by the same bake (equal {}): reusing it",
@@ -306,7 +309,16 @@ fn bake(
                 reused: true,
             };
             let description = description(&job.name, base_ami, None);
-            (registered, snaps, facts, base, tags, None, description)
+            (
+                registered,
+                snaps,
+                facts,
+                base,
+                tags,
+                None,
+                description,
+                None,
+            )
         } else {
             let disk = open(job, source, base_ami, cloud, work, stages, g)?;
             // What the disk can boot decides a from-scratch base's boot mode, and refuses a
@@ -325,6 +337,29 @@ fn bake(
                     .map_err(|e| input!("{e}"))?;
             }
             let facts = crate::pipeline::provision(job, &disk, Some(cloud), work, stages, g)?;
+            // A package named without a pin: the key of what was really installed (a later
+            // bake pinned to these versions reuses this image).
+            // The name then says the version installed, if no other image has it (else the
+            // name chosen before the bake, free then, stays).
+            let resolved = if job.has_unpinned_names() {
+                let input = job.bake_key_input(identity.clone(), &facts.installed)?;
+                let key = crate::naming::bake_key(&input);
+                let name = match job.name_after_install(&facts) {
+                    Some(n) => match choose_name(rt, &ec2, &n, &key)? {
+                        (n, None) => n,
+                        (_, Some(_)) => job.name.clone(),
+                    },
+                    None => job.name.clone(),
+                };
+                Some(Job {
+                    name,
+                    bake_key: Some(key),
+                    ..job.clone()
+                })
+            } else {
+                None
+            };
+            let job = resolved.as_ref().unwrap_or(job);
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
@@ -387,8 +422,11 @@ fn bake(
                 tags,
                 written.upload,
                 description,
+                resolved,
             )
         };
+    // The name and key of what an unpinned name installed, from here on (copies, manifest).
+    let job = resolved.as_ref().unwrap_or(job);
 
     if !job.plugins.is_empty() && !registered.reused {
         stages.run("post-register plugins", |_| {
@@ -653,6 +691,7 @@ fn open(
         (Source::File(p), _) => source::file::open(&p, &disk, stages),
         (Source::Builtin, _) => source::builtin::open(g, &disk, stages),
         (Source::Debootstrap(d), _) => source::debootstrap::open(&d, &disk, stages),
+        (Source::LayerCache(lc), _) => open(job, lc.base, base_ami, cloud, work, stages, g),
     }
 }
 
@@ -668,6 +707,7 @@ fn origin(source: &Source, base_ami: Option<&BaseAmi>) -> BaseOrigin {
             version: None,
             format: crate::disk::image::detect_format(p).ok(),
         },
+        (Source::LayerCache(lc), None) => origin(&lc.base, None),
         (Source::Builtin | Source::Ami { .. }, None) => BaseOrigin {
             image: "built-in".into(),
             name: None,

@@ -49,7 +49,21 @@ pub fn run(
         Format::Raw => pending.tmp.clone(),
         Format::Qcow2 => work.join("disk.raw"),
     };
+    let mut layered = None;
+    let mut rest = None;
     let disk = match source {
+        Source::LayerCache(lc) => {
+            let from = match &lc.base {
+                Source::File(p) => p.display().to_string(),
+                _ => "the built-in base".to_string(),
+            };
+            announce(job, &work, &from, stages);
+            let (disk, job_left, used) =
+                source::layer_cache::open(job, &lc, &disk_path, &work, stages, g)?;
+            rest = Some(job_left);
+            layered = Some(used);
+            disk
+        }
         Source::File(p) => {
             announce(job, &work, &p.display().to_string(), stages);
             source::file::open(&p, &disk_path, stages)?
@@ -68,6 +82,8 @@ pub fn run(
             ))
         }
     };
+    // With the layer cache, the layers are in the disk already: the rest of the steps run.
+    let job = rest.as_ref().unwrap_or(job);
     let facts = match crate::pipeline::provision(job, &disk, None, &work, stages, g) {
         Ok(f) => f,
         Err(e) if target.keep_on_error && disk_path.exists() => {
@@ -101,7 +117,27 @@ pub fn run(
         }
         Err(e) => return Err(e),
     };
+    let mut facts = facts;
+    if let Some(u) = &layered {
+        // The layers' changes to the base's packages come first (the later session saw the
+        // layered disk as its base).
+        let mut changes = u.package_changes.clone();
+        changes.append(&mut facts.package_changes);
+        facts.package_changes = changes;
+    }
     let base = disk.origin.summary(&facts);
+    // A first package named without a pin: the name says the version installed.
+    let renamed;
+    let job = match job.name_after_install(&facts) {
+        Some(name) => {
+            renamed = Job {
+                name,
+                ..job.clone()
+            };
+            &renamed
+        }
+        None => job,
+    };
     let tags = job.tags(&base, &facts, &crate::context::env_map())?;
     if target.format == Format::Qcow2 {
         stages.run("write qcow2", |_| {
@@ -121,6 +157,10 @@ pub fn run(
     })?;
     pending.rename()?;
     let mut m = job.manifest(base, &facts, tags, stages.timings(), &work);
+    if let Some(u) = layered {
+        m.layers_from_cache = u.from_cache;
+        m.layer_cache_key = Some(u.key);
+    }
     m.output = Some(OutputSummary {
         path: std::path::absolute(&target.path)?,
         format: target.format,

@@ -60,6 +60,7 @@ pub fn job(spec: &BaseSpec, layers: &[Layer], env: &[(String, String)]) -> Resul
         plugins: vec![],
         tags: TagRule::Fixed(base_tags(&spec.name, &version, &built_at, &env)),
         bake_key: None,
+        shell: None,
         policy: None,
         disk_size: None,
     };
@@ -120,7 +121,7 @@ pub fn steps(
         layer: "base".into(),
         units: BASE_UNITS.iter().map(|s| s.to_string()).collect(),
     });
-    steps.extend(session::plan_steps(layers, &[]));
+    steps.extend(session::plan_steps(layers, &[], "packages"));
     steps.push(Step::Generalize);
     steps
 }

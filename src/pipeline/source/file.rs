@@ -18,15 +18,24 @@ pub fn open(base: &Path, disk: &Path, stages: &mut Stages) -> Result<SourceDisk>
     })?;
     Ok(SourceDisk {
         path: disk.to_path_buf(),
-        origin: BaseOrigin {
-            image: base.display().to_string(),
-            name: None,
-            fallback_name: file_stem(base),
-            version: None,
-            format: Some(format),
-        },
+        origin: origin_of(base, format),
         root_partition: None,
         bootstrap: None,
         from: From::Local,
     })
+}
+
+/// What a base file says of itself before the session reads its record.
+pub fn origin(base: &Path) -> Result<BaseOrigin> {
+    Ok(origin_of(base, image::detect_format(base)?))
+}
+
+fn origin_of(base: &Path, format: Format) -> BaseOrigin {
+    BaseOrigin {
+        image: base.display().to_string(),
+        name: None,
+        fallback_name: file_stem(base),
+        version: None,
+        format: Some(format),
+    }
 }

@@ -9,13 +9,16 @@
 //!   snapshot id), then copied
 //! - `ami_volume.rs`: a volume made from the base AMI's snapshot, attached to this EC2 host
 //!
-//! A layer cache (issue 18: a cached image of base + layers) is one more variant here.
+//! - `layer_cache.rs` (keys and rules in `layer_key.rs`): a local base with the bake's layers
+//!   already applied, cached under `<work-dir>/layer-cache` (issue 18)
 
 pub mod ami_direct;
 pub mod ami_volume;
 pub mod builtin;
 pub mod debootstrap;
 pub mod file;
+pub mod layer_cache;
+pub mod layer_key;
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +45,19 @@ pub enum Source {
     /// A base AMI: its snapshot read directly (`direct`) or attached as a volume (`volume`);
     /// `None`: volume on an EC2 host, direct elsewhere.
     Ami { base: BaseRef, mode: Option<Mode> },
+    /// A local base (file or built-in) with the layer cache in front: the bake's layers come
+    /// from a cached image of base + layers when one is fresh.
+    LayerCache(Box<layer_cache::LayerCache>),
+}
+
+impl Source {
+    /// The base behind the layer cache (sinks the cache does not serve yet: AMIs).
+    pub fn without_layer_cache(self) -> Source {
+        match self {
+            Source::LayerCache(lc) => lc.base,
+            s => s,
+        }
+    }
 }
 
 /// The disk a source produced, ready for the device step.
