@@ -1,6 +1,9 @@
 //! `bakery gc`: remove what crashed or killed bakes left on this host — loop devices backed by a
 //! bake's files, their partition mappings, work directories and half-written outputs — but never
-//! anything of a bake that is still running (it holds its `bake-<id>` lock).
+//! anything of a bake that is still running (it holds its `bake-<id>` lock). Then retention
+//! ([`crate::retention`]) on what bakes keep on purpose: bake logs by age and total size, and
+//! the caches of [`crate::cache::kinds`] by a size budget, least recently used first, never an
+//! entry a running bake holds.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +12,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::context::{Aws, Globals};
+use crate::retention::{Item, Policy, Reason};
 use crate::sys::lock::HostLock;
 use crate::workdir::{alive_lock_name, PARTIAL_OUTPUT_NOTE};
 
@@ -282,10 +286,86 @@ fn remove(l: &Leftover) -> Result<()> {
     Ok(())
 }
 
+/// The retention limits `bakery gc` applies to logs and to caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub logs: Policy,
+    pub caches: Policy,
+}
+
+impl Retention {
+    /// From `--keep-logs-for`, `--log-budget` and `--cache-budget` (input errors name the flag).
+    pub fn from_args(args: &crate::cli::GcArgs) -> Result<Retention> {
+        let age = parse_duration(&args.keep_logs_for)
+            .map_err(|e| crate::input!("--keep-logs-for {e}"))?;
+        let size = |flag: &str, v: &str| {
+            crate::recipe::size::Size::parse(v)
+                .map(|s| s.bytes())
+                .map_err(|e| crate::input!("{flag} {e}"))
+        };
+        Ok(Retention {
+            logs: Policy {
+                max_age: Some(age),
+                max_count: None,
+                max_bytes: Some(size("--log-budget", &args.log_budget)?),
+            },
+            caches: Policy {
+                max_age: None,
+                max_count: None,
+                max_bytes: Some(size("--cache-budget", &args.cache_budget)?),
+            },
+        })
+    }
+}
+
+/// A duration as people write it: `30d`, `12h`, `90s`, `2weeks`, `1h 30m`, `0` (humantime).
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = s.trim();
+    if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+        // Bare seconds, as --grace takes them.
+        return t
+            .parse()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("`{s}` is not a duration"));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 30d, 12h or 90m"))
+}
+
+/// One log file or cache entry retention removed (or would remove, with `--dry-run`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Retired {
+    /// `log`, or the cache kind (`snapshot`, `base`, ...).
+    pub kind: String,
+    /// The log's bake id or the cache entry's key.
+    pub key: String,
+    pub paths: Vec<String>,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// RFC 3339, UTC.
+    pub last_used: String,
+    pub reason: Reason,
+}
+
+impl Retired {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} ({}, last used {}: {})",
+            self.kind,
+            self.paths.first().map(String::as_str).unwrap_or(&self.key),
+            crate::recipe::size::Size(self.bytes),
+            self.last_used,
+            self.reason.describe()
+        )
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
     pub found: Vec<Leftover>,
+    /// Logs and cache entries beyond the retention limits.
+    pub retention: Vec<Retired>,
     /// AWS leftovers (with `--region`/`--aws`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws: Option<Vec<crate::aws::gc::AwsLeftover>>,
@@ -306,6 +386,11 @@ impl crate::output::Report for GcReport {
             .map(|l| vec![verb.to_string(), l.describe()])
             .collect();
         rows.extend(
+            self.retention
+                .iter()
+                .map(|r| vec![verb.to_string(), r.describe()]),
+        );
+        rows.extend(
             self.aws
                 .iter()
                 .flatten()
@@ -321,7 +406,12 @@ impl crate::output::Report for GcReport {
 }
 
 pub fn run(args: &crate::cli::GcArgs, g: &Globals) -> Result<GcReport> {
+    let retention = Retention::from_args(args)?;
     let mut report = run_local(args.dry_run, g)?;
+    let (retired, removed, failed) = apply_retention(&g.work_dir, &retention, args.dry_run);
+    report.retention = retired;
+    report.removed += removed;
+    report.failed.extend(failed);
     if args.aws || !args.region.is_empty() {
         let grace =
             crate::aws::gc::parse_grace(&args.grace).map_err(|e| crate::input!("--grace {e}"))?;
@@ -371,10 +461,153 @@ fn run_local(dry_run: bool, g: &Globals) -> Result<GcReport> {
     Ok(GcReport {
         dry_run,
         found,
+        retention: Vec::new(),
         aws: None,
         removed,
         failed,
     })
+}
+
+/// What retention looks at: one candidate with its paths and kind.
+struct Candidate {
+    kind: String,
+    key: String,
+    paths: Vec<PathBuf>,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Measure logs and cache entries, plan with `r`, and remove what the plan says (unless
+/// `dry_run`). Returns what went (or would go), how many went, and the failures.
+pub fn apply_retention(
+    work_top: &Path,
+    r: &Retention,
+    dry_run: bool,
+) -> (Vec<Retired>, usize, Vec<String>) {
+    let now = std::time::SystemTime::now();
+    let mut retired = Vec::new();
+    let (mut removed, mut failed) = (0, Vec::new());
+
+    // Logs: `<work-dir>/logs/<bake-id>.log`, last used when last written.
+    let mut logs = Vec::new();
+    for e in std::fs::read_dir(work_top.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let key = name.strip_suffix(".log").unwrap_or(&name).to_string();
+        logs.push(Candidate {
+            kind: "log".into(),
+            key,
+            paths: vec![e.path()],
+        });
+    }
+    // A running bake's log (its work dir is there and its liveness lock held) stays.
+    let log_in_use =
+        |c: &Candidate| work_top.join("work").join(&c.key).is_dir() && running(work_top, &c.key);
+    retired.extend(plan_and_remove(
+        logs,
+        &r.logs,
+        now,
+        false,
+        log_in_use,
+        |c| {
+            std::fs::remove_file(&c.paths[0])?;
+            Ok(true)
+        },
+        dry_run,
+        &mut removed,
+        &mut failed,
+    ));
+
+    // Caches: one budget over all kinds, last used when last read or written.
+    let mut entries = Vec::new();
+    for k in crate::cache::kinds(work_top) {
+        for (key, paths) in crate::cache::entries(&k.dir) {
+            entries.push(Candidate {
+                kind: k.name.to_string(),
+                key,
+                paths,
+            });
+        }
+    }
+    retired.extend(plan_and_remove(
+        entries,
+        &r.caches,
+        now,
+        true,
+        |c| crate::cache::in_use(work_top, &c.kind, &c.key),
+        |c| crate::cache::remove(work_top, &c.kind, &c.key, &c.paths),
+        dry_run,
+        &mut removed,
+        &mut failed,
+    ));
+    (retired, removed, failed)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_and_remove(
+    candidates: Vec<Candidate>,
+    policy: &Policy,
+    now: std::time::SystemTime,
+    with_access: bool,
+    in_use: impl Fn(&Candidate) -> bool,
+    remove: impl Fn(&Candidate) -> Result<bool>,
+    dry_run: bool,
+    removed: &mut usize,
+    failed: &mut Vec<String>,
+) -> Vec<Retired> {
+    let measured: Vec<(u64, std::time::SystemTime)> = candidates
+        .iter()
+        .map(|c| crate::cache::measure(&c.paths, with_access))
+        .collect();
+    let items: Vec<Item> = candidates
+        .iter()
+        .zip(&measured)
+        .map(|(c, &(bytes, last_used))| Item {
+            id: format!("{}/{}", c.kind, c.key),
+            bytes,
+            last_used,
+            in_use: in_use(c),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, reason) in crate::retention::plan(&items, policy, now) {
+        let c = &candidates[i];
+        let r = Retired {
+            kind: c.kind.clone(),
+            key: c.key.clone(),
+            paths: c.paths.iter().map(|p| p.display().to_string()).collect(),
+            bytes: items[i].bytes,
+            last_used: rfc3339(items[i].last_used),
+            reason,
+        };
+        if !dry_run {
+            match remove(c) {
+                Ok(true) => {
+                    tracing::info!("removed {}", r.describe());
+                    *removed += 1;
+                }
+                // A bake took it since it was measured: it stays.
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!("gc: {}: {e:#}", r.describe());
+                    failed.push(format!("{}: {e:#}", r.describe()));
+                    continue;
+                }
+            }
+        }
+        out.push(r);
+    }
+    out
 }
 
 pub fn leftover_paths(r: &GcReport) -> Vec<PathBuf> {
@@ -436,6 +669,30 @@ mod tests {
             "a dead bake's loop device of this work dir was not found"
         );
         lo.close().unwrap();
+    }
+
+    #[test]
+    fn durations_and_sizes_of_the_retention_flags() {
+        let d = |s: &str| parse_duration(s).unwrap().as_secs();
+        assert_eq!(d("30d"), 30 * 86400);
+        assert_eq!(d("12h"), 12 * 3600);
+        assert_eq!(d("2weeks"), 14 * 86400);
+        assert_eq!(d("0"), 0);
+        assert_eq!(d("90"), 90);
+        assert!(parse_duration("soon").unwrap_err().contains("`soon`"));
+        let mut args = crate::cli::GcArgs {
+            keep_logs_for: "30d".into(),
+            log_budget: "1GiB".into(),
+            cache_budget: "20GiB".into(),
+            ..Default::default()
+        };
+        let r = Retention::from_args(&args).unwrap();
+        assert_eq!(r.caches.max_bytes, Some(20 << 30));
+        assert_eq!(r.logs.max_bytes, Some(1 << 30));
+        args.cache_budget = "lots".into();
+        let e = Retention::from_args(&args).unwrap_err();
+        assert!(e.to_string().starts_with("--cache-budget "), "{e}");
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_INPUT);
     }
 
     #[test]

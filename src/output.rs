@@ -2,8 +2,8 @@
 //!
 //! - A command whose result is a record another program consumes — `bake`, `base build`,
 //!   `base refresh` (the manifest), `boot` (the boot report), `deploy`, `rollback`, `canary
-//!   approve|reject` — prints that record as JSON on stdout (a bake also ends with one `✓`
-//!   line on stderr on a terminal, for people).
+//!   approve|reject` — prints that record as JSON on stdout (a bake, deploy or rollback also
+//!   ends with one `✓` line on stderr on a terminal, for people: [`crate::progress::done`]).
 //! - Every other command — `base list`, `status`, `images prune`, `gc`, `doctor`, `canary judge` — prints a
 //!   table for people by default and the same data as JSON with `--json`.
 //!

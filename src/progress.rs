@@ -370,6 +370,17 @@ impl Progress {
     }
 }
 
+/// The last line of a command that changed something (deploy, rollback), for people: `✓ what`
+/// on a terminal; one timestamped log line under CI (so a CI log shows it as it shows a bake's
+/// steps). `what` says what changed and how long it took.
+pub fn done(what: &str) {
+    if interactive() {
+        eprintln(&format!("✓ {what}"));
+    } else {
+        info!("{what}");
+    }
+}
+
 impl Drop for Progress {
     fn drop(&mut self) {
         if let Ok(mut c) = CURRENT.lock() {

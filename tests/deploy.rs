@@ -51,6 +51,22 @@ fn bakery(args: &[&str]) -> Run {
     support::run(&mut c)
 }
 
+/// The last line of `stderr`: timestamped (`2026-11-30T10:00:00Z  INFO ...`) and containing
+/// `what` (the one line a finished deploy or rollback ends with under CI).
+fn final_line(stderr: &str, what: &str) -> String {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let b = last.as_bytes();
+    assert!(
+        b.len() > 20 && b[4] == b'-' && b[10] == b'T' && b[19] == b'Z' && last.contains(what),
+        "the last line is not a timestamped `{what}...`: {last:?}\n{stderr}"
+    );
+    last.to_string()
+}
+
 /// One region's fixture: a VPC with two subnets, a target group, two AMIs, a launch template.
 struct Region {
     region: String,
@@ -415,6 +431,18 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
     out.assert_ok();
     let res = by_region(&out.json());
     assert_eq!(out.json()["status"], "succeeded");
+    // Under CI (stderr a pipe) the deploy ends with one timestamped line saying what changed.
+    let last = final_line(&out.stderr, &format!("deployed {api} (swap) in "));
+    for r in &regions {
+        assert!(
+            last.contains(&format!(
+                "{}: {api} launches {} (launch template {} version 2, was ",
+                r.region, r.new_ami, r.lt_id
+            )),
+            "{}: {last}",
+            r.region
+        );
+    }
     rt.block_on(async {
         for (i, r) in regions.iter().enumerate() {
             let d = &res[&r.region]["detail"];
@@ -455,7 +483,19 @@ fn manifest_swap_then_red_black_then_rollback_in_three_regions() {
 
     // Swap rollback: exactly what was there before.
     let regions_arg = REGIONS.join(",");
-    bakery(&["rollback", "--asg", &api, "--region", &regions_arg]).assert_ok();
+    let rb = bakery(&["rollback", "--asg", &api, "--region", &regions_arg]);
+    rb.assert_ok();
+    let last = final_line(&rb.stderr, &format!("rolled back {api} in "));
+    for r in &regions {
+        assert!(
+            last.contains(&format!(
+                "{}: {api} back on launch template version ",
+                r.region
+            )),
+            "{}: {last}",
+            r.region
+        );
+    }
     rt.block_on(async {
         for (i, r) in regions.iter().enumerate() {
             let g = r.describe(&api).await.unwrap();

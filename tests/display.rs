@@ -391,3 +391,120 @@ fn an_ami_bake_on_a_terminal_shows_byte_progress_and_the_amis_it_made() {
     );
     assert_no_leaks(t.dir.path());
 }
+
+#[test]
+fn a_deploy_and_its_rollback_on_a_terminal_end_with_what_changed() {
+    use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+    use aws_sdk_ec2::types::RequestLaunchTemplateData;
+    let emu = Emulator::start();
+    for (k, v) in emu.env() {
+        // SAFETY (edition 2021: not unsafe): set before any thread of this test reads them.
+        std::env::set_var(k, v);
+    }
+    let t = TestDir::new("display-deploy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = rt.block_on(bakery::aws::client::AwsContext::load());
+    let region = "us-east-1";
+    let (new_ami, lt_id) = rt.block_on(async {
+        let ec2 = ctx.ec2(region);
+        let ami = |name: &'static str| {
+            let ec2 = ec2.clone();
+            async move {
+                ec2.register_image()
+                    .name(name)
+                    .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+                    .virtualization_type("hvm")
+                    .send()
+                    .await
+                    .unwrap()
+                    .image_id
+                    .unwrap()
+            }
+        };
+        let old = ami("display-app-1.0").await;
+        let new = ami("display-app-1.1").await;
+        let lt = ec2
+            .create_launch_template()
+            .launch_template_name("display-lt")
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(&old)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .launch_template
+            .unwrap()
+            .launch_template_id
+            .unwrap();
+        ctx.autoscaling(region)
+            .create_auto_scaling_group()
+            .auto_scaling_group_name("display-api")
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(&lt)
+                    .version("1")
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(1)
+            .desired_capacity(0)
+            .availability_zones(format!("{region}a"))
+            .send()
+            .await
+            .unwrap();
+        (new, lt)
+    });
+    let env: Vec<(&str, String)> = emu.env().into_iter().collect();
+    let last_line = |term: &Terminal| {
+        term.screen
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let term = on_terminal(
+        &t,
+        &env,
+        &[
+            "deploy",
+            "--image",
+            &new_ami,
+            "--asg",
+            "display-api",
+            "--region",
+            region,
+            "--strategy",
+            "swap",
+        ],
+    );
+    assert_eq!(term.code, 0, "{}", term.screen);
+    let last = last_line(&term);
+    assert!(
+        last.starts_with("✓ deployed display-api (swap) in ")
+            && last.contains(&format!(
+                "{region}: display-api launches {new_ami} (launch template {lt_id} version 2, was 1)"
+            )),
+        "the last line says what changed and how long it took: {last:?}\n{}",
+        term.screen
+    );
+    std::fs::remove_dir_all(t.path("tty")).unwrap();
+    let term = on_terminal(
+        &t,
+        &env,
+        &["rollback", "--asg", "display-api", "--region", region],
+    );
+    assert_eq!(term.code, 0, "{}", term.screen);
+    let last = last_line(&term);
+    assert!(
+        last.starts_with("✓ rolled back display-api in ")
+            && last.contains(&format!(
+                "{region}: display-api back on launch template version 1"
+            )),
+        "{last:?}\n{}",
+        term.screen
+    );
+}

@@ -1,22 +1,20 @@
-//! Are we on EC2? IMDSv2 (token, then instance id, AZ and region) over plain HTTP/1.1 with short
-//! timeouts, so off EC2 the answer is "no" within a fraction of a second instead of a hang.
+//! Are we on EC2? The instance id, AZ and region from the instance metadata service, read with
+//! the SDK's IMDSv2 client (`aws_config::imds`: session token, retries, the standard endpoint
+//! settings) with short timeouts and one attempt, so off EC2 the answer is "no" within a
+//! fraction of a second instead of a hang.
 //!
-//! `BAKERY_IMDS_ENDPOINT=http://127.0.0.1:PORT` points it elsewhere (tests). Without it,
-//! `AWS_EC2_METADATA_DISABLED=true` means "not on EC2", as it does for the AWS SDKs.
+//! The endpoint is the SDK's: `AWS_EC2_METADATA_SERVICE_ENDPOINT` (tests point it at a local
+//! server), `ec2_metadata_service_endpoint` in the AWS config file, else `http://169.254.169.254`.
+//! `AWS_EC2_METADATA_DISABLED=true` means "not on EC2", as it does for the SDK's own providers.
 
 use std::time::Duration;
 
+use aws_config::imds::client::Client;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tracing::debug;
 
-pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-const TOKEN_TTL_SECS: u32 = 21600;
-const MAX_RESPONSE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ec2Host {
@@ -25,59 +23,43 @@ pub struct Ec2Host {
     pub region: String,
 }
 
+fn client() -> aws_config::imds::client::Builder {
+    Client::builder()
+        .max_attempts(1)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(REQUEST_TIMEOUT)
+        .operation_attempt_timeout(REQUEST_TIMEOUT)
+        .operation_timeout(REQUEST_TIMEOUT)
+}
+
 /// This host's instance, AZ and region, or `None` when IMDSv2 does not answer (not on EC2,
 /// IMDS disabled, hop limit too low in a container...).
 pub async fn detect() -> Option<Ec2Host> {
-    match std::env::var("BAKERY_IMDS_ENDPOINT") {
-        Ok(ep) if !ep.trim().is_empty() => detect_at(ep.trim()).await,
-        _ => {
-            if std::env::var("AWS_EC2_METADATA_DISABLED")
-                .map(|v| v.eq_ignore_ascii_case("true"))
-                .unwrap_or(false)
-            {
-                return None;
-            }
-            detect_at(DEFAULT_ENDPOINT).await
-        }
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
     }
+    detect_with(&client().build()).await
 }
 
 /// [`detect`] against an explicit endpoint (`http://host[:port]`).
 pub async fn detect_at(endpoint: &str) -> Option<Ec2Host> {
-    let authority = match parse_endpoint(endpoint) {
-        Some(a) => a,
-        None => {
-            debug!("imds: endpoint {endpoint} is not http://host[:port]");
-            return None;
+    match client().endpoint(endpoint) {
+        Ok(b) => detect_with(&b.build()).await,
+        Err(e) => {
+            debug!("imds: endpoint {endpoint}: {e}");
+            None
         }
-    };
-    let token = request(
-        &authority,
-        "PUT",
-        "/latest/api/token",
-        &[(
-            "X-aws-ec2-metadata-token-ttl-seconds",
-            TOKEN_TTL_SECS.to_string(),
-        )],
-    )
-    .await?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        return None;
     }
-    let get = |path: &'static str| {
-        let authority = authority.clone();
-        let token = token.clone();
-        async move {
-            request(
-                &authority,
-                "GET",
-                path,
-                &[("X-aws-ec2-metadata-token", token)],
-            )
-            .await
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+}
+
+async fn detect_with(client: &Client) -> Option<Ec2Host> {
+    let get = |path: &'static str| async move {
+        match client.get(path).await {
+            Ok(v) => Some(v.as_ref().trim().to_string()).filter(|s| !s.is_empty()),
+            Err(e) => {
+                debug!("imds: GET {path}: {e}");
+                None
+            }
         }
     };
     let instance_id = get("/latest/meta-data/instance-id").await?;
@@ -96,154 +78,12 @@ pub async fn detect_at(endpoint: &str) -> Option<Ec2Host> {
     })
 }
 
-/// `http://host[:port][/]` -> `host:port`.
-fn parse_endpoint(ep: &str) -> Option<String> {
-    let rest = ep.strip_prefix("http://")?;
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains('/') {
-        return None;
-    }
-    // IPv6 literals come bracketed: [fd00:ec2::254]:80
-    let has_port = if host.starts_with('[') {
-        host.contains("]:")
-    } else {
-        host.contains(':')
-    };
-    Some(if has_port {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    })
-}
-
-/// One HTTP/1.1 request with `Connection: close`; the body on 200, `None` on anything else.
-async fn request(
-    authority: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-) -> Option<String> {
-    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!("imds: connect {authority}: {e}");
-            return None;
-        }
-        Err(_) => {
-            debug!("imds: connect {authority}: timed out");
-            return None;
-        }
-    };
-    let host = authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(authority);
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bakery\r\nAccept: */*\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "PUT" {
-        req.push_str("Content-Length: 0\r\n");
-    }
-    req.push_str("\r\n");
-    let exchange = async move {
-        let mut stream = stream;
-        stream.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > MAX_RESPONSE {
-                break;
-            }
-            // Stop once a complete Content-Length body is in, even if the peer keeps the socket open.
-            if let Some((_, _, Some(len), body_at)) = parse_head(&buf) {
-                if buf.len() >= body_at + len {
-                    break;
-                }
-            }
-        }
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = match timeout(REQUEST_TIMEOUT, exchange).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            debug!("imds: {method} {path}: {e}");
-            return None;
-        }
-        Err(_) => {
-            debug!("imds: {method} {path}: timed out");
-            return None;
-        }
-    };
-    let (status, chunked, len, body_at) = parse_head(&buf)?;
-    if status != 200 {
-        debug!("imds: {method} {path}: HTTP {status}");
-        return None;
-    }
-    let body = &buf[body_at..];
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        match len {
-            Some(l) => body.get(..l)?.to_vec(),
-            None => body.to_vec(),
-        }
-    };
-    String::from_utf8(body).ok()
-}
-
-/// Status, chunked?, Content-Length, offset of the body, once the head is complete.
-fn parse_head(buf: &[u8]) -> Option<(u16, bool, Option<usize>, usize)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status: u16 = parts.next()?.parse().ok()?;
-    let (mut chunked, mut len) = (false, None);
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim(), v.trim());
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.parse().ok();
-            } else if k.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-            {
-                chunked = true;
-            }
-        }
-    }
-    Some((status, chunked, if chunked { None } else { len }, end + 4))
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_str = std::str::from_utf8(&body[..eol]).ok()?;
-        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
-        body = &body[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A tiny IMDSv2: PUT /latest/api/token issues "TOKEN"; GETs need it (401 otherwise).
@@ -297,11 +137,17 @@ mod tests {
                     } else {
                         (404, "")
                     };
+                    // IMDS says how long a token lasts; the SDK's client requires it.
+                    let ttl = if first.starts_with("PUT ") {
+                        "X-aws-ec2-metadata-token-ttl-seconds: 21600\r\n"
+                    } else {
+                        ""
+                    };
                     let resp = if chunked && status == 200 {
-                        format!("HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
+                        format!("HTTP/1.1 {status} X\r\n{ttl}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
                     } else {
                         format!(
-                            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                            "HTTP/1.1 {status} X\r\n{ttl}Content-Length: {}\r\n\r\n{body}",
                             body.len()
                         )
                     };
@@ -339,6 +185,21 @@ mod tests {
         assert_eq!(host.availability_zone, "eu-west-1b");
     }
 
+    /// The standard variables the SDK documents: the endpoint override, and "disabled" winning
+    /// over it. (Each nextest test is its own process, so setting the environment is safe here.)
+    #[tokio::test]
+    async fn detect_follows_the_sdk_environment() {
+        let (ep, _) = fake_imds(true, false).await;
+        std::env::remove_var("AWS_EC2_METADATA_DISABLED");
+        std::env::set_var("AWS_EC2_METADATA_SERVICE_ENDPOINT", &ep);
+        let host = detect()
+            .await
+            .expect("detected at AWS_EC2_METADATA_SERVICE_ENDPOINT");
+        assert_eq!(host.instance_id, "i-0123456789abcdef0");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        assert!(detect().await.is_none());
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_not_ec2_and_is_quick() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -363,22 +224,5 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(detect_at(&format!("http://{addr}")).await.is_none());
         assert!(t.elapsed() < REQUEST_TIMEOUT + Duration::from_secs(1));
-    }
-
-    #[test]
-    fn endpoints_parse() {
-        assert_eq!(
-            parse_endpoint("http://169.254.169.254").as_deref(),
-            Some("169.254.169.254:80")
-        );
-        assert_eq!(
-            parse_endpoint("http://127.0.0.1:8080/").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            parse_endpoint("http://[fd00:ec2::254]").as_deref(),
-            Some("[fd00:ec2::254]:80")
-        );
-        assert_eq!(parse_endpoint("https://x"), None);
     }
 }

@@ -375,7 +375,7 @@ pub struct BaseBuildArgs {
     pub layer_path: Vec<PathBuf>,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct GcArgs {
     /// List what would be removed, remove nothing.
     #[arg(long)]
@@ -389,6 +389,15 @@ pub struct GcArgs {
     /// AWS resources younger than this are left alone (a bake on another host may still be running them): 2h, 30m, 90s, 0.
     #[arg(long, default_value = "2h", value_name = "DURATION")]
     pub grace: String,
+    /// Remove bake logs (<work-dir>/logs) last written longer ago than this: 30d, 12h, 2weeks, 0 (all of finished bakes).
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub keep_logs_for: String,
+    /// Then remove the oldest bake logs until the rest take at most this much disk: 1GiB, 500M.
+    #[arg(long, default_value = "1GiB", value_name = "SIZE")]
+    pub log_budget: String,
+    /// Remove the least recently used cached snapshots and bases (<work-dir>/snapshots, bases) until the rest take at most this much disk (never one a running bake holds): 20GiB, 0.
+    #[arg(long, default_value = "20GiB", value_name = "SIZE")]
+    pub cache_budget: String,
     /// Print JSON on stdout (default: a table).
     #[arg(long)]
     pub json: bool,

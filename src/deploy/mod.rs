@@ -22,6 +22,7 @@ pub mod redblack;
 pub mod rolling;
 pub mod state;
 pub mod status;
+pub mod summary;
 pub mod swap;
 pub mod targets;
 
@@ -379,6 +380,7 @@ fn print(v: &Value) -> Result<()> {
 }
 
 pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
     let target = Target::of(&args.target)?;
     let strategy = match (&target, args.strategy) {
         (Target::Asg(_), None) => Strategy::Swap,
@@ -574,6 +576,7 @@ pub fn run_deploy(args: &DeployArgs) -> Result<i32> {
             .unwrap_or_default();
         return Err(anyhow!("deploy {} failed ({first})", o.deploy_id));
     }
+    crate::progress::done(&summary::deploy_line(&out, started.elapsed().as_secs_f64()));
     Ok(0)
 }
 
@@ -644,6 +647,7 @@ fn regions_of(t: &TargetArgs, ctx: &AwsContext) -> Result<Vec<String>> {
 }
 
 pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
     let target = Target::of(&args.target)?;
     let plugins = hooks::resolve(&args.plugins)?;
     let rt = runtime()?;
@@ -687,13 +691,16 @@ pub fn run_rollback(args: &RollbackArgs) -> Result<i32> {
     if let Err(e) = crate::plugin::run_hook(&plugins, Hook::Rollback, &ev) {
         error!("rollback plugins: {e:#}");
     }
-    print(
-        &json!({"kind": "rollback", "rollback_id": id, "target": target, "status": status, "regions": out}),
-    )?;
+    let record = json!({"kind": "rollback", "rollback_id": id, "target": target, "status": status, "regions": out});
+    print(&record)?;
     if let Some((region, e)) = errors.into_iter().next() {
         // An input error (nothing to roll back) keeps its exit code.
         return Err(e.context(format!("rollback of {} in {region}", target.name())));
     }
+    crate::progress::done(&summary::rollback_line(
+        &record,
+        started.elapsed().as_secs_f64(),
+    ));
     Ok(0)
 }
 

@@ -1,5 +1,11 @@
 //! The member table of a Unix `ar` archive (the outer layer of a .deb), read without
 //! loading member data. Every header is bounds-checked against the file size.
+//!
+//! Not the `ar` crate (0.9): it does not check a member against the file's length (a seeking
+//! scan past the end just stops, so a truncated .deb reads as complete), it skips a member by
+//! reading it through (the whole data.tar, to reach nothing after it), and its errors are
+//! `io::Error` strings where this module tells truncation from corruption (`Fault`). The format
+//! is a 60-byte header per member (ar(5), dpkg's deb(5)); this is all a .deb needs of it.
 use std::io::{Read, Seek};
 
 use super::{read_at, Fault, DEB_MAGIC};

@@ -92,7 +92,10 @@ fn env_for(port: u16) -> Vec<(&'static str, String)> {
         ("AWS_CONFIG_FILE", "/dev/null".into()),
         ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
         // Never probe a real instance metadata service: these tests are "off EC2".
-        ("BAKERY_IMDS_ENDPOINT", "http://127.0.0.1:9".into()),
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            "http://127.0.0.1:9".into(),
+        ),
     ]
 }
 
@@ -113,7 +116,7 @@ pub fn shared(extra: &[&str]) -> Arc<Emulator> {
             "AWS_PROFILE",
             "AWS_SESSION_TOKEN",
             "BAKERY_FAIL_API",
-            "BAKERY_IMDS_ENDPOINT",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
             "BAKERY_AMI_WAIT_TIMEOUT",
         ] {
             std::env::remove_var(k);

@@ -29,6 +29,8 @@ pub fn open(
     let cache = g.work_dir.join("snapshots");
     std::fs::create_dir_all(&cache)?;
     let ebs_client = cloud.aws.ctx.ebs(&cloud.region);
+    // Held until the copy is done: `bakery gc` leaves the entry alone meanwhile.
+    let held = crate::cache::Use::hold(&g.work_dir, "snapshot", &base.root_snapshot_id)?;
     let (cached, hashes, stats) = stages.run_aws(
         "download base snapshot",
         &format!("download {}", base.root_snapshot_id),
@@ -38,6 +40,8 @@ pub fn open(
     stages.run("copy base", |_| {
         image::copy_sparse(&cached, disk).map(|_| ())
     })?;
+    held.touch(&cached);
+    drop(held);
     Ok(SourceDisk {
         path: disk.to_path_buf(),
         origin: BaseOrigin::of_ami(base),

@@ -15,23 +15,27 @@ use crate::pipeline::{sink, Stages};
 use crate::recipe::base::{BaseSpec, DEFAULT_BASE_YAML};
 use crate::sys::lock::HostLock;
 
-/// Where the built-in base is cached under `work_dir`: `bases/debian-trixie-HASH.raw`, HASH
-/// from the spec and the disk layout that builds it (a bakery whose layout changed, e.g. the
-/// hybrid ESP, must not keep baking on a base cached by an older one).
-pub fn cache_path(work_dir: &Path) -> (PathBuf, String) {
+/// The cache key of the built-in base: `debian-trixie-` and a hash of its YAML and of the disk
+/// layout that builds it (a bakery whose layout changed, e.g. the hybrid ESP, must not keep
+/// baking on a base cached by an older one). The file is `<work-dir>/bases/<key>.raw`.
+pub fn cache_key() -> String {
     let mut h = Sha256::new();
     h.update(DEFAULT_BASE_YAML.as_bytes());
     h.update(debootstrap::LAYOUT_REVISION.as_bytes());
-    let hash = hex::encode(&h.finalize()[..8]);
-    let path = work_dir
-        .join("bases")
-        .join(format!("debian-trixie-{hash}.raw"));
-    (path, hash)
+    format!("debian-trixie-{}", hex::encode(&h.finalize()[..8]))
 }
 
-/// The cached built-in base, built first if needed.
+/// Where the built-in base is cached under `work_dir`, and its key.
+pub fn cache_path(work_dir: &Path) -> (PathBuf, String) {
+    let key = cache_key();
+    (work_dir.join("bases").join(format!("{key}.raw")), key)
+}
+
+/// The cached built-in base, built first if needed. The caller holds it
+/// ([`crate::cache::Use`], key [`cache_key`]) while it reads it.
 pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
-    let (path, hash) = cache_path(&g.work_dir);
+    let (path, key) = cache_path(&g.work_dir);
+    let hash = key.trim_start_matches("debian-trixie-");
     let dir = g.work_dir.join("bases");
     std::fs::create_dir_all(&dir)?;
     let _lock = HostLock::acquire(&g.work_dir.join("locks"), &format!("base-{hash}"))?;
@@ -60,6 +64,11 @@ pub fn cached(g: &Globals, stages: &Stages) -> Result<PathBuf> {
 
 /// Copy the cached built-in base into `disk`.
 pub fn open(g: &Globals, disk: &Path, stages: &mut Stages) -> Result<SourceDisk> {
+    // Held until the copy is done: `bakery gc` leaves the entry alone meanwhile.
+    let held = crate::cache::Use::hold(&g.work_dir, "base", &cache_key())?;
     let base = cached(g, stages)?;
-    super::file::open(&base, disk, stages)
+    crate::fault::point("hold cached base")?;
+    let disk = super::file::open(&base, disk, stages)?;
+    held.touch(&base);
+    Ok(disk)
 }
