@@ -331,15 +331,40 @@ fn attributes_are_inherited_from_the_base_overridden_by_flags_and_snapshots_are_
         }
     }
 
-    // 2. A boot mode the disk cannot boot is refused (the test base is BIOS-only: no ESP),
-    //    before anything is made.
+    // 2. A boot mode the disk cannot boot is refused, before anything is made. The test base
+    //    is hybrid (it boots both ways), so this uses a BIOS-only copy of it: its ESP retyped as
+    //    plain Linux data, like a base built before bakery made an ESP.
+    let bios_only = t.path("bios-only.raw");
+    let cp = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(base_image())
+        .arg(&bios_only)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let esp = bakery::disk::layout::read_layout(&bios_only)
+        .unwrap()
+        .partitions
+        .iter()
+        .find(|p| p.type_id == bakery::disk::layout::GPT_ESP)
+        .expect("the test base has an ESP")
+        .number;
+    let retype = Command::new("sgdisk")
+        .arg("-t")
+        .arg(format!("{esp}:8300"))
+        .arg(&bios_only)
+        .output()
+        .unwrap();
+    assert!(retype.status.success(), "{retype:?}");
+    let bios_root = upload(&rt, &ctx, "us-east-1", &bios_only);
+    let bios_base = vendor_base(&rt, &ctx, "us-east-1", &bios_root, None);
     let pkg = app(&t, "1.0-2");
     let r = bake(
         &t,
         &emu,
         &[
             "--base",
-            &base,
+            &bios_base,
             "--package",
             &pkg,
             "--output",
