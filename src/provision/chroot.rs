@@ -146,34 +146,15 @@ impl Chroot {
         )?;
         self.fs = Some(InRoot::open(&root).context("opening the mounted image")?);
         let fstab = std::fs::read_to_string(self.path("/etc/fstab")).unwrap_or_default();
-        let layout = crate::disk::layout::Layout {
-            table: crate::disk::layout::TableKind::Gpt,
-            disk_size: 0,
-            partitions: parts
-                .iter()
-                .map(|p| crate::disk::layout::Partition {
-                    number: p.number,
-                    start: 0,
-                    size: 0,
-                    type_id: String::new(),
-                    part_uuid: p.part_uuid.clone(),
-                    fs: p.fs.clone(),
-                })
-                .collect(),
-        };
         for e in crate::disk::layout::fstab_extra_mounts(&fstab) {
-            let Some(p) = layout.find_by_spec(&e.source) else {
+            let Some(p) = PartitionDev::find_by_spec(parts, &e.source) else {
                 warn!(
                     "fstab: {} for {} is not on this disk; not mounted during the bake",
                     e.source, e.target
                 );
                 continue;
             };
-            let dev = parts
-                .iter()
-                .find(|d| d.number == p.number)
-                .map(|d| d.device.clone())
-                .unwrap();
+            let dev = p.device.clone();
             let target = self.path(&e.target);
             std::fs::create_dir_all(&target).ok();
             if let Err(err) = self.mount(&dev, &target, Some(&e.fstype), MountFlags::empty(), None)

@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use crate::disk::layout::{fstab_extra_mounts, Layout, Partition};
+use crate::disk::layout::fstab_extra_mounts;
 use crate::provision::plan::PartitionDev;
 
 /// Where a running system mounts its ESP.
@@ -25,23 +25,7 @@ pub fn find(fstab: &str, parts: &[PartitionDev]) -> Option<PathBuf> {
     let entry = fstab_extra_mounts(fstab)
         .into_iter()
         .find(|e| e.target == MOUNT_POINT && e.fstype == "vfat")?;
-    let layout = Layout {
-        table: crate::disk::layout::TableKind::Gpt,
-        disk_size: 0,
-        partitions: parts
-            .iter()
-            .map(|p| Partition {
-                number: p.number,
-                start: 0,
-                size: 0,
-                type_id: String::new(),
-                part_uuid: p.part_uuid.clone(),
-                fs: p.fs.clone(),
-            })
-            .collect(),
-    };
-    let n = layout.find_by_spec(&entry.source)?.number;
-    let dev = parts.iter().find(|p| p.number == n)?;
+    let dev = PartitionDev::find_by_spec(parts, &entry.source)?;
     if dev.fs.as_ref().is_none_or(|f| f.kind != "vfat") {
         return None;
     }

@@ -65,6 +65,31 @@ pub struct PartitionDev {
     pub fs: Option<FsInfo>,
 }
 
+impl PartitionDev {
+    /// The partition among `parts` that an fstab source names (`UUID=`, `LABEL=`,
+    /// `PARTUUID=`), matched exactly as [`crate::disk::layout::Layout::find_by_spec`] matches
+    /// a partition table. None: not on this disk, or another kind of source.
+    pub fn find_by_spec<'a>(parts: &'a [PartitionDev], spec: &str) -> Option<&'a PartitionDev> {
+        let layout = crate::disk::layout::Layout {
+            table: crate::disk::layout::TableKind::Gpt,
+            disk_size: 0,
+            partitions: parts
+                .iter()
+                .map(|p| crate::disk::layout::Partition {
+                    number: p.number,
+                    start: 0,
+                    size: 0,
+                    type_id: String::new(),
+                    part_uuid: p.part_uuid.clone(),
+                    fs: p.fs.clone(),
+                })
+                .collect(),
+        };
+        let n = layout.find_by_spec(spec)?.number;
+        parts.iter().find(|p| p.number == n)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageCheck {
     pub file: String,
