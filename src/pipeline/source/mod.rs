@@ -19,6 +19,7 @@ pub mod debootstrap;
 pub mod file;
 pub mod layer_cache;
 pub mod layer_key;
+pub mod layer_tags;
 
 use std::path::{Path, PathBuf};
 
