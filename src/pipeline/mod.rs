@@ -141,9 +141,13 @@ impl Job {
         self.packages
             .iter()
             .map(|p| match (&p.source, facts.named.get(&p.name)) {
-                (PackageSource::Name { .. }, Some(n)) => {
-                    crate::package::resolve::installed(p, n.kind, &n.version, &n.arch)
-                }
+                (PackageSource::Name { .. }, Some(n)) => crate::package::resolve::installed(
+                    p,
+                    n.kind,
+                    &n.version,
+                    &n.arch,
+                    n.sha256.as_deref(),
+                ),
                 _ => p.clone(),
             })
             .collect()
@@ -198,7 +202,11 @@ impl Job {
                         None if !p.version.is_empty() => p.evr(),
                         None => format!("unpinned, bake {}", self.bake_id),
                     };
-                    return Ok(format!("name {} {version}", p.name));
+                    // An architecture asked for (`name:arch`) is part of what is installed.
+                    return Ok(match p.named_arch() {
+                        Some(a) => format!("name {}:{a} {version}", p.name),
+                        None => format!("name {} {version}", p.name),
+                    });
                 }
                 Ok(format!(
                     "{:?} {} {}:{}-{} {} sha256:{}",
@@ -607,6 +615,7 @@ mod tests {
                     kind: crate::package::PackageKind::Deb,
                     version: "1.6-2.1".into(),
                     arch: "amd64".into(),
+                    sha256: None,
                 },
             )]),
             ..Default::default()
