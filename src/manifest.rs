@@ -128,10 +128,13 @@ pub struct PackageSummary {
     /// sources; then `file` is empty and kind, version and arch are the database's).
     #[serde(default)]
     pub origin: crate::package::spec::Origin,
-    /// The URL (without its `#sha256=` pin) or the name as given (`name`, `name=version`).
+    /// The URL (without its `#sha256=` pin) or the name as given (`name`, `name=version`,
+    /// `name/release`, `name:arch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// SHA-256 of the package file installed (a file or a download); none for a name.
+    /// SHA-256 of the package file installed (a file or a download); for a name, of the
+    /// archive the image's package index lists for the version installed (none when the index
+    /// lists none, e.g. a version only the base's package database still knows, or an rpm image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
@@ -150,12 +153,12 @@ impl PackageSummary {
             source: match &p.source {
                 PackageSource::File => None,
                 PackageSource::Url { url, .. } => Some(url.clone()),
-                PackageSource::Name { spec } => Some(spec.clone()),
+                PackageSource::Name { spec, .. } => Some(spec.clone()),
             },
             sha256: match &p.source {
                 PackageSource::File => crate::pipeline::sha256_file(&p.path).ok(),
                 PackageSource::Url { sha256, .. } => Some(sha256.clone()),
-                PackageSource::Name { .. } => None,
+                PackageSource::Name { sha256, .. } => sha256.clone(),
             },
         }
     }

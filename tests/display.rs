@@ -3,10 +3,10 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::emulator::Emulator;
+use support::tmux::Tmux;
 use support::*;
 
 /// What a command left on a terminal.
@@ -24,7 +24,6 @@ struct Terminal {
 fn on_terminal(t: &TestDir, env: &[(&str, String)], args: &[&str]) -> Terminal {
     let dir = t.path("tty");
     std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("tmux.sock");
     let mut script = String::from("cd \"$1\"; while [ ! -e go ]; do sleep 0.05; done\n");
     for (k, v) in env {
         script.push_str(&format!("export {k}='{v}'\n"));
@@ -43,42 +42,10 @@ fn on_terminal(t: &TestDir, env: &[(&str, String)], args: &[&str]) -> Terminal {
         dir.display()
     ));
     write(&dir.join("run.sh"), &script);
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux")
-            .arg("-S")
-            .arg(&sock)
-            .args(args)
-            .output()
-            .expect("tmux (in .ci/packages.txt)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let run = format!("bash {}/run.sh {}", dir.display(), dir.display());
-    tmux(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-x",
-        "160",
-        "-y",
-        "50",
-        "-s",
-        "bake",
-        &run,
-    ]);
-    tmux(&["set-option", "-t", "bake", "history-limit", "50000"]);
+    let tmux = Tmux::start(&dir, 160, 50, &run);
     let raw_file = dir.join("raw");
-    tmux(&[
-        "pipe-pane",
-        "-t",
-        "bake",
-        &format!("cat >> '{}'", raw_file.display()),
-    ]);
+    tmux.pipe_to(&raw_file);
     write(&dir.join("go"), "");
     let deadline = Instant::now() + Duration::from_secs(900);
     let rc = loop {
@@ -86,25 +53,13 @@ fn on_terminal(t: &TestDir, env: &[(&str, String)], args: &[&str]) -> Terminal {
             break rc.trim().parse::<i32>().unwrap();
         }
         if Instant::now() > deadline {
-            let screen = tmux(&["capture-pane", "-p", "-J", "-t", "bake"]);
-            let _ = tmux(&["kill-server"]);
-            panic!("the bake did not end in 15 minutes:\n{screen}");
+            panic!("the bake did not end in 15 minutes:\n{}", tmux.visible());
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     std::thread::sleep(Duration::from_millis(300));
-    let screen = tmux(&[
-        "capture-pane",
-        "-p",
-        "-J",
-        "-S",
-        "-",
-        "-E",
-        "-",
-        "-t",
-        "bake",
-    ]);
-    tmux(&["kill-server"]);
+    let screen = tmux.screen();
+    drop(tmux);
     Terminal {
         screen,
         raw: String::from_utf8_lossy(&std::fs::read(&raw_file).unwrap_or_default()).into_owned(),

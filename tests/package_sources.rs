@@ -4,6 +4,9 @@
 //! installed as a file. Nothing leaves the host: the apt repository and the package URL are
 //! served from this test on 127.0.0.1, and a layer points the image's apt sources at it.
 //! Before this change every one of these failed with `<cwd>/jq: no such file`.
+//! apt's other spellings (`name/release` from a second suite, `name:arch`) and the checksum of a
+//! package installed by name came later: before them, `name:arch` was refused as no package,
+//! `name/release` read as a missing file, and a name's manifest entry had no `sha256`.
 
 mod support;
 
@@ -133,6 +136,7 @@ fn packages_by_name_and_pinned_version_install_from_the_image_sources() {
             ..Default::default()
         },
     );
+    let v2_sha = sha256_hex(&v2);
     let (_url, layer) = apt_repo(&t, &[v1, v2]);
 
     // A bare name: the newest version the sources have; the manifest says what was installed.
@@ -157,6 +161,8 @@ fn packages_by_name_and_pinned_version_install_from_the_image_sources() {
         (Some("2.0"), Some("1"))
     );
     assert_eq!(p["kind"], "deb");
+    // The checksum of the archive apt installed: the .deb the repository serves.
+    assert_eq!(p["sha256"], v2_sha.as_str(), "{p}");
     assert_eq!(m["tags"]["appversion"], "named-app-2.0-1");
     let name = m["name"].as_str().unwrap();
     // Aminator's name from what was installed (a named package's has no architecture part).
@@ -396,4 +402,191 @@ fn an_unpinned_name_names_and_keys_the_ami_by_the_version_installed() {
     );
     assert_eq!(m["packages"][0]["installed_version"], "2.0-1");
     assert_no_leaks(t.dir.path());
+}
+
+/// Flat apt repositories (`deb [trusted=yes] URL/SUITE/ ./`), one per `(suite, debs,
+/// not_automatic)`, each with a Release file naming its suite (and, for a backports-like
+/// suite, `NotAutomatic: yes` + `ButAutomaticUpgrades: yes`, as Debian's backports have), and a
+/// layer that makes them the image's only apt sources.
+fn apt_suites(t: &TestDir, suites: &[(&str, Vec<PathBuf>, bool)]) -> PathBuf {
+    let root = t.path("suites");
+    let mut lines = String::new();
+    let url = serve(&root);
+    for (suite, debs, not_automatic) in suites {
+        let dir = root.join(suite);
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in debs {
+            std::fs::copy(d, dir.join(d.file_name().unwrap())).unwrap();
+        }
+        let scan = std::process::Command::new("dpkg-scanpackages")
+            .args(["--multiversion", "."])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(scan.status.success(), "dpkg-scanpackages failed");
+        std::fs::write(dir.join("Packages"), &scan.stdout).unwrap();
+        let sha = sha256_hex(&dir.join("Packages"));
+        let pin = if *not_automatic {
+            "NotAutomatic: yes\nButAutomaticUpgrades: yes\n"
+        } else {
+            ""
+        };
+        write(
+            &dir.join("Release"),
+            &format!(
+                "Origin: bakery-tests\nLabel: bakery-tests\nSuite: {suite}\nCodename: {suite}\n{pin}Date: Mon, 30 Nov 2026 00:00:00 UTC\nArchitectures: amd64 all\nSHA256:\n {sha} {} Packages\n",
+                scan.stdout.len()
+            ),
+        );
+        lines.push_str(&format!("deb [trusted=yes] {url}/{suite}/ ./\\n"));
+    }
+    let layer = t.path("local-apt-suites");
+    std::fs::create_dir_all(&layer).unwrap();
+    write(
+        &layer.join("layer.yaml"),
+        &format!(
+            "name: local-apt-suites\nsteps:\n  - run: \"rm -f /etc/apt/sources.list.d/*; printf '{lines}' > /etc/apt/sources.list\"\n"
+        ),
+    );
+    layer
+}
+
+#[test]
+fn apt_spellings_install_the_release_and_architecture_asked_for_with_their_checksums() {
+    let t = TestDir::new("pkg-apt-spellings");
+    let base = base_image();
+    let v1 = build_deb(
+        &t.path(""),
+        &Deb {
+            name: "named-app",
+            version: "1.0-1",
+            files: &[("/opt/named-app/VERSION", "1.0\n")],
+            ..Default::default()
+        },
+    );
+    let v2 = build_deb(
+        &t.path(""),
+        &Deb {
+            name: "named-app",
+            version: "2.0-1",
+            files: &[("/opt/named-app/VERSION", "2.0\n")],
+            ..Default::default()
+        },
+    );
+    let native = build_deb(
+        &t.path(""),
+        &Deb {
+            name: "arch-app",
+            version: "1.0-1",
+            arch: "amd64",
+            files: &[("/opt/arch-app/README", "amd64\n")],
+            ..Default::default()
+        },
+    );
+    // The newer version only in a backports-like suite: without `/tests-backports` apt would
+    // install 1.0-1 (a NotAutomatic suite's versions are never the candidate).
+    let layer = apt_suites(
+        &t,
+        &[
+            ("tests", vec![v1.clone(), native.clone()], false),
+            ("tests-backports", vec![v2.clone()], true),
+        ],
+    );
+    let out = t.path("spellings.raw");
+    let r = run(t
+        .bakery()
+        .arg("bake")
+        .arg("--base")
+        .arg(&base)
+        .arg("--layer")
+        .arg(&layer)
+        .args([
+            "--package",
+            "named-app/tests-backports",
+            "--package",
+            "arch-app:amd64",
+            "--output",
+        ])
+        .arg(&out));
+    r.assert_ok();
+    let m = r.json();
+    let p = manifest_package(&m, 0);
+    assert_eq!(p["origin"], "name", "{p}");
+    assert_eq!(p["source"], "named-app/tests-backports");
+    assert_eq!(p["installed_version"], "2.0-1", "{p}");
+    assert_eq!(p["sha256"], sha256_hex(&v2).as_str(), "{p}");
+    let a = manifest_package(&m, 1);
+    assert_eq!(a["source"], "arch-app:amd64");
+    assert_eq!(a["installed_version"], "1.0-1");
+    assert_eq!(a["arch"], "amd64", "{a}");
+    assert_eq!(a["sha256"], sha256_hex(&native).as_str(), "{a}");
+    // The image name and appversion from the version installed, as for a bare name.
+    assert_eq!(m["tags"]["appversion"], "named-app-2.0-1");
+    let name = m["name"].as_str().unwrap();
+    assert!(name.starts_with("named-app-2.0-1-2"), "{name}");
+    {
+        let img = Mounted::open(&out);
+        assert_eq!(img.read("/opt/named-app/VERSION"), "2.0\n");
+        assert_eq!(img.read("/opt/arch-app/README"), "amd64\n");
+        // Generalized: apt's downloads are not kept in the image.
+        let cached: Vec<String> = std::fs::read_dir(img.path("/var/cache/apt/archives"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".deb"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(cached, Vec::<String>::new());
+    }
+    assert_no_leaks(t.dir.path());
+
+    // An architecture the image does not have, and a release its sources do not have: exit 2,
+    // one line naming where it was given and what to do, nothing left. The release through a
+    // recipe, whose field is named as such.
+    let recipe = t.path("no-release.yaml");
+    write(
+        &recipe,
+        &format!(
+            "base: {}\nlayers: [{}]\npackages: [named-app/no-such-suite]\noutput: no-release.raw\n",
+            base.display(),
+            layer.display()
+        ),
+    );
+    let bad_out = t.path("wrong-arch.raw");
+    let mut flag = t.bakery();
+    flag.arg("bake")
+        .arg("--base")
+        .arg(&base)
+        .arg("--layer")
+        .arg(&layer)
+        .args(["--package", "named-app:arm64", "--output"])
+        .arg(&bad_out);
+    let mut from_recipe = t.bakery();
+    from_recipe.arg("bake").arg(&recipe);
+    for (mut c, field, spec, says) in [
+        (
+            flag,
+            "--package",
+            "named-app:arm64",
+            "dpkg --add-architecture arm64",
+        ),
+        (
+            from_recipe,
+            "recipe `packages`",
+            "named-app/no-such-suite",
+            "apt-cache policy",
+        ),
+    ] {
+        let r = run(&mut c);
+        assert_eq!(r.code, 2, "{spec}: {}", r.stderr);
+        let e = r.error_line();
+        assert!(
+            e.contains(field) && e.contains(spec) && e.contains(says),
+            "{e}"
+        );
+        assert!(!bad_out.exists() && !t.path("no-release.raw").exists());
+        assert_no_output(t.dir.path(), &["spellings.raw"]);
+        assert_no_leaks(t.dir.path());
+    }
 }

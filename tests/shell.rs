@@ -6,54 +6,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::tmux::Tmux;
 use support::*;
-
-struct Tmux {
-    sock: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .expect("tmux (in .ci/packages.txt)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn screen(&self) -> String {
-        self.run(&[
-            "capture-pane",
-            "-p",
-            "-J",
-            "-S",
-            "-",
-            "-E",
-            "-",
-            "-t",
-            "bake",
-        ])
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.sock)
-            .arg("kill-server")
-            .output();
-    }
-}
 
 /// Bake `deb` with `--shell` on a tmux terminal, type `keys` once the shell's banner shows, and
 /// wait for bakery to end: (exit code, screen, stdout).
@@ -72,24 +28,8 @@ fn bake_with_shell(t: &TestDir, deb: &Path, out: &Path, keys: &str) -> (i32, Str
         d = dir.display(),
     );
     write(&dir.join("run.sh"), &script);
-    let tmux = Tmux {
-        sock: dir.join("tmux.sock"),
-    };
     let run = format!("bash {}/run.sh", dir.display());
-    tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-x",
-        "160",
-        "-y",
-        "50",
-        "-s",
-        "bake",
-        &run,
-    ]);
-    tmux.run(&["set-option", "-t", "bake", "history-limit", "50000"]);
+    let tmux = Tmux::start(&dir, 160, 50, &run);
     let deadline = Instant::now() + Duration::from_secs(600);
     while !tmux.screen().contains("a shell in the image") {
         assert!(
@@ -100,7 +40,7 @@ fn bake_with_shell(t: &TestDir, deb: &Path, out: &Path, keys: &str) -> (i32, Str
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
-    tmux.run(&["send-keys", "-t", "bake", keys, "Enter"]);
+    tmux.type_line(keys);
     let rc = loop {
         if let Ok(rc) = std::fs::read_to_string(dir.join("rc")) {
             break rc.trim().parse::<i32>().unwrap();

@@ -259,12 +259,7 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
             .filter(|s| matches!(s, package::spec::PackageSpec::File(_)))
             .cloned()
             .collect();
-        let mut named = specs.iter().filter_map(|s| match s {
-            package::spec::PackageSpec::Name { name, version } => {
-                Some(package::resolve::named(name, version.as_deref()))
-            }
-            _ => None,
-        });
+        let mut named = specs.iter().filter_map(package::resolve::named_spec);
         let mut files = package::resolve::resolve(&files, field, scratch.path())?.into_iter();
         // In order; a URL has nothing to show before it is downloaded.
         specs

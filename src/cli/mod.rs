@@ -92,7 +92,7 @@ pub struct BakeArgs {
     #[arg(long, short = 'b')]
     pub base: Option<PathBuf>,
 
-    /// Package to install: a .deb/.rpm file, a name from the image's own sources (NAME or NAME=VERSION), or an http(s) URL (optionally URL#sha256=HEX); repeat to install several, in order. Replaces the recipe's list.
+    /// Package to install: a .deb/.rpm file, a name from the image's own sources in apt's spellings (NAME, NAME=VERSION, NAME/RELEASE, each with an optional :ARCH), or an http(s) URL (optionally URL#sha256=HEX); repeat to install several, in order. Replaces the recipe's list.
     #[arg(long = "package", short = 'p', value_name = "FILE|NAME|URL")]
     pub packages: Vec<PathBuf>,
 

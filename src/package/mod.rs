@@ -71,11 +71,17 @@ pub enum PackageSource {
     /// Downloaded from `url` (without its `#sha256=` fragment) to `path`; `sha256` is the
     /// verified digest of what was downloaded.
     Url { url: String, sha256: String },
-    /// Installed by name from the image's own sources: `spec` is `name` or `name=version`. Until
-    /// the session has installed it, only `name` (and, when pinned, `version`/`release`/`epoch`)
-    /// of the [`PackageInfo`] are meaningful: `path` and `arch` are empty and `kind` is a
-    /// placeholder (the image's package manager decides it).
-    Name { spec: String },
+    /// Installed by name from the image's own sources: `spec` is the name as given (`name`,
+    /// `name=version`, `name/release`, `name:arch`...; see [`spec::parse`]). Until the session
+    /// has installed it, only `name` (and, when pinned, `version`/`release`/`epoch`) of the
+    /// [`PackageInfo`] are meaningful: `path` and `arch` are empty and `kind` is a placeholder
+    /// (the image's package manager decides it). `sha256`, once installed: the SHA-256 of the
+    /// archive installed, from the image's package index (see `provision::steps`).
+    Name {
+        spec: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+    },
 }
 
 impl PackageSource {
@@ -123,6 +129,18 @@ impl PackageInfo {
     /// True for a package installed by name from the image's sources.
     pub fn is_named(&self) -> bool {
         matches!(self.source, PackageSource::Name { .. })
+    }
+
+    /// The architecture a package named for the image's sources asked for (`name:arch`), or
+    /// `None` (not named, or no architecture asked for).
+    pub fn named_arch(&self) -> Option<String> {
+        let PackageSource::Name { spec, .. } = &self.source else {
+            return None;
+        };
+        match spec::parse(spec, false) {
+            Ok(spec::PackageSpec::Name { arch, .. }) => arch,
+            _ => None,
+        }
     }
 
     /// The version as the package databases write it: `[epoch:]version[-release]`.

@@ -6,8 +6,10 @@
 //! - a file is read as before ([`super::inspect`]);
 //! - a URL is downloaded into the bake's scratch directory (removed with the bake), its SHA-256
 //!   checked against the `#sha256=` pin before anything else reads it, then read as a file;
-//! - a name stays a name: the chroot session installs it from the image's own sources and reads
-//!   the exact version back from the package database.
+//! - a name stays a name (in any of apt's spellings, kept as given): the chroot session installs
+//!   it from the image's own sources, reads the exact version and architecture back from the
+//!   package database and, on apt images, the SHA-256 of the archive from the package index
+//!   (`provision::steps`, `Runner::index_sha256`, says why the index and not the file).
 //!
 //! Errors are input errors (exit 2) that start with `field` (`--package` or the recipe key),
 //! except a download that fails for the network or the disk (exit 1).
@@ -45,7 +47,7 @@ pub fn resolve(specs: &[PackageSpec], field: &str, scratch: &Path) -> Result<Vec
                 let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
                 super::inspect(&abs).map_err(|e| input!("{e}"))
             }
-            PackageSpec::Name { name, version } => Ok(named(name, version.as_deref())),
+            PackageSpec::Name { .. } => Ok(named_spec(s).expect("a name")),
             PackageSpec::Url { url, sha256 } => {
                 // One directory per package: two URLs may end in the same file name.
                 let d = dir.join(i.to_string());
@@ -115,8 +117,23 @@ pub fn named(name: &str, pin: Option<&str>) -> PackageInfo {
                 Some(v) => format!("{name}={v}"),
                 None => name.to_string(),
             },
+            sha256: None,
         },
     }
+}
+
+/// [`named`] for a [`PackageSpec::Name`] in any of its spellings (`name:arch`, `name/release`
+/// too: the spec is kept as given, for the session and the manifest); `None` for another kind.
+pub fn named_spec(spec: &PackageSpec) -> Option<PackageInfo> {
+    let PackageSpec::Name { name, version, .. } = spec else {
+        return None;
+    };
+    let mut p = named(name, version.as_deref());
+    p.source = PackageSource::Name {
+        spec: spec.to_string(),
+        sha256: None,
+    };
+    Some(p)
 }
 
 /// `[epoch:]version[-release]` into its parts (the release after the last `-`, as dpkg splits
@@ -135,15 +152,30 @@ pub fn split_evr(evr: &str) -> (Option<String>, String, String) {
 }
 
 /// What the session installed for a named package: `kind`, the version as the package
-/// database writes it (`[epoch:]version[-release]`) and the architecture.
-pub fn installed(p: &PackageInfo, kind: PackageKind, evr: &str, arch: &str) -> PackageInfo {
+/// database writes it (`[epoch:]version[-release]`), the architecture and the SHA-256 of the
+/// archive installed, as the image's package index gives it (`None` when it gives none).
+pub fn installed(
+    p: &PackageInfo,
+    kind: PackageKind,
+    evr: &str,
+    arch: &str,
+    sha256: Option<&str>,
+) -> PackageInfo {
     let (epoch, version, release) = split_evr(evr);
+    let source = match &p.source {
+        PackageSource::Name { spec, .. } => PackageSource::Name {
+            spec: spec.clone(),
+            sha256: sha256.map(str::to_string),
+        },
+        other => other.clone(),
+    };
     PackageInfo {
         kind,
         epoch,
         version,
         release,
         arch: arch.to_string(),
+        source,
         ..p.clone()
     }
 }
@@ -171,13 +203,54 @@ mod tests {
         assert_eq!(
             p.source,
             PackageSource::Name {
-                spec: "jq=1.6-2.1".into()
+                spec: "jq=1.6-2.1".into(),
+                sha256: None
             }
         );
-        let i = installed(&named("jq", None), PackageKind::Deb, "1.6-2.1", "amd64");
+        let h = "ab".repeat(32);
+        let i = installed(
+            &named("jq", None),
+            PackageKind::Deb,
+            "1.6-2.1",
+            "amd64",
+            Some(&h),
+        );
         assert_eq!(i.full_version(), "1.6-2.1");
         assert_eq!(i.arch, "amd64");
         assert!(i.is_named());
+        assert_eq!(
+            i.source,
+            PackageSource::Name {
+                spec: "jq".into(),
+                sha256: Some(h)
+            }
+        );
+    }
+
+    #[test]
+    fn apt_spellings_keep_their_spec_and_split_their_pin() {
+        for (raw, version, arch) in [
+            ("jq/bookworm-backports", "", None),
+            ("libc6:amd64", "", Some("amd64")),
+            ("jq:amd64=1.6-2.1+deb12u1", "1.6", Some("amd64")),
+        ] {
+            let s = spec::parse(raw, false).unwrap();
+            let p = named_spec(&s).unwrap();
+            assert_eq!(p.name, raw.split([':', '/', '=']).next().unwrap());
+            assert_eq!(p.version, version, "{raw}");
+            // The architecture is the database's, after the install; asked for, it is in
+            // the spec.
+            assert!(p.arch.is_empty());
+            assert_eq!(p.named_arch().as_deref(), arch, "{raw}");
+            assert_eq!(
+                p.source,
+                PackageSource::Name {
+                    spec: raw.into(),
+                    sha256: None
+                }
+            );
+        }
+        assert!(named_spec(&PackageSpec::File("a.deb".into())).is_none());
     }
 
     #[test]

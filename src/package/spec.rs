@@ -1,18 +1,29 @@
 //! What a user may pass as a package (`--package`, a recipe's `packages:`), as Aminator allowed:
-//! a package **file**, a package **name** from the image's own sources (its version pinnable as
-//! `name=version`), or an **http(s) URL** (downloaded on the host, optionally pinned with a
-//! `#sha256=HEX` fragment).
+//! a package **file**, a package **name** from the image's own sources (in apt's spellings:
+//! `name`, `name=version`, `name/release`, each with an optional `:arch`), or an **http(s)
+//! URL** (downloaded on the host, optionally pinned with a `#sha256=HEX` fragment).
 //!
 //! [`parse`] is the one rule, pure (the caller says whether the spec names an existing file):
 //! 1. `http://` or `https://` (any case): a URL. A fragment must be `sha256=` and 64 hex digits.
 //!    Another `scheme://` (ftp, s3, file) is refused: bakery downloads http(s) only.
 //! 2. An existing file is a file, whatever its spelling (`a=b.deb`, `jq`, `C:\pkgs\x.deb`).
-//! 3. Anything that looks like a path is a file (reported missing later): it has a `/` or `\`,
-//!    starts with `.` or `~`, or ends in `.deb`/`.rpm`.
-//! 4. `NAME` or `NAME=VERSION` in the package-name alphabet of dpkg and rpm (letters, digits,
-//!    `+ . _ -`; versions also `~ : ^`): a name. Aminator's apt provisioner took the same
-//!    `name=version` spelling (`apt-get install name=version`).
-//! 5. Anything else is refused with the rule above.
+//! 3. `NAME[:ARCH]/RELEASE` (one `/`, no leading `.` or `~`, no `.deb`/`.rpm` ending): a name
+//!    from a target release, apt's `apt-get install jq/bookworm-backports` (the release is a
+//!    Release file's `Suite` or `Codename`: letters, digits, `+ . _ -`). A missing file spelled
+//!    `dir/app` therefore reads as a release; write `./dir/app` for a file.
+//! 4. Anything else that looks like a path is a file (reported missing later): it has a `/` or
+//!    `\`, starts with `.` or `~`, or ends in `.deb`/`.rpm`.
+//! 5. `NAME[:ARCH]` or `NAME[:ARCH]=VERSION` in the package-name alphabet of dpkg and rpm
+//!    (letters, digits, `+ . _ -`; versions also `~ : ^`; an architecture is dpkg's or rpm's,
+//!    lower-case letters, digits, `-` and `_`): a name. Aminator's apt provisioner took the same
+//!    `name=version` spelling (`apt-get install name=version`); `name:arch` is apt's multiarch
+//!    spelling (`libc6:amd64`, `jq:amd64=1.6-2.1+deb12u1`, see apt-get(8)).
+//! 6. Anything else is refused with the rule above.
+//!
+//! A version pin and a release are exclusive, as in apt (`name=version` already names one
+//! version). On an rpm image, dnf is given the same request in its own spelling:
+//! `name.arch` for `name:arch` and `name-version` for `name=version`; a release has no dnf
+//! equivalent and is refused there (enable the repository in a layer instead).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,10 +33,14 @@ use std::path::PathBuf;
 pub enum PackageSpec {
     /// A .deb or .rpm file on the bake host.
     File(PathBuf),
-    /// A package from the image's own sources; `version` pins it (`name=version`).
+    /// A package from the image's own sources: `arch` picks an architecture (`name:arch`),
+    /// and at most one of `version` (`name=version`) and `release` (`name/release`, apt's
+    /// target release) picks the version.
     Name {
         name: String,
+        arch: Option<String>,
         version: Option<String>,
+        release: Option<String>,
     },
     /// An http(s) URL of a package file; `sha256` (lowercase hex) pins its content.
     Url { url: String, sha256: Option<String> },
@@ -67,12 +82,22 @@ impl fmt::Display for PackageSpec {
             PackageSpec::File(p) => write!(f, "{}", p.display()),
             PackageSpec::Name {
                 name,
-                version: None,
-            } => f.write_str(name),
-            PackageSpec::Name {
-                name,
-                version: Some(v),
-            } => write!(f, "{name}={v}"),
+                arch,
+                version,
+                release,
+            } => {
+                f.write_str(name)?;
+                if let Some(a) = arch {
+                    write!(f, ":{a}")?;
+                }
+                if let Some(v) = version {
+                    write!(f, "={v}")?;
+                }
+                if let Some(r) = release {
+                    write!(f, "/{r}")?;
+                }
+                Ok(())
+            }
             PackageSpec::Url { url, sha256: None } => f.write_str(url),
             PackageSpec::Url {
                 url,
@@ -85,13 +110,13 @@ impl fmt::Display for PackageSpec {
 /// Why a spec was refused; Display is the part after the flag or recipe key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("an empty package; pass a .deb/.rpm file, a package name (name or name=version) or an http(s) URL")]
+    #[error("an empty package; pass a .deb/.rpm file, a package name (name, name=version, name/release, name:arch) or an http(s) URL")]
     Empty,
     #[error("`{spec}`: bakery downloads http:// and https:// URLs only, not {scheme}://; download it yourself and pass the file")]
     Scheme { spec: String, scheme: String },
     #[error("`{spec}`: the URL fragment must be #sha256= and 64 hex digits (the SHA-256 of the file, as `sha256sum` prints it)")]
     Fragment { spec: String },
-    #[error("`{spec}`: not a file, a package name (name or name=version, letters, digits and + . _ -) or an http(s) URL")]
+    #[error("`{spec}`: not a file, a package name (name, name=version, name/release, name:arch; letters, digits and + . _ -) or an http(s) URL")]
     Unrecognized { spec: String },
 }
 
@@ -114,23 +139,75 @@ pub fn parse(raw: &str, exists: bool) -> Result<PackageSpec, SpecError> {
             });
         }
     }
-    if exists || looks_like_path(raw) {
+    if exists {
         return Ok(PackageSpec::File(PathBuf::from(raw)));
     }
-    let (name, version) = match raw.split_once('=') {
+    if let Some(spec) = parse_release(raw) {
+        return Ok(spec);
+    }
+    if looks_like_path(raw) {
+        return Ok(PackageSpec::File(PathBuf::from(raw)));
+    }
+    let (name_arch, version) = match raw.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (raw, None),
     };
-    if is_package_name(name) && version.is_none_or(is_version) {
-        return Ok(PackageSpec::Name {
-            name: name.into(),
-            version: version.map(str::to_string),
-        });
+    if let Some((name, arch)) = split_arch(name_arch) {
+        if version.is_none_or(is_version) {
+            return Ok(PackageSpec::Name {
+                name: name.into(),
+                arch: arch.map(str::to_string),
+                version: version.map(str::to_string),
+                release: None,
+            });
+        }
     }
     Err(SpecError::Unrecognized { spec: raw.into() })
 }
 
-/// Rule 3: spelled as a path.
+/// Rule 3: `NAME[:ARCH]/RELEASE`, or `None`.
+fn parse_release(raw: &str) -> Option<PackageSpec> {
+    let lower = raw.to_ascii_lowercase();
+    if raw.starts_with(['.', '~']) || lower.ends_with(".deb") || lower.ends_with(".rpm") {
+        return None;
+    }
+    let (name_arch, release) = raw.split_once('/')?;
+    let (name, arch) = split_arch(name_arch)?;
+    is_release(release).then(|| PackageSpec::Name {
+        name: name.into(),
+        arch: arch.map(str::to_string),
+        version: None,
+        release: Some(release.into()),
+    })
+}
+
+/// `NAME` or `NAME:ARCH`, each valid, or `None`.
+fn split_arch(s: &str) -> Option<(&str, Option<&str>)> {
+    let (name, arch) = match s.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (s, None),
+    };
+    (is_package_name(name) && arch.is_none_or(is_arch)).then_some((name, arch))
+}
+
+/// A dpkg (`amd64`, `arm64`, `musl-linux-amd64`) or rpm (`x86_64`, `noarch`) architecture.
+fn is_arch(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c))
+}
+
+/// An apt target release: a Release file's `Suite` (`stable`, `bookworm-backports`) or
+/// `Codename`.
+fn is_release(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+._-".contains(c))
+}
+
+/// Rule 4: spelled as a path.
 pub fn looks_like_path(raw: &str) -> bool {
     let lower = raw.to_ascii_lowercase();
     raw.contains('/')
@@ -216,8 +293,88 @@ mod tests {
     fn name(n: &str, v: Option<&str>) -> PackageSpec {
         PackageSpec::Name {
             name: n.into(),
+            arch: None,
             version: v.map(str::to_string),
+            release: None,
         }
+    }
+
+    fn full(n: &str, arch: Option<&str>, v: Option<&str>, rel: Option<&str>) -> PackageSpec {
+        PackageSpec::Name {
+            name: n.into(),
+            arch: arch.map(str::to_string),
+            version: v.map(str::to_string),
+            release: rel.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn apt_target_releases_and_architectures() {
+        assert_eq!(
+            parse("jq/bookworm-backports", false),
+            Ok(full("jq", None, None, Some("bookworm-backports")))
+        );
+        assert_eq!(
+            parse("libc6:amd64", false),
+            Ok(full("libc6", Some("amd64"), None, None))
+        );
+        assert_eq!(
+            parse("jq:amd64=1.6-2.1+deb12u1", false),
+            Ok(full("jq", Some("amd64"), Some("1.6-2.1+deb12u1"), None))
+        );
+        assert_eq!(
+            parse("jq:arm64/trixie", false),
+            Ok(full("jq", Some("arm64"), None, Some("trixie")))
+        );
+        assert_eq!(
+            parse("openssl:amd64=1:3.0.11-1~deb12u2", false),
+            Ok(full(
+                "openssl",
+                Some("amd64"),
+                Some("1:3.0.11-1~deb12u2"),
+                None
+            ))
+        );
+        assert_eq!(
+            parse("bash:x86_64", false),
+            Ok(full("bash", Some("x86_64"), None, None))
+        );
+        // An existing file still wins, and path spellings stay files.
+        assert_eq!(
+            parse("dist/app", true),
+            Ok(PackageSpec::File("dist/app".into()))
+        );
+        for s in [
+            "./jq/stable",
+            "~/jq",
+            "dist/app.deb",
+            "a/b/c",
+            "/jq/stable",
+            "jq/",
+            "jq:/stable",
+            // A version and a release together is no name: a path, reported missing.
+            "jq=1.6/stable",
+        ] {
+            assert_eq!(parse(s, false), Ok(PackageSpec::File(s.into())), "{s}");
+        }
+        // An empty or odd part: refused with the rule.
+        for bad in [
+            "jq:",
+            "jq:AMD64",
+            "jq:amd 64",
+            ":amd64",
+            "jq::amd64",
+            "jq:amd64:i386",
+            "jq:amd64=",
+        ] {
+            assert!(
+                matches!(parse(bad, false), Err(SpecError::Unrecognized { .. })),
+                "{bad}: {:?}",
+                parse(bad, false)
+            );
+        }
+        let e = parse("jq@1", false).unwrap_err().to_string();
+        assert!(e.contains("name/release") && e.contains("name:arch"), "{e}");
     }
 
     #[test]
@@ -317,7 +474,16 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["jq", "jq=1.6-2.1", "http://h/x.deb", "dist/a.deb"] {
+        for s in [
+            "jq",
+            "jq=1.6-2.1",
+            "jq/bookworm-backports",
+            "libc6:amd64",
+            "jq:amd64=1.6-2.1+deb12u1",
+            "jq:i386/stable",
+            "http://h/x.deb",
+            "dist/a.deb",
+        ] {
             assert_eq!(parse(s, false).unwrap().to_string(), s);
         }
         let pinned = format!("https://h/x.deb#sha256={}", "0".repeat(64));

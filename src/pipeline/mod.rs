@@ -37,9 +37,11 @@
 //! - progress and log routing: [`Stages`] is the one place stages are reported.
 
 pub mod device;
+pub mod digest;
 pub mod seal;
 pub mod session;
 pub mod sink;
+pub(crate) use digest::sha256_file;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -139,9 +141,13 @@ impl Job {
         self.packages
             .iter()
             .map(|p| match (&p.source, facts.named.get(&p.name)) {
-                (PackageSource::Name { .. }, Some(n)) => {
-                    crate::package::resolve::installed(p, n.kind, &n.version, &n.arch)
-                }
+                (PackageSource::Name { .. }, Some(n)) => crate::package::resolve::installed(
+                    p,
+                    n.kind,
+                    &n.version,
+                    &n.arch,
+                    n.sha256.as_deref(),
+                ),
                 _ => p.clone(),
             })
             .collect()
@@ -196,7 +202,11 @@ impl Job {
                         None if !p.version.is_empty() => p.evr(),
                         None => format!("unpinned, bake {}", self.bake_id),
                     };
-                    return Ok(format!("name {} {version}", p.name));
+                    // An architecture asked for (`name:arch`) is part of what is installed.
+                    return Ok(match p.named_arch() {
+                        Some(a) => format!("name {}:{a} {version}", p.name),
+                        None => format!("name {} {version}", p.name),
+                    });
                 }
                 Ok(format!(
                     "{:?} {} {}:{}-{} {} sha256:{}",
@@ -304,6 +314,14 @@ impl Job {
 pub fn run(job: &Job, source: Source, sink: Sink, g: &Globals) -> Result<Manifest> {
     // Before anything is made, so a signal at any point ends in cleanup and exit 130.
     signals::install();
+    // The manifest records each package file's digest: taken meanwhile, off the critical path.
+    digest::prefetch(
+        job.packages
+            .iter()
+            .filter(|p| matches!(p.source, crate::package::PackageSource::File))
+            .map(|p| p.path.clone())
+            .collect(),
+    );
     let mut stages = Stages::new(Progress::new(g.quiet));
     let m = match sink {
         Sink::File(target) => sink::file::run(job, source, &target, &mut stages, g),
@@ -358,16 +376,6 @@ pub(crate) fn provision(
         .map_err(|e| with_log_hint(e, work))?;
     seal::seal(attached, disk, cloud, stages)?;
     Ok(facts)
-}
-
-/// SHA-256 (hex) of a file's content.
-pub(crate) fn sha256_file(p: &std::path::Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f =
-        std::fs::File::open(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Point at the full log when a step fails (the error line carries only its last lines).
@@ -608,6 +616,7 @@ mod tests {
                     kind: crate::package::PackageKind::Deb,
                     version: "1.6-2.1".into(),
                     arch: "amd64".into(),
+                    sha256: None,
                 },
             )]),
             ..Default::default()

@@ -67,7 +67,7 @@ pub fn plan_steps(layers: &[Layer], packages: &[PackageInfo], field: &str) -> Ve
             let group: Vec<String> = packages[i..]
                 .iter()
                 .map_while(|p| match &p.source {
-                    PackageSource::Name { spec } => Some(spec.clone()),
+                    PackageSource::Name { spec, .. } => Some(spec.clone()),
                     _ => None,
                 })
                 .collect();

@@ -123,9 +123,10 @@ pub enum Step {
     InstallRpms {
         files: Vec<PathBuf>,
     },
-    /// Packages by name from the image's own sources (`name` or `name=version`), with the
-    /// image's package manager; `field` is where the user gave them (`--package`, the recipe
-    /// key), for errors.
+    /// Packages by name from the image's own sources (any spelling of
+    /// [`crate::package::spec::parse`]: `name`, `name=version`, `name/release`, `name:arch`),
+    /// with the image's package manager; `field` is where the user gave them (`--package`, the
+    /// recipe key), for errors.
     InstallNamed {
         packages: Vec<String>,
         field: String,
@@ -244,6 +245,11 @@ pub struct NamedInstall {
     /// `[epoch:]version[-release]`.
     pub version: String,
     pub arch: String,
+    /// SHA-256 (hex) of the archive installed, as the image's package index lists it for this
+    /// name, version and architecture (apt: the `SHA256:` field that apt verified the download
+    /// against); `None` when the index lists none.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,15 @@
 //! Carrying out each provisioning step inside the chroot.
+//!
+//! Packages by name ([`Step::InstallNamed`]) are installed in the user's apt spelling
+//! (`name`, `name=version`, `name/release`, `name:arch`) or dnf's ([`dnf_spelling`]); what was
+//! installed is read back: the version and architecture from the package database (checked
+//! against a pin, a release's choice and the architecture asked for), and the SHA-256 of the
+//! archive from the apt package index, the hash apt verified the download against (see
+//! `Runner::index_sha256` for why the index rather than the downloaded file). Only the packages
+//! the user named get a checksum; what apt pulled in with them is in `package_changes` when
+//! it changed the base. On rpm images no checksum is recorded yet: the counterpart would be
+//! the repository metadata's package checksum (`primary.xml`, what dnf verifies a download
+//! against), not an rpm header digest, and no test here exercises dnf by name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +25,7 @@ use super::pkgdb::{self, Snapshot};
 use super::plan::{AptRelease, Bootstrap, ImageFacts, NamedInstall, SessionPlan, Step};
 use super::rpm;
 use crate::input;
+use crate::package::spec::PackageSpec;
 use crate::package::version::{compare_deb, compare_rpm};
 use crate::package::PackageKind;
 
@@ -324,13 +336,24 @@ impl<'a> Runner<'a> {
             .map(|_| ())
     }
 
-    /// Packages by name from the image's own sources (`name`, `name=version`): with apt, after
-    /// `apt-get update` only when the image has no lists (or the first try failed on lists that
-    /// may be stale); with dnf/yum as `name-version`. A name or version the sources do not have
-    /// is an input error naming `field`. The installed versions are read back from the package
-    /// database, and a pinned version must be the one installed.
+    /// Packages by name from the image's own sources, in any spelling of
+    /// [`crate::package::spec::parse`] (`name`, `name=version`, `name/release`, `name:arch`).
+    /// With apt, `apt-get install` takes them as spelled, after `apt-get update` only when the
+    /// image has no lists (or the first try failed on lists that may be stale); an architecture
+    /// the image does not have (native or added with `dpkg --add-architecture`) is refused first.
+    /// With dnf/yum they are spelled as dnf does ([`dnf_spelling`]). A name, version or release
+    /// the sources do not have is an input error naming `field`. The installed versions are read
+    /// back from the package database: a pinned version must be the one installed, and a
+    /// release's choice must be too (a simulation of the same request after the install must
+    /// have nothing left to do). Each package's checksum is then read from the package index
+    /// ([`Runner::index_sha256`]).
     fn install_named(&mut self, specs: &[String], field: &str) -> Result<()> {
         let pm = self.package_manager();
+        let reqs: Vec<NamedRequest> = specs
+            .iter()
+            .map(|s| NamedRequest::parse(s).map_err(|e| input!("{field}: {e}")))
+            .collect::<Result<_>>()?;
+        let releases: Vec<&NamedRequest> = reqs.iter().filter(|r| r.release.is_some()).collect();
         let unknown = |e: anyhow::Error| -> anyhow::Error {
             let Some(out) = e
                 .chain()
@@ -343,14 +366,30 @@ impl<'a> Runner<'a> {
             if lines.is_empty() {
                 return e;
             }
+            let paths = if releases.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} read as apt's name/release (no such file): write ./PATH for a file",
+                    releases
+                        .iter()
+                        .map(|r| format!("`{}`", r.spec))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             input!(
-                "{field}: {} not in the image's package sources ({}); check the name and version (`apt-cache policy NAME` / `dnf list NAME` in the image), or add the source with a layer",
+                "{field}: {} not in the image's package sources ({}); check the name, version, release and architecture (`apt-cache policy NAME` / `dnf list NAME` in the image lists what its sources have), or add the source with a layer{paths}",
                 specs.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
                 lines.join("; ")
             )
         };
         let kind = match pm {
             PackageManager::Apt => {
+                let arches = self.dpkg_arches()?;
+                if let Some(msg) = foreign_arch_refusal(&reqs, &arches) {
+                    return Err(input!("{field}: {msg}"));
+                }
                 if !self.apt_has_lists() {
                     self.apt_update()?;
                 }
@@ -363,13 +402,10 @@ impl<'a> Runner<'a> {
                 PackageKind::Deb
             }
             PackageManager::Dnf | PackageManager::Yum => {
-                let what: Vec<String> = specs
+                let what = reqs
                     .iter()
-                    .map(|s| match s.split_once('=') {
-                        Some((n, v)) => format!("{n}-{v}"),
-                        None => s.clone(),
-                    })
-                    .collect();
+                    .map(|r| dnf_spelling(r).map_err(|e| input!("{field}: {e}")))
+                    .collect::<Result<Vec<_>>>()?;
                 self.dnf_install(&what, pm).map_err(unknown)?;
                 PackageKind::Rpm
             }
@@ -380,10 +416,8 @@ impl<'a> Runner<'a> {
                 ))
             }
         };
-        let names: Vec<String> = specs
-            .iter()
-            .map(|s| s.split_once('=').map_or(s.as_str(), |(n, _)| n).to_string())
-            .collect();
+        let mut names: Vec<&str> = reqs.iter().map(|r| r.name.as_str()).collect();
+        names.dedup();
         let query = match kind {
             PackageKind::Deb => {
                 "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' \"$@\""
@@ -392,56 +426,149 @@ impl<'a> Runner<'a> {
                 "rpm -q --qf '%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\\n' \"$@\""
             }
         };
-        let args: Vec<&str> = names.iter().map(String::as_str).collect();
         let out = self
             .chroot
             .output(
                 self.chroot
-                    .command(&[&["sh", "-c", query, "sh"], &args[..]].concat()),
+                    .command(&[&["sh", "-c", query, "sh"], &names[..]].concat()),
                 "package query",
             )
             .context("reading the installed versions back from the package database")?;
-        for l in out.lines() {
-            let mut w = l.split_whitespace();
-            let (Some(n), Some(v), Some(a)) = (w.next(), w.next(), w.next()) else {
-                continue;
-            };
-            let v = v.strip_prefix("0:").unwrap_or(v).to_string();
-            self.facts.installed.insert(n.to_string(), v.clone());
-            self.facts.named.insert(
-                n.to_string(),
-                NamedInstall {
-                    kind,
-                    version: v,
-                    arch: a.to_string(),
-                },
-            );
-        }
-        for s in specs {
-            let (name, pin) = match s.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (s.as_str(), None),
-            };
-            let Some(have) = self.facts.named.get(name).map(|n| n.version.clone()) else {
+        let rows: Vec<(&str, &str, &str)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?, w.next()?, w.next()?))
+            })
+            .collect();
+        for r in &reqs {
+            // Of several architectures installed (multiarch), the one asked for, else the first.
+            let Some(&(n, v, a)) = rows
+                .iter()
+                .filter(|(n, _, _)| *n == r.name)
+                .find(|(_, _, a)| r.arch.as_deref().is_none_or(|want| arch_matches(want, a)))
+            else {
                 anyhow::bail!(
-                    "{name} is not installed after the step, though the package manager reported success"
+                    "{} is not installed after the step, though the package manager reported success",
+                    r.spec
                 );
             };
-            if let Some(pin) = pin {
+            let have = v.strip_prefix("0:").unwrap_or(v).to_string();
+            if let Some(pin) = &r.version {
                 let same = match kind {
                     PackageKind::Deb => compare_deb(&have, pin).is_eq(),
                     PackageKind::Rpm => {
-                        have == pin
+                        have == *pin
                             || have.starts_with(&format!("{pin}-"))
                             || compare_rpm(&have, pin).is_eq()
                     }
                 };
                 if !same {
-                    anyhow::bail!("{field}: {s} was asked for, but the package manager installed {name} {have}");
+                    anyhow::bail!(
+                        "{field}: {} was asked for, but the package manager installed {n} {have}",
+                        r.spec
+                    );
                 }
             }
+            if r.release.is_some() && kind == PackageKind::Deb {
+                if let Some(offered) = self.apt_would_install(&r.spec, &r.name) {
+                    anyhow::bail!(
+                        "{field}: {} was asked for, whose version is {} {offered}, but the package manager installed {have}",
+                        r.spec,
+                        r.name
+                    );
+                }
+            }
+            let sha256 = match kind {
+                PackageKind::Deb => self.index_sha256(n, &have, a),
+                PackageKind::Rpm => None,
+            };
+            if sha256.is_none() && kind == PackageKind::Deb {
+                tracing::warn!(
+                    "{n} {have} ({a}): the image's package index lists no SHA-256 for it (the version is only in the package database); the manifest records none"
+                );
+            }
+            self.facts.installed.insert(n.to_string(), have.clone());
+            self.facts.named.insert(
+                n.to_string(),
+                NamedInstall {
+                    kind,
+                    version: have,
+                    arch: a.to_string(),
+                    sha256,
+                },
+            );
         }
         Ok(())
+    }
+
+    /// The image's dpkg architectures: the native one first, then those added with
+    /// `dpkg --add-architecture`.
+    fn dpkg_arches(&self) -> Result<Vec<String>> {
+        let out = self
+            .chroot
+            .output(
+                self.chroot.command(&[
+                    "sh",
+                    "-c",
+                    "dpkg --print-architecture && dpkg --print-foreign-architectures",
+                ]),
+                "dpkg --print-architecture",
+            )
+            .context("reading the image's architectures (dpkg)")?;
+        Ok(out.split_whitespace().map(str::to_string).collect())
+    }
+
+    /// The SHA-256 of the archive of `name` `version` `arch` as the image's apt package index
+    /// lists it (`apt-cache show NAME:ARCH=VERSION`, its `SHA256:` field), or `None`.
+    ///
+    /// Why the index and not the downloaded file: the index entry is what apt verified the
+    /// download against before dpkg unpacked it (apt refuses an archive whose hash differs),
+    /// and the index itself is verified through the `SHA256` list of the source's Release
+    /// file, signed unless the source is marked `trusted=yes`. So it is the checksum of the
+    /// exact archive installed, from the same chain of trust as the install, and it is there
+    /// whether or not apt kept the file (`APT::Keep-Downloaded-Packages`, an archive already
+    /// in the cache). Hashing `/var/cache/apt/archives/*.deb` would depend on both, and the
+    /// seal removes those files anyway (`apt-get clean`). A version that only the package
+    /// database knows (the base's, no longer in the sources) has no index entry: `None`.
+    fn index_sha256(&self, name: &str, version: &str, arch: &str) -> Option<String> {
+        let what = format!("{name}:{arch}={version}");
+        let argv = [
+            "apt-cache",
+            "-o",
+            "Dir::Cache::pkgcache=",
+            "-o",
+            "Dir::Cache::srcpkgcache=",
+            "show",
+            what.as_str(),
+        ];
+        let out = self
+            .chroot
+            .output(self.chroot.command(&argv), "apt-cache show")
+            .ok()?;
+        index_sha256(&out, name, version, arch)
+    }
+
+    /// The version apt would still install for `spec` (a simulation, nothing changed), or
+    /// `None` when it has nothing to do for `name`: what was installed is what `spec` selects.
+    fn apt_would_install(&self, spec: &str, name: &str) -> Option<String> {
+        let argv = [
+            "apt-get",
+            "-s",
+            "-q",
+            "-o",
+            "Dir::Cache::pkgcache=",
+            "-o",
+            "Dir::Cache::srcpkgcache=",
+            "install",
+            "--no-install-recommends",
+            spec,
+        ];
+        let out = self
+            .chroot
+            .output(self.chroot.command(&argv), "apt-get -s install")
+            .ok()?;
+        simulated_version(&out, name)
     }
 
     fn dnf_install(&mut self, what: &[String], pm: PackageManager) -> Result<()> {
@@ -887,9 +1014,9 @@ pub fn offline_plan(sim: &str, local: &[String]) -> bool {
     !removes && !inst.is_empty() && inst.iter().all(|n| local.iter().any(|l| l == n))
 }
 
-/// The package manager's lines saying a name or version is not in the image's sources (apt:
-/// "Unable to locate package", "Version ... was not found", "has no installation candidate";
-/// dnf: "No match for argument", "Unable to find a match").
+/// The package manager's lines saying a name, version or release is not in the image's sources
+/// (apt: "Unable to locate package", "Version ... was not found", "Release ... was not found",
+/// "has no installation candidate"; dnf: "No match for argument", "Unable to find a match").
 pub fn unknown_packages(output: &str) -> Vec<String> {
     output
         .lines()
@@ -897,6 +1024,7 @@ pub fn unknown_packages(output: &str) -> Vec<String> {
         .filter(|l| {
             l.contains("Unable to locate package")
                 || (l.starts_with("E: Version") && l.contains("was not found"))
+                || (l.starts_with("E: Release") && l.contains("was not found"))
                 || l.contains("has no installation candidate")
                 || l.contains("No match for argument")
                 || l.contains("Unable to find a match")
@@ -907,6 +1035,130 @@ pub fn unknown_packages(output: &str) -> Vec<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// One package named for the image's sources, as the session installs it: the spec as the
+/// user gave it (apt's spelling) and its parts ([`crate::package::spec::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedRequest {
+    pub spec: String,
+    pub name: String,
+    pub arch: Option<String>,
+    pub version: Option<String>,
+    pub release: Option<String>,
+}
+
+impl NamedRequest {
+    /// Parse a spec of a [`Step::InstallNamed`]; anything but a name is refused (it was
+    /// classified on the host already, so this is a plan that did not come from bakery).
+    pub fn parse(spec: &str) -> Result<NamedRequest, String> {
+        match crate::package::spec::parse(spec, false) {
+            Ok(PackageSpec::Name {
+                name,
+                arch,
+                version,
+                release,
+            }) => Ok(NamedRequest {
+                spec: spec.to_string(),
+                name,
+                arch,
+                version,
+                release,
+            }),
+            Ok(_) => Err(format!("`{spec}` is not a package name")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// apt's architecture wildcards (`name:any`, `name:native`, apt-get(8)): no architecture of
+/// their own to check.
+const APT_ARCH_WILDCARDS: [&str; 3] = ["all", "any", "native"];
+
+/// Whether the package database's architecture `have` satisfies `name:want`: the same, an
+/// apt wildcard, or an architecture-independent package (dpkg's `all`, rpm's `noarch`), which
+/// apt and dnf install for any of the image's architectures.
+pub fn arch_matches(want: &str, have: &str) -> bool {
+    want == have || APT_ARCH_WILDCARDS.contains(&want) || have == "all" || have == "noarch"
+}
+
+/// The refusal (without the field) for the first request whose architecture the image does
+/// not have, or `None`. `arches`: the image's dpkg architectures, native first (apt's `all`,
+/// `any` and `native` are always accepted).
+pub fn foreign_arch_refusal(reqs: &[NamedRequest], arches: &[String]) -> Option<String> {
+    let r = reqs.iter().find(|r| {
+        r.arch
+            .as_deref()
+            .is_some_and(|a| !APT_ARCH_WILDCARDS.contains(&a) && !arches.iter().any(|x| x == a))
+    })?;
+    let a = r.arch.as_deref().unwrap_or_default();
+    let have = match arches {
+        [] => "none".to_string(),
+        [native] => format!("{native} only"),
+        [native, foreign @ ..] => format!("{native}, and {} added", foreign.join(", ")),
+    };
+    Some(format!(
+        "`{}` asks for architecture {a}, which the image does not have ({have}); use one it has, or add {a} in a layer (`dpkg --add-architecture {a}`, with an apt source that has it); `apt-cache policy {}` in the image lists what its sources have",
+        r.spec, r.name
+    ))
+}
+
+/// The request in dnf's spelling: `name`, `name.arch`, `name-version`, `name-version.arch`
+/// (dnf's NEVRA forms; the architecture in rpm's vocabulary, `x86_64`, `noarch`). A target
+/// release is apt's alone: the error says what to do instead.
+pub fn dnf_spelling(r: &NamedRequest) -> Result<String, String> {
+    if let Some(rel) = &r.release {
+        return Err(format!(
+            "`{}`: a target release (`/{rel}`) is apt's; this image installs with dnf, which picks from every enabled repository: enable the repository in a layer and pass `{}` or `{}=VERSION`",
+            r.spec, r.name, r.name
+        ));
+    }
+    let mut s = r.name.clone();
+    if let Some(v) = &r.version {
+        s.push('-');
+        s.push_str(v);
+    }
+    if let Some(a) = &r.arch {
+        s.push('.');
+        s.push_str(a);
+    }
+    Ok(s)
+}
+
+/// The `SHA256:` of the first stanza of `apt-cache show` output whose `Package`, `Version` and
+/// `Architecture` are `name`, `version`, `arch` (lowercase hex), or `None` (no such stanza, or
+/// one without a well-formed SHA-256: the package database's own record has none).
+pub fn index_sha256(show: &str, name: &str, version: &str, arch: &str) -> Option<String> {
+    show.split("\n\n").find_map(|stanza| {
+        let field = |key: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .map(str::trim)
+            })
+        };
+        let matches = field("Package") == Some(name)
+            && field("Version") == Some(version)
+            && field("Architecture") == Some(arch);
+        let sha = field("SHA256")?;
+        (matches && sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| sha.to_ascii_lowercase())
+    })
+}
+
+/// In `apt-get -s install` output, the version apt would install for `name` (an
+/// `Inst NAME[:ARCH] [OLD] (NEW ...)` line), or `None` when it would install nothing for it.
+pub fn simulated_version(sim: &str, name: &str) -> Option<String> {
+    sim.lines().find_map(|l| {
+        let rest = l.strip_prefix("Inst ")?;
+        let (pkg, rest) = rest.split_once(' ')?;
+        let pkg = pkg.split(':').next()?;
+        if pkg != name {
+            return None;
+        }
+        let (_, after) = rest.split_once('(')?;
+        after.split_whitespace().next().map(str::to_string)
+    })
 }
 
 /// The `InRelease` URIs and their list file names in `apt-get update --print-uris` output
@@ -977,6 +1229,128 @@ mod tests {
             2
         );
         assert!(super::unknown_packages("E: Failed to fetch http://x 404 Not Found\n").is_empty());
+        assert_eq!(
+            super::unknown_packages("E: Release 'nosuch' for 'jq' was not found\n"),
+            ["Release 'nosuch' for 'jq' was not found"]
+        );
+    }
+
+    fn req(spec: &str) -> super::NamedRequest {
+        super::NamedRequest::parse(spec).unwrap()
+    }
+
+    #[test]
+    fn named_requests_keep_apt_spelling_and_refuse_what_is_not_a_name() {
+        let r = req("jq:amd64=1.6-2.1+deb12u1");
+        assert_eq!(
+            (r.name.as_str(), r.arch.as_deref(), r.version.as_deref()),
+            ("jq", Some("amd64"), Some("1.6-2.1+deb12u1"))
+        );
+        assert_eq!(r.spec, "jq:amd64=1.6-2.1+deb12u1");
+        assert_eq!(
+            req("jq/bookworm-backports").release.as_deref(),
+            Some("bookworm-backports")
+        );
+        assert!(super::NamedRequest::parse("http://h/x.deb").is_err());
+        assert!(super::NamedRequest::parse("jq@1").is_err());
+    }
+
+    #[test]
+    fn an_architecture_the_image_lacks_is_refused_naming_what_to_do() {
+        let arches = vec!["amd64".to_string()];
+        assert_eq!(
+            super::foreign_arch_refusal(
+                &[req("jq"), req("libc6:amd64"), req("tzdata:all")],
+                &arches
+            ),
+            None
+        );
+        let m = super::foreign_arch_refusal(&[req("jq"), req("jq:arm64")], &arches).unwrap();
+        assert!(
+            m.starts_with("`jq:arm64` asks for architecture arm64"),
+            "{m}"
+        );
+        assert!(m.contains("amd64 only"), "{m}");
+        assert!(m.contains("dpkg --add-architecture arm64"), "{m}");
+        assert!(m.contains("apt-cache policy jq"), "{m}");
+        let with_i386 = vec!["amd64".to_string(), "i386".to_string()];
+        assert_eq!(
+            super::foreign_arch_refusal(&[req("libc6:i386")], &with_i386),
+            None
+        );
+        let m = super::foreign_arch_refusal(&[req("libc6:armhf")], &with_i386).unwrap();
+        assert!(m.contains("amd64, and i386 added"), "{m}");
+        assert!(super::arch_matches("amd64", "all"));
+        assert!(!super::arch_matches("amd64", "i386"));
+    }
+
+    #[test]
+    fn dnf_is_asked_in_its_own_spelling_and_a_release_is_refused() {
+        assert_eq!(super::dnf_spelling(&req("jq")).unwrap(), "jq");
+        assert_eq!(super::dnf_spelling(&req("jq:x86_64")).unwrap(), "jq.x86_64");
+        assert_eq!(
+            super::dnf_spelling(&req("jq=1.6-3.fc39")).unwrap(),
+            "jq-1.6-3.fc39"
+        );
+        assert_eq!(
+            super::dnf_spelling(&req("jq:x86_64=1.6-3.fc39")).unwrap(),
+            "jq-1.6-3.fc39.x86_64"
+        );
+        let e = super::dnf_spelling(&req("jq/updates")).unwrap_err();
+        assert!(e.contains("`jq/updates`") && e.contains("apt's"), "{e}");
+    }
+
+    #[test]
+    fn the_index_checksum_is_the_stanza_of_the_version_installed() {
+        let a = "a".repeat(64);
+        let b = "B".repeat(64);
+        let show = format!(
+            "Package: jq\nVersion: 1.6-2.1+deb12u3\nArchitecture: amd64\nFilename: pool/j/jq_u3.deb\nSHA256: {a}\n\nPackage: jq\nVersion: 1.6-2.1+deb12u2\nArchitecture: amd64\nSHA256: {b}\n\nPackage: jq\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.6-2.1+deb12u1\n\n"
+        );
+        assert_eq!(
+            super::index_sha256(&show, "jq", "1.6-2.1+deb12u3", "amd64"),
+            Some(a.clone())
+        );
+        assert_eq!(
+            super::index_sha256(&show, "jq", "1.6-2.1+deb12u2", "amd64"),
+            Some(b.to_ascii_lowercase())
+        );
+        // Only the package database's record: no checksum.
+        assert_eq!(
+            super::index_sha256(&show, "jq", "1.6-2.1+deb12u1", "amd64"),
+            None
+        );
+        assert_eq!(
+            super::index_sha256(&show, "jq", "1.6-2.1+deb12u3", "i386"),
+            None
+        );
+        assert_eq!(
+            super::index_sha256(&show, "jq-dev", "1.6-2.1+deb12u3", "amd64"),
+            None
+        );
+        let short = "Package: x\nVersion: 1\nArchitecture: all\nSHA256: abc\n";
+        assert_eq!(super::index_sha256(short, "x", "1", "all"), None);
+    }
+
+    #[test]
+    fn a_simulation_says_which_version_apt_would_still_install() {
+        let sim = "NOTE: This is only a simulation!\nInst libjq1 [1.6-2.1+deb12u1] (1.6-2.1+deb12u2 Debian:12.15/oldstable [amd64])\nInst jq [1.6-2.1+deb12u1] (1.6-2.1+deb12u2 Debian:12.15/oldstable [amd64])\nInst libc6:i386 (2.36-9 Debian:12 [i386])\n";
+        assert_eq!(
+            super::simulated_version(sim, "jq").as_deref(),
+            Some("1.6-2.1+deb12u2")
+        );
+        assert_eq!(
+            super::simulated_version(sim, "libc6").as_deref(),
+            Some("2.36-9")
+        );
+        assert_eq!(super::simulated_version(sim, "libjq"), None);
+        assert_eq!(
+            super::simulated_version(
+                "jq is already the newest version (1.6-2.1).\n0 upgraded\n",
+                "jq"
+            ),
+            None
+        );
     }
 
     #[test]

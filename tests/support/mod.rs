@@ -5,6 +5,7 @@
 
 pub mod emulator;
 pub mod proxy;
+pub mod tmux;
 
 use std::fs::File;
 use std::io::Write;
