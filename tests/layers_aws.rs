@@ -65,6 +65,18 @@ impl Env {
     }
 
     fn bake(&self, layer: &Path, app: &Path, extra: &[&str]) -> Run {
+        run(&mut self.command(layer, app, extra))
+    }
+
+    /// A bake that fails after fault point `point` (`BAKERY_FAIL_AT`): exit 1, and its bake id.
+    fn bake_failing_at(&self, point: &str, layer: &Path, app: &Path) -> (Run, String) {
+        let r = run(self.command(layer, app, &[]).env("BAKERY_FAIL_AT", point));
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let id = bake_id_in(&r.stderr).unwrap();
+        (r, id)
+    }
+
+    fn command(&self, layer: &Path, app: &Path, extra: &[&str]) -> std::process::Command {
         let mut c = self.t.bakery();
         self.emu.apply(&mut c);
         c.args(["bake", "--base", &self.base_ami, "--layer"])
@@ -80,7 +92,7 @@ impl Env {
                 "direct",
             ])
             .args(extra);
-        run(&mut c)
+        c
     }
 
     /// Every layered base AMI in us-east-1 (available; a deregistered one is gone).
@@ -300,27 +312,21 @@ fn ami_bakes_make_reuse_and_renew_a_layered_base_ami() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert_eq!(env.layered().len(), 1);
 
-    // 7. A failure after the layered AMI is complete (the app's upload) rolls back the app's
+    // 7. A failure after the layered AMI is registered, before it is complete: it goes with the
+    // rest of the bake (and the entry it would have superseded stays).
+    write(&env.layer.join("motd"), "unkept\n");
+    let (_, id) = env.bake_failing_at("layer cache: register image", &env.layer, &env.app("6.1-1"));
+    let left = env.rt.block_on(tagged(&env.ctx, &["us-east-1"], &id));
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(
+        env.layered().iter().map(|l| &l.id).collect::<Vec<_>>(),
+        [&l4.id]
+    );
+
+    // 8. A failure after the layered AMI is complete (the app's upload) rolls back the app's
     // resources and keeps the entry; the next bake of that layer is a hit.
     write(&env.layer.join("motd"), "third\n");
-    let mut c = env.t.bakery();
-    env.emu.apply(&mut c);
-    c.env("BAKERY_FAIL_AT", "upload snapshot")
-        .args(["bake", "--base", &env.base_ami, "--layer"])
-        .arg(&env.layer)
-        .arg("--package")
-        .arg(env.app("7.0-1"))
-        .args([
-            "--output",
-            "ami",
-            "--region",
-            "us-east-1",
-            "--mode",
-            "direct",
-        ]);
-    let r7 = run(&mut c);
-    assert_eq!(r7.code, 1, "{}", r7.stderr);
-    let id7 = bake_id_in(&r7.stderr).unwrap();
+    let (_, id7) = env.bake_failing_at("upload snapshot", &env.layer, &env.app("7.0-1"));
     let pending = env
         .rt
         .block_on(tagged_pending(&env.ctx, &["us-east-1"], &id7));
@@ -337,7 +343,7 @@ fn ami_bakes_make_reuse_and_renew_a_layered_base_ami() {
     assert_eq!(m8["layers_from_cache"], true, "{m8}");
     assert_eq!(m8["upload"]["base_snapshot_id"], l7.snapshot.as_str());
 
-    // 8. `images prune` lists the layered base AMIs as their own kind and keeps the newest entry.
+    // 9. `images prune` lists the layered base AMIs as their own kind and keeps the newest entry.
     let mut c = env.t.bakery();
     env.emu.apply(&mut c);
     let p = run(c.args([
