@@ -121,6 +121,7 @@ pub fn checks(g: &Globals) -> Vec<Check> {
     let work_parent = std::iter::successors(Some(g.work_dir.as_path()), |p| p.parent())
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
+    let reflink = crate::disk::image::dir_supports_reflink(work_parent);
     let avail = nix::sys::statvfs::statvfs(work_parent)
         .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0);
@@ -144,6 +145,17 @@ pub fn checks(g: &Globals) -> Vec<Check> {
         tool("rpm", "rpm", false, "installs .rpm packages on Debian bases"),
         tool("qemu-system-x86_64", "-t bookworm-backports qemu-system-x86", false, "`bakery boot`"),
         check("kvm", kvm, false, kvm_detail, "use a host with hardware virtualization for fast boots"),
+        check(
+            "reflink copies",
+            reflink,
+            false,
+            if reflink {
+                format!("{} clones files (bases and cached layers are copied instantly)", work_parent.display())
+            } else {
+                format!("{}'s filesystem cannot clone files: each bake makes a full copy of its base or cached layers", work_parent.display())
+            },
+            "optional: a work dir on XFS (reflink=1, mkfs.xfs's default) or btrfs makes those copies instant (--work-dir / BAKERY_WORK_DIR)",
+        ),
         check(
             "work dir space",
             avail > 8 << 30,

@@ -78,6 +78,20 @@ fn reflink(src: &File, dst: &File) -> bool {
     unsafe { ficlone(dst.as_raw_fd(), src.as_raw_fd() as u64).is_ok() }
 }
 
+/// Whether `dir`'s filesystem makes copy-on-write clones (XFS with reflink, btrfs), tried on
+/// two temporary files there. Where it does, a bake's copies of its base and of a layer cache
+/// entry are instant and take no space; elsewhere (ext4) each is a full copy of the image's
+/// data, which the loop attach then writes back to disk.
+pub fn dir_supports_reflink(dir: &Path) -> bool {
+    let try_clone = || -> std::io::Result<bool> {
+        let mut a = tempfile::tempfile_in(dir)?;
+        a.write_all(&[0u8; 4096])?;
+        let b = tempfile::tempfile_in(dir)?;
+        Ok(reflink(&a, &b))
+    };
+    try_clone().unwrap_or(false)
+}
+
 /// Copy `src` to `dst` keeping holes: only data extents are copied (SEEK_DATA/SEEK_HOLE with
 /// copy_file_range, which the kernel may turn into a server-side or block-shared copy).
 /// Returns the number of bytes of data copied (0 for a reflink).
