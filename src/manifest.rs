@@ -52,7 +52,7 @@ pub struct Manifest {
     /// being applied in this bake.
     #[serde(default)]
     pub layers_from_cache: bool,
-    /// The layer cache entry the bake started from or wrote (local bakes with layers).
+    /// The layer cache entry the bake started from or wrote (bakes with layers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_cache_key: Option<String>,
     /// The image file (local bakes).
@@ -64,6 +64,10 @@ pub struct Manifest {
     /// What direct mode read and uploaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadSummary>,
+    /// What the layer cache uploaded for the layered base AMI this bake made (AMI bakes whose
+    /// layers were not cached yet); the image's own upload is `upload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_upload: Option<UploadSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,6 +285,7 @@ mod tests {
                 kms_key_id: None,
                 encrypted_parent_snapshot_id: None,
             }),
+            layer_upload: None,
             os: None,
             package_changes: vec![],
             arch: None,

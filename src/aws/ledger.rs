@@ -194,7 +194,9 @@ impl Ledger {
     }
 }
 
-/// Images, then snapshots, tagged with `bake_id` in `region` (in the order they can be deleted).
+/// Images, then snapshots, tagged with `bake_id` in `region` (in the order they can be deleted),
+/// except those already marked `bakery:bake-state=complete`: a bake may keep a product of its
+/// own before it ends (a layered base AMI of the layer cache), which its rollback leaves alone.
 async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> Vec<Resource> {
     let ec2 = ctx.ec2(region);
     let f = aws_sdk_ec2::types::Filter::builder()
@@ -212,6 +214,7 @@ async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> V
         out.extend(
             imgs.images()
                 .iter()
+                .filter(|i| !is_complete(i.tags()))
                 .filter_map(|i| i.image_id())
                 .map(|id| Resource::Image {
                     region: region.to_string(),
@@ -230,6 +233,7 @@ async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> V
             snaps
                 .snapshots()
                 .iter()
+                .filter(|s| !is_complete(s.tags()))
                 .filter_map(|s| s.snapshot_id())
                 .map(|id| Resource::Snapshot {
                     region: region.to_string(),
@@ -238,6 +242,11 @@ async fn tagged_with_bake_id(ctx: &AwsContext, region: &str, bake_id: &str) -> V
         );
     }
     out
+}
+
+fn is_complete(tags: &[aws_sdk_ec2::types::Tag]) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(super::BAKE_STATE_TAG) && t.value() == Some("complete"))
 }
 
 /// Delete one recorded resource; one already gone counts as deleted.

@@ -287,6 +287,12 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         let mut t = naming::image_tags(packages.first(), &placeholder, "-", user, &env);
         if recipe.wants_ami() {
             t.insert(naming::BAKE_KEY_TAG.to_string(), "-".into());
+            if !layers.is_empty() && !args.no_layer_cache {
+                t.insert(
+                    crate::pipeline::source::layer_tags::LAYER_BASE_AMI_TAG.to_string(),
+                    "-".into(),
+                );
+            }
             t = naming::resource_tags(&t, "-");
         }
         t
@@ -347,8 +353,9 @@ pub fn prepare(args: &BakeArgs) -> Result<Prep> {
         (None, Some(f)) => Source::File(f),
         (None, None) => Source::Builtin,
     };
-    // Local bakes with layers start from the layer cache unless told not to.
-    let source = if !ami && !layers.is_empty() && !args.no_layer_cache {
+    // Bakes with layers start from the layer cache unless told not to (AMI bakes in direct
+    // mode; in volume mode the sink applies the layers itself).
+    let source = if !layers.is_empty() && !args.no_layer_cache {
         Source::LayerCache(Box::new(LayerCache {
             base: source,
             refresh: args.refresh_layers,

@@ -1,6 +1,10 @@
 //! `bakery images prune`: per region, find the app's AMIs by bakery's `appversion` tag, find what
 //! uses AMIs (usage.rs), decide (prune_plan.rs), then deregister and delete snapshots — unless
 //! `--dry-run`. A region whose usage cannot be read is skipped with an error, never guessed.
+//!
+//! Layered base AMIs (the layer cache's entries, tagged `bakery:layer-cache-lookup`) are their
+//! own kind, listed under `layer_cache` whatever the app: the newest entry of each lookup key
+//! and any in use stay, superseded ones go (`prune_plan::plan_layer_cache`).
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -18,6 +22,8 @@ use crate::input;
 pub struct RegionReport {
     pub region: String,
     pub images: Vec<Decision>,
+    /// The region's layered base AMIs (layer cache entries, of any app's bakes).
+    pub layer_cache: Vec<Decision>,
     /// Images deregistered and snapshots deleted (empty on a dry run).
     pub deleted_images: Vec<String>,
     pub deleted_snapshots: Vec<String>,
@@ -42,7 +48,12 @@ impl PruneReport {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         for r in &self.regions {
-            for d in &r.images {
+            for (kind, d) in r
+                .images
+                .iter()
+                .map(|d| ("", d))
+                .chain(r.layer_cache.iter().map(|d| ("layer cache: ", d)))
+            {
                 let act = match (d.action, self.dry_run) {
                     (Action::Keep, _) => "keep",
                     (Action::Delete, true) => "would delete",
@@ -50,7 +61,7 @@ impl PruneReport {
                     (Action::Delete, false) => "delete failed",
                 };
                 s.push_str(&format!(
-                    "{}\t{}\t{}\t{}\t{act}\t{}\n",
+                    "{}\t{}\t{kind}{}\t{}\t{act}\t{}\n",
                     r.region,
                     d.image_id,
                     d.name,
@@ -117,11 +128,12 @@ async fn prune_region(
     let mut report = RegionReport {
         region: region.to_string(),
         images: vec![],
+        layer_cache: vec![],
         deleted_images: vec![],
         deleted_snapshots: vec![],
         errors: vec![],
     };
-    let decisions = match plan_region(ctx, region, app, keep).await {
+    let (decisions, layered) = match plan_region(ctx, region, app, keep).await {
         Ok(d) => d,
         Err(e) => {
             report
@@ -131,10 +143,18 @@ async fn prune_region(
         }
     };
     report.images = decisions;
+    report.layer_cache = layered;
     if dry_run {
         return report;
     }
-    for d in report.images.iter().filter(|d| d.action == Action::Delete) {
+    let deleting: Vec<Decision> = report
+        .images
+        .iter()
+        .chain(&report.layer_cache)
+        .filter(|d| d.action == Action::Delete)
+        .cloned()
+        .collect();
+    for d in &deleting {
         info!("pruning {} ({}) in {region}", d.image_id, d.name);
         let image = Resource::Image {
             region: region.to_string(),
@@ -176,11 +196,14 @@ async fn plan_region(
     region: &str,
     app: &str,
     keep: usize,
-) -> Result<Vec<Decision>> {
+) -> Result<(Vec<Decision>, Vec<Decision>)> {
+    use crate::pipeline::source::layer_tags;
     let ec2 = ctx.ec2(region);
     let images = describe_own_images(&ec2, region, vec![]).await?;
     let mut candidates = Vec::new();
+    let mut layered = Vec::new();
     let mut others = Vec::new();
+    let mut all = Vec::new();
     for i in &images {
         let id = i.image_id().unwrap_or_default().to_string();
         let state = i
@@ -191,7 +214,30 @@ async fn plan_region(
             continue;
         }
         let tags = tag_map(i.tags());
-        if tags
+        all.push((id.clone(), snapshot_ids(i)));
+        if let Some(lookup) = tags.get(layer_tags::LOOKUP_TAG) {
+            others.push((id.clone(), snapshot_ids(i)));
+            layered.push(prune_plan::LayerCandidate {
+                image: Candidate {
+                    image_id: id,
+                    name: i.name().unwrap_or_default().to_string(),
+                    created: i.creation_date().unwrap_or_default().to_string(),
+                    state,
+                    snapshots: snapshot_ids(i).into_iter().take(1).collect(),
+                },
+                lookup: lookup.clone(),
+                family: tags
+                    .get(layer_tags::FAMILY_TAG)
+                    .cloned()
+                    .unwrap_or_default(),
+                created_unix: tags
+                    .get(layer_tags::CREATED_TAG)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0),
+                complete: tags.get(crate::aws::BAKE_STATE_TAG).map(String::as_str)
+                    == Some("complete"),
+            });
+        } else if tags
             .get("appversion")
             .is_some_and(|v| prune_plan::is_app_image(app, v))
         {
@@ -211,5 +257,19 @@ async fn plan_region(
     let in_use = usage::images_in_use(ctx, region)
         .await
         .map_err(|e| anyhow!("{e:#}"))?;
-    Ok(prune_plan::plan(&candidates, keep, &in_use, &others))
+    let app = prune_plan::plan(&candidates, keep, &in_use, &others);
+    // A layered base's snapshots are its own; any other image's (an app's) stay.
+    let layer_ids: std::collections::BTreeSet<&str> =
+        layered.iter().map(|l| l.image.image_id.as_str()).collect();
+    let not_layered: Vec<(String, Vec<String>)> = all
+        .into_iter()
+        .filter(|(id, _)| !layer_ids.contains(id.as_str()))
+        .collect();
+    let layers = prune_plan::plan_layer_cache(
+        &layered,
+        &in_use,
+        &not_layered,
+        prune_plan::Supersede::ByLookup,
+    );
+    Ok((app, layers))
 }

@@ -113,10 +113,21 @@ pub fn plan(
         })
         .collect();
 
+    settle_snapshots(&mut decisions, &sorted, other_images);
+    decisions
+}
+
+/// A deleted image's snapshots go with it, unless an image that stays (`decisions` zipped with
+/// `images`, or one of `other_images`) also uses them.
+fn settle_snapshots(
+    decisions: &mut [Decision],
+    sorted: &[&Candidate],
+    other_images: &[(String, Vec<String>)],
+) {
     // Snapshots stay when any image that stays uses them.
     let staying: BTreeMap<String, String> = decisions
         .iter()
-        .zip(&sorted)
+        .zip(sorted)
         .filter(|(d, _)| d.action == Action::Keep)
         .flat_map(|(d, c)| {
             c.snapshots
@@ -129,7 +140,7 @@ pub fn plan(
                 .flat_map(|(id, snaps)| snaps.iter().map(move |s| (s.clone(), id.clone()))),
         )
         .collect();
-    for (d, c) in decisions.iter_mut().zip(&sorted) {
+    for (d, c) in decisions.iter_mut().zip(sorted) {
         if d.action != Action::Delete {
             continue;
         }
@@ -141,6 +152,120 @@ pub fn plan(
             }
         }
     }
+}
+
+/// A layered base AMI: an entry of the layer cache (tagged `bakery:layer-cache-lookup`, see
+/// `pipeline::source::layer_tags`), listed by `images prune` as its own kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerCandidate {
+    pub image: Candidate,
+    /// Its lookup key: `images prune` keeps the newest entry of each.
+    pub lookup: String,
+    /// Its family (the same layers by name on the same base): a bake's new entry supersedes
+    /// the older entries of its family, whatever their layer definitions were.
+    pub family: String,
+    /// When its layers were applied (Unix seconds, its `bakery:layer-cache-created` tag).
+    pub created_unix: i64,
+    /// Tagged `bakery:bake-state=complete`; otherwise a bake is still making it (or died
+    /// making it: `bakery gc` removes it), and it neither supersedes nor is pruned.
+    pub complete: bool,
+}
+
+/// Newest first among layer cache entries: when the layers were applied, then the image id
+/// (descending) — the order a bake picks its entry by.
+pub fn newest_layer_first(a: &LayerCandidate, b: &LayerCandidate) -> std::cmp::Ordering {
+    b.created_unix
+        .cmp(&a.created_unix)
+        .then_with(|| b.image.image_id.cmp(&a.image.image_id))
+}
+
+/// Which entries replace each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supersede {
+    /// Those of one lookup key (`images prune`: a bake may still start from the newest entry
+    /// of any lookup key).
+    ByLookup,
+    /// Those of one family (a bake that made an entry: the older definitions of its layers).
+    ByFamily,
+}
+
+/// Decide for every layered base AMI: the newest complete entry of each group (`by`) stays
+/// (bakes start from it), as does any image in use (`in_use`, the same rules as an app's
+/// images), not complete, or not `available`; an entry superseded by a newer one of its group
+/// goes, with its snapshots unless an image that stays (or one of `other_images`) uses them.
+/// `--keep` does not apply: an older entry of the same layers is never baked from again.
+pub fn plan_layer_cache(
+    candidates: &[LayerCandidate],
+    in_use: &BTreeMap<String, Vec<String>>,
+    other_images: &[(String, Vec<String>)],
+    by: Supersede,
+) -> Vec<Decision> {
+    fn group_of(c: &LayerCandidate, by: Supersede) -> String {
+        match by {
+            Supersede::ByLookup => c.lookup.clone(),
+            Supersede::ByFamily => c.family.clone(),
+        }
+    }
+    let mut sorted: Vec<&LayerCandidate> = candidates.iter().collect();
+    sorted.sort_by(|a, b| {
+        group_of(a, by)
+            .cmp(&group_of(b, by))
+            .then_with(|| newest_layer_first(a, b))
+    });
+    let mut newest: BTreeMap<String, &str> = BTreeMap::new();
+    for c in sorted.iter().filter(|c| c.complete) {
+        newest
+            .entry(group_of(c, by))
+            .or_insert(c.image.image_id.as_str());
+    }
+    let what = match by {
+        Supersede::ByLookup => "lookup key",
+        Supersede::ByFamily => "layers on this base",
+    };
+    let mut decisions: Vec<Decision> = sorted
+        .iter()
+        .map(|lc| {
+            let c = &lc.image;
+            let g = group_of(lc, by);
+            let short: String = g.chars().take(12).collect();
+            let newer = newest.get(&g).copied().unwrap_or("-");
+            let mut reasons = Vec::new();
+            if newer == c.image_id {
+                reasons.push(format!("newest layer cache entry of {what} {short}"));
+            }
+            if !lc.complete {
+                reasons.push("not complete: a bake is still making it".to_string());
+            }
+            if let Some(uses) = in_use.get(&c.image_id) {
+                reasons.extend(uses.iter().map(|u| format!("in use: {u}")));
+            }
+            if c.state != "available" {
+                reasons.push(format!(
+                    "state {}: only available images are pruned",
+                    c.state
+                ));
+            }
+            let action = if reasons.is_empty() {
+                reasons.push(format!(
+                    "layer cache entry superseded by {newer} ({what} {short}) and not in use"
+                ));
+                Action::Delete
+            } else {
+                Action::Keep
+            };
+            Decision {
+                image_id: c.image_id.clone(),
+                name: c.name.clone(),
+                created: c.created.clone(),
+                action,
+                reasons,
+                delete_snapshots: vec![],
+                keep_snapshots: vec![],
+            }
+        })
+        .collect();
+    let images: Vec<&Candidate> = sorted.iter().map(|lc| &lc.image).collect();
+    settle_snapshots(&mut decisions, &images, other_images);
     decisions
 }
 
@@ -276,5 +401,73 @@ mod tests {
         let rev = [cands[1].clone(), cands[0].clone()];
         let d2 = plan(&rev, 1, &BTreeMap::new(), &[]);
         assert_eq!(d1, d2);
+    }
+
+    fn lc(id: &str, lookup: &str, created: i64, snaps: &[&str]) -> LayerCandidate {
+        LayerCandidate {
+            image: c(id, "2026-01-01T00:00:00Z", snaps),
+            family: "F".into(),
+            lookup: lookup.into(),
+            created_unix: created,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn layer_cache_entries_keep_the_newest_of_each_lookup_key_and_any_in_use() {
+        let mut making = lc("making", "L1", 50, &["s-m"]);
+        making.complete = false;
+        let cands = [
+            lc("old", "L1", 10, &["s-old"]),
+            lc("mid", "L1", 20, &["s-mid"]),
+            lc("new", "L1", 30, &["s-new"]),
+            making,
+            lc("only", "L2", 5, &["s-only"]),
+            lc("used", "L3", 1, &["s-used"]),
+            lc("top", "L3", 2, &["s-top"]),
+        ];
+        let uses = BTreeMap::from([(
+            "mid".to_string(),
+            vec!["instance i-1 (running)".to_string()],
+        )]);
+        let others = [("ami-app".to_string(), vec!["s-used".to_string()])];
+        let d = plan_layer_cache(&cands, &uses, &others, Supersede::ByLookup);
+        let m = by_id(&d);
+        // The newest complete entry of each key stays, whatever its age; the one a bake is
+        // still making neither goes nor supersedes.
+        assert_eq!(m["new"].action, Action::Keep);
+        assert!(m["new"].reasons[0].starts_with("newest layer cache entry of lookup key L1"));
+        assert_eq!(m["making"].action, Action::Keep);
+        assert_eq!(m["only"].action, Action::Keep);
+        assert_eq!(m["top"].action, Action::Keep);
+        // In use: kept with why.
+        assert_eq!(m["mid"].action, Action::Keep);
+        assert_eq!(m["mid"].reasons, ["in use: instance i-1 (running)"]);
+        // Superseded: deleted with its snapshot, unless another image uses it.
+        assert_eq!(m["old"].action, Action::Delete);
+        assert!(
+            m["old"].reasons[0].contains("superseded by new"),
+            "{:?}",
+            m["old"]
+        );
+        assert_eq!(m["old"].delete_snapshots, ["s-old"]);
+        assert_eq!(m["used"].action, Action::Delete);
+        assert!(m["used"].delete_snapshots.is_empty());
+        assert_eq!(m["used"].keep_snapshots, ["s-used (also used by ami-app)"]);
+        // Ties on time are broken by id, the same way every run.
+        let tie = [lc("a", "L", 7, &[]), lc("b", "L", 7, &[])];
+        let d = plan_layer_cache(&tie, &BTreeMap::new(), &[], Supersede::ByLookup);
+        assert_eq!(by_id(&d)["b"].action, Action::Keep);
+        assert_eq!(by_id(&d)["a"].action, Action::Delete);
+        // A bake's new entry supersedes its family's older definitions too (one family here):
+        // only the newest complete entry, the one in use and the one being made stay.
+        let d = plan_layer_cache(&cands, &uses, &others, Supersede::ByFamily);
+        let kept: Vec<&str> = d
+            .iter()
+            .filter(|x| x.action == Action::Keep)
+            .map(|x| x.image_id.as_str())
+            .collect();
+        assert_eq!(kept, ["making", "new", "mid"]);
+        assert!(by_id(&d)["only"].reasons[0].contains("superseded by new (layers on this base F)"));
     }
 }

@@ -294,6 +294,7 @@ impl Job {
             output: None,
             amis: vec![],
             upload: None,
+            layer_upload: None,
             os: facts.os.clone(),
             arch: facts.arch.clone(),
             package_changes: facts.package_changes.clone(),

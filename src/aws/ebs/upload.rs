@@ -47,6 +47,9 @@ pub struct UploadStats {
     /// The snapshot's volume size (the file's length rounded up to whole GiB).
     pub volume_size_gib: i64,
     pub seconds: f64,
+    /// The file's block hashes as uploaded: the new snapshot's blocks, so a later upload can be
+    /// incremental against it (the layer cache's layered base).
+    pub hashes: Vec<Option<BlockHash>>,
 }
 
 /// The volume size StartSnapshot takes for a file of `len` bytes: whole GiB, at least 1.
@@ -276,6 +279,7 @@ pub async fn upload_snapshot_with(
         bytes_uploaded,
         volume_size_gib: gib,
         seconds,
+        hashes: Arc::try_unwrap(hashes).unwrap_or_else(|h| (*h).clone()),
     })
 }
 

@@ -149,10 +149,8 @@ pub fn run(
     };
     // The base AMI is looked up before anything is made (a missing one is an input error), and
     // the attributes it passes on checked with the overrides.
-    // The layer cache serves local bakes only so far: an AMI bake applies its layers itself.
-    let source = source.without_layer_cache();
-    let base_ami = match &source {
-        Source::Ami { base, .. } => {
+    let base_ami = match source.base_ami_ref() {
+        Some(base) => {
             let b =
                 cloud
                     .aws
@@ -240,11 +238,13 @@ fn settle(
 }
 
 /// What the AMI's root snapshot was made from, for the manifest's `upload`.
-struct Written {
-    snapshot_id: String,
+pub(crate) struct Written {
+    pub snapshot_id: String,
     /// The snapshot's volume size (GiB).
-    volume_size_gib: i32,
-    upload: Option<UploadSummary>,
+    pub volume_size_gib: i32,
+    pub upload: Option<UploadSummary>,
+    /// The uploaded disk's block hashes (direct mode; empty for a volume's snapshot).
+    pub hashes: Vec<Option<ebs::BlockHash>>,
 }
 
 /// The root volume size to register: the snapshot's, never smaller than the base AMI's root
@@ -293,7 +293,7 @@ fn bake(
         ..job.clone()
     };
     let job = &job;
-    let (registered, snapshots, facts, base, mut tags, upload, description, resolved) =
+    let (registered, snapshots, facts, base, mut tags, upload, description, resolved, layered) =
         if let Some((id, snaps)) = existing {
             stages.progress().println(&format!(
             "{} already exists in {region} as {id}, made by the same bake (equal {}): reusing it",
@@ -318,9 +318,10 @@ fn bake(
                 None,
                 description,
                 None,
+                None,
             )
         } else {
-            let disk = open(job, source, base_ami, cloud, work, stages, g)?;
+            let (disk, layered) = open(job, source, base_ami, cloud, work, stages, g)?;
             // What the disk can boot decides a from-scratch base's boot mode, and refuses a
             // --boot-mode it cannot boot (before the bake's long steps).
             let firmware = crate::disk::layout::read_layout(&disk.path)
@@ -336,7 +337,17 @@ fn bake(
                 attributes::check(&attributes::apply_overrides(&scratch, &opts.attributes))
                     .map_err(|e| input!("{e}"))?;
             }
-            let facts = crate::pipeline::provision(job, &disk, Some(cloud), work, stages, g)?;
+            // With the layer cache, the layers are in the disk already: the rest of the steps run.
+            let run_job = layered.as_ref().map(|(j, _)| j).unwrap_or(job);
+            let mut facts =
+                crate::pipeline::provision(run_job, &disk, Some(cloud), work, stages, g)?;
+            if let Some((_, u)) = &layered {
+                // The layers' changes to the base's packages come first (the later session saw
+                // the layered disk as its base).
+                let mut changes = u.package_changes.clone();
+                changes.append(&mut facts.package_changes);
+                facts.package_changes = changes;
+            }
             // A package named without a pin: the key of what was really installed (a later
             // bake pinned to these versions reuses this image).
             // The name then says the version installed, if no other image has it (else the
@@ -362,9 +373,15 @@ fn bake(
             let job = resolved.as_ref().unwrap_or(job);
             let base = disk.origin.summary(&facts);
             let mut tags = job.tags(&base, &facts, &env)?;
+            if let Some(id) = layered.as_ref().and_then(|(_, u)| u.image.as_ref()) {
+                tags.insert(
+                    source::layer_tags::LAYER_BASE_AMI_TAG.to_string(),
+                    id.clone(),
+                );
+            }
             tags.insert(BAKE_ID_TAG.to_string(), job.bake_id.clone());
             let description = description(&job.name, disk.from.base_ami(), facts.os.as_deref());
-            let written = write(&disk, job, &description, &tags, cloud, stages)?;
+            let written = write(&disk, job, &description, &tags, cloud, stages, false)?;
             let mut register_base = match disk.from.base_ami() {
                 Some(b) => b.clone(),
                 None => {
@@ -423,6 +440,7 @@ fn bake(
                 written.upload,
                 description,
                 resolved,
+                layered.map(|(_, u)| u),
             )
         };
     // The name and key of what an unpinned name installed, from here on (copies, manifest).
@@ -544,6 +562,11 @@ fn bake(
     let mut m = job.manifest(base, &facts, tags, stages.timings(), work);
     m.amis = amis;
     m.upload = upload;
+    if let Some(u) = layered {
+        m.layers_from_cache = u.from_cache;
+        m.layer_cache_key = Some(u.key);
+        m.layer_upload = u.upload;
+    }
     Ok(m)
 }
 
@@ -658,7 +681,13 @@ fn base_identity(source: &Source, base_ami: Option<&BaseAmi>) -> String {
     }
 }
 
-/// Open the source into a disk: an AMI's snapshot (direct) or volume, or a local disk.
+/// The layer cache's part of a bake: the job left to run on the disk (the steps after the
+/// layers) and how the layers were applied.
+type Layered = (Job, source::layer_cache::Used);
+
+/// Open the source into a disk: an AMI's snapshot (direct) or volume, or a local disk. With the
+/// layer cache in front of a base AMI in direct mode, the disk holds the layers already
+/// (`source::layer_cache_ami`).
 fn open(
     job: &Job,
     source: Source,
@@ -667,16 +696,31 @@ fn open(
     work: &WorkDir,
     stages: &mut Stages,
     g: &Globals,
-) -> Result<SourceDisk> {
+) -> Result<(SourceDisk, Option<Layered>)> {
     let disk = work.join("disk.raw");
+    let mode_of = |mode: Option<Mode>| match mode {
+        Some(m) => m,
+        None if cloud.aws.rt.block_on(crate::aws::imds::detect()).is_some() => Mode::Volume,
+        None => Mode::Direct,
+    };
+    let plain = |d: Result<SourceDisk>| d.map(|d| (d, None));
     match (source, base_ami) {
+        (Source::LayerCache(lc), Some(base)) => match &lc.base {
+            Source::Ami { mode, .. } if mode_of(*mode) == Mode::Direct => {
+                let (d, rest, used) =
+                    source::layer_cache_ami::open(job, &lc, base, cloud, &disk, work, stages, g)?;
+                Ok((d, Some((rest, used))))
+            }
+            _ => {
+                tracing::debug!(
+                    "layer cache: not used in volume mode (direct mode only); the layers are applied in this bake"
+                );
+                open(job, lc.base, base_ami, cloud, work, stages, g)
+            }
+        },
         (Source::Ami { mode, .. }, Some(base)) => {
-            let mode = match mode {
-                Some(m) => m,
-                None if cloud.aws.rt.block_on(crate::aws::imds::detect()).is_some() => Mode::Volume,
-                None => Mode::Direct,
-            };
-            match mode {
+            let mode = mode_of(mode);
+            plain(match mode {
                 Mode::Direct => source::ami_direct::open(base, cloud, &disk, stages, g),
                 Mode::Volume => {
                     let size_gib = match job.disk_size {
@@ -685,13 +729,13 @@ fn open(
                     };
                     source::ami_volume::open(base, cloud, size_gib, stages)
                 }
-            }
+            })
         }
         (Source::Ami { .. }, None) => unreachable!("the base AMI is resolved before"),
-        (Source::File(p), _) => source::file::open(&p, &disk, stages),
-        (Source::Builtin, _) => source::builtin::open(g, &disk, stages),
-        (Source::Debootstrap(d), _) => source::debootstrap::open(&d, &disk, stages),
-        (Source::LayerCache(lc), _) => open(job, lc.base, base_ami, cloud, work, stages, g),
+        (Source::File(p), _) => plain(source::file::open(&p, &disk, stages)),
+        (Source::Builtin, _) => plain(source::builtin::open(g, &disk, stages)),
+        (Source::Debootstrap(d), _) => plain(source::debootstrap::open(&d, &disk, stages)),
+        (Source::LayerCache(lc), None) => open(job, lc.base, base_ami, cloud, work, stages, g),
     }
 }
 
@@ -719,16 +763,25 @@ fn origin(source: &Source, base_ami: Option<&BaseAmi>) -> BaseOrigin {
 }
 
 /// The sealed disk as the AMI's root snapshot: uploaded (only the blocks that differ from the
-/// base snapshot, when there is one), or the bake volume snapshotted and deleted.
-fn write(
+/// snapshot it was read from, when there is one), or the bake volume snapshotted and deleted.
+/// `layers`: the layer cache's layered base (its stages are named `layer cache: ...`).
+pub(crate) fn write(
     disk: &SourceDisk,
     job: &Job,
     description: &str,
     tags: &BTreeMap<String, String>,
     cloud: &Cloud,
     stages: &mut Stages,
+    layers: bool,
 ) -> Result<Written> {
     let (rt, ctx, region) = (cloud.aws.rt, &cloud.aws.ctx, cloud.region.as_str());
+    let stage = |name: &str| {
+        if layers {
+            format!("layer cache: {name}")
+        } else {
+            name.to_string()
+        }
+    };
     let ec2 = ctx.ec2(region);
     if let From::Volume { base, attached, .. } = &disk.from {
         // Encrypted, when asked, since CreateVolume (source::ami_volume): the snapshot follows.
@@ -761,16 +814,18 @@ fn write(
             snapshot_id,
             volume_size_gib,
             upload: None,
+            hashes: vec![],
         });
     }
     let (parent, base_snapshot_id, bytes_read) = match &disk.from {
         From::Snapshot {
-            base,
+            parent_snapshot_id,
             hashes,
             bytes_read,
+            ..
         } => (
-            Some((base.root_snapshot_id.clone(), hashes.as_slice())),
-            base.root_snapshot_id.clone(),
+            Some((parent_snapshot_id.clone(), hashes.as_slice())),
+            parent_snapshot_id.clone(),
             *bytes_read,
         ),
         _ => (None, String::new(), 0),
@@ -790,7 +845,7 @@ fn write(
         SnapshotPlan::ChildOfEncryptedCopy { key_arn } => {
             let base_id = base_snapshot_id.clone();
             Some(stages.run_aws(
-                "encrypt base snapshot",
+                &stage("encrypt base snapshot"),
                 &format!("encrypted copy of {base_id}"),
                 rt,
                 encryption::copy_snapshot_encrypted(
@@ -816,7 +871,7 @@ fn write(
             _ => None,
         },
     };
-    let up = stages.run_shown("upload snapshot", "upload changed blocks", |st| {
+    let mut up = stages.run_shown(&stage("upload snapshot"), "upload changed blocks", |st| {
         let up = crate::sys::signals::block_on(
             rt,
             ebs::upload_snapshot_with(
@@ -834,13 +889,17 @@ fn write(
         st.say(format!("upload {} changed blocks", up.blocks_changed));
         Ok(up)
     })?;
-    stages.run_shown("snapshot completed", "wait for the snapshot", |st| {
-        st.timing("wait snapshot");
-        crate::sys::signals::block_on(
-            rt,
-            ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, SNAPSHOT_TIMEOUT),
-        )
-    })?;
+    stages.run_shown(
+        &stage("snapshot completed"),
+        "wait for the snapshot",
+        |st| {
+            st.timing(stage("wait snapshot"));
+            crate::sys::signals::block_on(
+                rt,
+                ebs::wait_snapshot_completed(&ec2, &up.snapshot_id, SNAPSHOT_TIMEOUT),
+            )
+        },
+    )?;
     if let Some(copy) = &encrypted_copy {
         // The child is complete and stands on its own: the encrypted copy of the base is not
         // needed any more. Left behind (still tagged pending) if AWS refuses: `gc` takes it.
@@ -869,6 +928,7 @@ fn write(
     // snapshot may be larger than its parent).
     Ok(Written {
         snapshot_id: up.snapshot_id.clone(),
+        hashes: std::mem::take(&mut up.hashes),
         volume_size_gib: i32::try_from(up.volume_size_gib).unwrap_or(i32::MAX),
         upload: Some(UploadSummary {
             mode: Mode::Direct,

@@ -26,22 +26,7 @@ pub fn open(
     stages: &mut Stages,
     g: &Globals,
 ) -> Result<SourceDisk> {
-    let cache = g.work_dir.join("snapshots");
-    std::fs::create_dir_all(&cache)?;
-    let ebs_client = cloud.aws.ctx.ebs(&cloud.region);
-    // Held until the copy is done: `bakery gc` leaves the entry alone meanwhile.
-    let held = crate::cache::Use::hold(&g.work_dir, "snapshot", &base.root_snapshot_id)?;
-    let (cached, hashes, stats) = stages.run_aws(
-        "download base snapshot",
-        &format!("download {}", base.root_snapshot_id),
-        cloud.aws.rt,
-        ebs::cached_download(&ebs_client, &base.root_snapshot_id, &cache, CONCURRENCY),
-    )?;
-    stages.run("copy base", |_| {
-        image::copy_sparse(&cached, disk).map(|_| ())
-    })?;
-    held.touch(&cached);
-    drop(held);
+    let (hashes, bytes_read) = fetch(&base.root_snapshot_id, "base", cloud, disk, stages, g)?;
     Ok(SourceDisk {
         path: disk.to_path_buf(),
         origin: BaseOrigin::of_ami(base),
@@ -49,8 +34,39 @@ pub fn open(
         bootstrap: None,
         from: From::Snapshot {
             base: base.clone(),
+            parent_snapshot_id: base.root_snapshot_id.clone(),
             hashes,
-            bytes_read: stats.bytes_read,
+            bytes_read,
         },
     })
+}
+
+/// Download snapshot `snapshot_id` (or take it from the cache) and copy it into `disk` (stages
+/// `download {what} snapshot`, `copy {what}`). Returns its block hashes and the bytes read from
+/// the API (0 from the cache).
+pub fn fetch(
+    snapshot_id: &str,
+    what: &str,
+    cloud: &Cloud,
+    disk: &Path,
+    stages: &mut Stages,
+    g: &Globals,
+) -> Result<(Vec<Option<ebs::BlockHash>>, u64)> {
+    let cache = g.work_dir.join("snapshots");
+    std::fs::create_dir_all(&cache)?;
+    let ebs_client = cloud.aws.ctx.ebs(&cloud.region);
+    // Held until the copy is done: `bakery gc` leaves the entry alone meanwhile.
+    let held = crate::cache::Use::hold(&g.work_dir, "snapshot", snapshot_id)?;
+    let (cached, hashes, stats) = stages.run_aws(
+        &format!("download {what} snapshot"),
+        &format!("download {snapshot_id}"),
+        cloud.aws.rt,
+        ebs::cached_download(&ebs_client, snapshot_id, &cache, CONCURRENCY),
+    )?;
+    stages.run(&format!("copy {what}"), |_| {
+        image::copy_sparse(&cached, disk).map(|_| ())
+    })?;
+    held.touch(&cached);
+    drop(held);
+    Ok((hashes, stats.bytes_read))
 }

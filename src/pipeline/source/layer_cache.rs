@@ -55,6 +55,10 @@ pub struct Used {
     pub from_cache: bool,
     /// What the layers changed in the base's packages.
     pub package_changes: Vec<PackageChange>,
+    /// The layered base AMI the bake started from or made (AMI bakes).
+    pub image: Option<String>,
+    /// The layered base's snapshot upload, when this bake made it (AMI bakes).
+    pub upload: Option<crate::manifest::UploadSummary>,
 }
 
 /// The cache directory under the work dir.
@@ -67,7 +71,7 @@ pub fn lock_name(lookup: &str) -> String {
     format!("layer-cache-{}", &lookup[..lookup.len().min(16)])
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -156,6 +160,8 @@ pub fn open(
                 key: e.key,
                 from_cache: true,
                 package_changes: e.package_changes,
+                image: None,
+                upload: None,
             },
         ));
     }
@@ -212,11 +218,13 @@ pub fn open(
             key,
             from_cache: false,
             package_changes: facts.package_changes,
+            image: None,
+            upload: None,
         },
     ))
 }
 
-fn short(key: &str) -> &str {
+pub(crate) fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
 }
 
@@ -395,7 +403,7 @@ fn extents_digest(p: &Path) -> Result<String> {
 }
 
 /// What each recorded Release file (with a digest) gives now.
-fn current(releases: &[AptRelease]) -> BTreeMap<String, Current> {
+pub(crate) fn current(releases: &[AptRelease]) -> BTreeMap<String, Current> {
     let mut out = BTreeMap::new();
     let mut http = Vec::new();
     for r in releases.iter().filter(|r| r.sha256.is_some()) {

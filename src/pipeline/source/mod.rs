@@ -11,6 +11,8 @@
 //!
 //! - `layer_cache.rs` (keys and rules in `layer_key.rs`): a local base with the bake's layers
 //!   already applied, cached under `<work-dir>/layer-cache` (issue 18)
+//! - `layer_cache_ami.rs` (its tags and name in `layer_tags.rs`): the same for a base AMI in
+//!   direct mode, the entry a layered base AMI
 
 pub mod ami_direct;
 pub mod ami_volume;
@@ -18,7 +20,9 @@ pub mod builtin;
 pub mod debootstrap;
 pub mod file;
 pub mod layer_cache;
+pub mod layer_cache_ami;
 pub mod layer_key;
+pub mod layer_tags;
 
 use std::path::{Path, PathBuf};
 
@@ -45,17 +49,27 @@ pub enum Source {
     /// A base AMI: its snapshot read directly (`direct`) or attached as a volume (`volume`);
     /// `None`: volume on an EC2 host, direct elsewhere.
     Ami { base: BaseRef, mode: Option<Mode> },
-    /// A local base (file or built-in) with the layer cache in front: the bake's layers come
-    /// from a cached image of base + layers when one is fresh.
+    /// A base (file, built-in, or an AMI in direct mode) with the layer cache in front: the
+    /// bake's layers come from a cached image of base + layers (a file, or a layered base AMI)
+    /// when one is fresh.
     LayerCache(Box<layer_cache::LayerCache>),
 }
 
 impl Source {
-    /// The base behind the layer cache (sinks the cache does not serve yet: AMIs).
+    /// The base behind the layer cache.
     pub fn without_layer_cache(self) -> Source {
         match self {
             Source::LayerCache(lc) => lc.base,
             s => s,
+        }
+    }
+
+    /// The base AMI asked for, behind the layer cache or not.
+    pub fn base_ami_ref(&self) -> Option<&BaseRef> {
+        match self {
+            Source::Ami { base, .. } => Some(base),
+            Source::LayerCache(lc) => lc.base.base_ami_ref(),
+            _ => None,
         }
     }
 }
@@ -80,7 +94,11 @@ pub enum From {
     Local,
     /// A base snapshot read with the EBS direct APIs: upload only what differs from it.
     Snapshot {
+        /// The base AMI the image is registered like (and named after in the manifest).
         base: BaseAmi,
+        /// The snapshot the disk was read from, which `hashes` describe and the upload is
+        /// incremental against: the base's root snapshot, or a layered base's (layer cache).
+        parent_snapshot_id: String,
         hashes: Vec<Option<BlockHash>>,
         bytes_read: u64,
     },
