@@ -513,8 +513,10 @@ fn ctrl_c_mid_bake_releases_everything() {
     assert!(!out.exists());
     assert_no_output(t.dir.path(), &[]);
     assert_no_leaks(t.dir.path());
+    // The whole command line, exactly: a substring match also caught unrelated host processes
+    // (a CI script's `sleep 300`).
     let strays = Command::new("pgrep")
-        .args(["-f", "sleep 30"])
+        .args(["-x", "-f", "sleep 30"])
         .output()
         .unwrap();
     assert!(
