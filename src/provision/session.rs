@@ -45,7 +45,7 @@ pub fn main() -> i32 {
             None::<&str>,
         )
         .context("making mounts private")?;
-        drop_copied_loop_mounts();
+        drop_copied_loop_mounts(&plan_paths(&plan));
         // From here on this process is PID 1 of the bake's own PID, IPC and UTS namespaces
         // (the process that called us waits as a relay; see `isolate`).
         if let isolate::Role::Relay(code) = isolate::enter()? {
@@ -86,15 +86,43 @@ pub fn main() -> i32 {
 /// devices that other tools (or other bakes' helpers) mounted at that moment. Our copies would
 /// keep those filesystems alive after their owners unmount them — their `partx -d` then fails
 /// and a later user of the same loop device finds stale partitions. Nothing here needs them:
-/// detach our copies (private propagation: the host's mounts are untouched).
-fn drop_copied_loop_mounts() {
+/// detach our copies (private propagation: the host's mounts are untouched). Except the ones
+/// holding a path the plan names: a work dir, package or layer on a loop-mounted filesystem (an
+/// XFS image mounted for its reflinks) must stay reachable, or the session cannot even open its
+/// log.
+fn drop_copied_loop_mounts(needed: &[std::path::PathBuf]) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
     let targets = loop_mount_points(&info);
     for t in targets.iter().rev() {
+        if holds_any(t, needed) {
+            continue;
+        }
         let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// Every absolute path the plan names (work dir, log, disk, packages, layer files, plugins).
+fn plan_paths(plan: &SessionPlan) -> Vec<std::path::PathBuf> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<std::path::PathBuf>) {
+        match v {
+            serde_json::Value::String(s) if s.starts_with('/') => out.push(s.into()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(plan) {
+        walk(&v, &mut out);
+    }
+    out
+}
+
+/// Whether the filesystem mounted at `point` holds one of `paths`.
+fn holds_any(point: &str, paths: &[std::path::PathBuf]) -> bool {
+    paths.iter().any(|p| p.starts_with(point))
 }
 
 /// Mount points (in mountinfo order) whose source is a loop device or one of its partitions.
@@ -244,6 +272,14 @@ fn timed<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_loop_mount_holding_the_work_dir_is_kept() {
+        let needed = [std::path::PathBuf::from("/var/tmp/xfs/wd/logs/bk-1.log")];
+        assert!(super::holds_any("/var/tmp/xfs", &needed));
+        assert!(!super::holds_any("/var/tmp/xf", &needed));
+        assert!(!super::holds_any("/var/tmp/floor mnt", &needed));
+    }
+
     #[test]
     fn loop_mount_points_are_found_in_mountinfo() {
         let info = "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
