@@ -272,25 +272,10 @@ impl<'a> Runner<'a> {
         if local.is_empty() {
             return false;
         }
-        // In-memory caches: a simulation leaves no pkgcache.bin behind for the seal to clean.
-        let mut argv: Vec<&str> = vec![
-            "apt-get",
-            "-s",
-            "-q",
-            "-o",
-            "Dir::Cache::pkgcache=",
-            "-o",
-            "Dir::Cache::srcpkgcache=",
-            "install",
-            "--no-install-recommends",
-        ];
-        argv.extend(what.iter().map(String::as_str));
+        let what: Vec<&str> = what.iter().map(String::as_str).collect();
         // Captured, never classified: before `apt-get update` apt calls whatever it has no list
         // for "not installable", which says nothing about the real run.
-        let Ok(out) = self
-            .chroot
-            .output(self.chroot.command(&argv), "apt-get -s install")
-        else {
+        let Some(out) = self.apt_simulate(&what) else {
             return false;
         };
         offline_plan(&out, local)
@@ -552,7 +537,15 @@ impl<'a> Runner<'a> {
     /// The version apt would still install for `spec` (a simulation, nothing changed), or
     /// `None` when it has nothing to do for `name`: what was installed is what `spec` selects.
     fn apt_would_install(&self, spec: &str, name: &str) -> Option<String> {
-        let argv = [
+        let out = self.apt_simulate(&[spec])?;
+        simulated_version(&out, name)
+    }
+
+    /// The output of `apt-get -s install --no-install-recommends WHAT` in the image (a
+    /// simulation: nothing changes), or `None` when it fails. In-memory caches: a simulation
+    /// leaves no pkgcache.bin behind for the seal to clean.
+    fn apt_simulate(&self, what: &[&str]) -> Option<String> {
+        let mut argv: Vec<&str> = vec![
             "apt-get",
             "-s",
             "-q",
@@ -562,13 +555,11 @@ impl<'a> Runner<'a> {
             "Dir::Cache::srcpkgcache=",
             "install",
             "--no-install-recommends",
-            spec,
         ];
-        let out = self
-            .chroot
+        argv.extend_from_slice(what);
+        self.chroot
             .output(self.chroot.command(&argv), "apt-get -s install")
-            .ok()?;
-        simulated_version(&out, name)
+            .ok()
     }
 
     fn dnf_install(&mut self, what: &[String], pm: PackageManager) -> Result<()> {
