@@ -43,6 +43,21 @@ pub struct Decision {
     pub keep_snapshots: Vec<String>,
 }
 
+impl Decision {
+    /// The decision for `c`, its snapshots not settled yet ([`settle_snapshots`]).
+    fn of(c: &Candidate, action: Action, reasons: Vec<String>) -> Decision {
+        Decision {
+            image_id: c.image_id.clone(),
+            name: c.name.clone(),
+            created: c.created.clone(),
+            action,
+            reasons,
+            delete_snapshots: vec![],
+            keep_snapshots: vec![],
+        }
+    }
+}
+
 /// Whether an image belongs to `app`: its `appversion` tag is `{app}-{version}[-{release}]` and the
 /// version starts with a digit (so app `web` does not take `web-admin-1.0-1`).
 pub fn is_app_image(app: &str, appversion: &str) -> bool {
@@ -101,15 +116,7 @@ pub fn plan(
             if action == Action::Delete {
                 reasons.push(format!("older than the newest {keep} and not in use"));
             }
-            Decision {
-                image_id: c.image_id.clone(),
-                name: c.name.clone(),
-                created: c.created.clone(),
-                action,
-                reasons,
-                delete_snapshots: vec![],
-                keep_snapshots: vec![],
-            }
+            Decision::of(c, action, reasons)
         })
         .collect();
 
@@ -253,15 +260,7 @@ pub fn plan_layer_cache(
             } else {
                 Action::Keep
             };
-            Decision {
-                image_id: c.image_id.clone(),
-                name: c.name.clone(),
-                created: c.created.clone(),
-                action,
-                reasons,
-                delete_snapshots: vec![],
-                keep_snapshots: vec![],
-            }
+            Decision::of(c, action, reasons)
         })
         .collect();
     let images: Vec<&Candidate> = sorted.iter().map(|lc| &lc.image).collect();
