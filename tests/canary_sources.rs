@@ -312,6 +312,7 @@ fn cloudwatch_get_metric_data_judges_exactly_like_the_same_points_in_files() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(bakery::aws::https::client())
             .endpoint_url(emu.endpoint())
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(

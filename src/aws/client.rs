@@ -150,6 +150,7 @@ impl AwsContext {
             Err(e) => (Timeouts::default(), Some(e)),
         };
         let base = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(super::https::client())
             .retry_config(retry_config())
             .timeout_config(timeouts.config())
             .load()
@@ -618,6 +619,7 @@ mod tests {
         // Nothing listens on port 9: a call that got past the hook would fail differently.
         let base = aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(crate::aws::https::client())
             .endpoint_url("http://127.0.0.1:9")
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(

@@ -24,7 +24,10 @@ pub struct Ec2Host {
 }
 
 fn client() -> aws_config::imds::client::Builder {
+    let with_client = aws_config::provider_config::ProviderConfig::without_region()
+        .with_http_client(super::https::client());
     Client::builder()
+        .configure(&with_client)
         .max_attempts(1)
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(REQUEST_TIMEOUT)

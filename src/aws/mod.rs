@@ -9,6 +9,7 @@ pub mod ebs;
 pub mod encryption;
 pub mod error;
 pub mod gc;
+pub mod https;
 pub mod imds;
 pub mod launch_template;
 pub mod ledger;

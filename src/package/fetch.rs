@@ -84,7 +84,7 @@ async fn fetch_once(url: &str, dest: &Path, limit: u64) -> Result<Fetched, Fetch
             .map_err(|e| FetchError::Refused(format!("not a valid URL ({e})")))?;
         let resp = if current.starts_with("https://") {
             let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
                 .map_err(|e| {
                     FetchError::Failed(format!("loading the system's CA certificates: {e}"))
                 })?

@@ -66,7 +66,7 @@ impl Prometheus {
         let base = url.trim_end_matches('/').to_string();
         let http = if base.starts_with("https://") {
             let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
                 .context("loading the system's CA certificates for the Prometheus connection")?
                 .https_only()
                 .enable_http1()

@@ -463,7 +463,7 @@ async fn fetch_digest(uri: &str, timeout: Duration) -> Result<Current> {
     let call = async {
         let resp = if uri.starts_with("https://") {
             let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
                 .context("loading the system's CA certificates")?
                 .https_only()
                 .enable_http1()
