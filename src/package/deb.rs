@@ -101,6 +101,10 @@ fn info_from_fields(fields: &Fields) -> Result<PackageInfo, Fault> {
         depends: relations(fields.get("Depends")),
         pre_depends: relations(fields.get("Pre-Depends")),
         provides: relations(fields.get("Provides")),
+        conflicts: [fields.get("Conflicts"), fields.get("Breaks")]
+            .into_iter()
+            .flat_map(relations)
+            .collect(),
         requires: Vec::new(),
         source: Default::default(),
     })

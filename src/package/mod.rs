@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 mod ar;
 mod deb;
+pub mod debrel;
 pub mod fetch;
 pub mod resolve;
 pub mod richdep;
@@ -52,6 +53,10 @@ pub struct PackageInfo {
     pub pre_depends: Vec<String>,
     /// Debian `Provides:` relations (raw) or RPM PROVIDENAME names.
     pub provides: Vec<String>,
+    /// Debian `Conflicts:` and `Breaks:` relations (raw); empty for an rpm. Not in the
+    /// manifest: only the install decision reads them ([`debrel`]).
+    #[serde(skip)]
+    pub conflicts: Vec<String>,
     /// RPM REQUIRENAME names as stored, including `rpmlib(...)` and scriptlet interpreters such
     /// as `/bin/sh`; empty for a .deb.
     pub requires: Vec<String>,
@@ -121,6 +126,7 @@ impl PackageInfo {
             depends: Vec::new(),
             pre_depends: Vec::new(),
             provides: Vec::new(),
+            conflicts: Vec::new(),
             requires: Vec::new(),
             source: PackageSource::File,
         }

@@ -111,6 +111,7 @@ pub fn named(name: &str, pin: Option<&str>) -> PackageInfo {
         depends: Vec::new(),
         pre_depends: Vec::new(),
         provides: Vec::new(),
+        conflicts: Vec::new(),
         requires: Vec::new(),
         source: PackageSource::Name {
             spec: match pin {

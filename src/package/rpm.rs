@@ -105,6 +105,7 @@ pub(crate) fn read<R: Read + Seek>(r: &mut R, len: u64) -> Result<PackageInfo, F
         depends: Vec::new(),
         pre_depends: Vec::new(),
         provides: main.string_array(PROVIDENAME)?,
+        conflicts: Vec::new(),
         requires: main.string_array(REQUIRENAME)?,
         source: Default::default(),
     })

@@ -281,20 +281,37 @@ impl<'a> Runner<'a> {
         offline_plan(&out, local)
     }
 
+    /// Whether the step's .deb files can go straight to `dpkg -i` without asking apt
+    /// ([`crate::package::debrel::dpkg_alone_suffices`]: every dependency installed, nothing
+    /// conflicting, nothing to upgrade): the plain case of an app on a base or layer that already
+    /// holds what it needs.
+    fn dpkg_alone_suffices(&self, debs: &[crate::package::PackageInfo]) -> bool {
+        let Ok(fs) = self.chroot.fs() else {
+            return false;
+        };
+        pkgdb::read_dpkg(fs)
+            .is_some_and(|status| crate::package::debrel::dpkg_alone_suffices(debs, &status))
+    }
+
     fn apt_install(&mut self, what: &[String], local: &[String]) -> Result<()> {
         if self.resolvable_offline(what, local) {
             // Everything apt would unpack is in `what` and every dependency is already in the
             // image: dpkg installs the files as apt would, without apt first re-reading and
             // hashing each .deb (most of a local bake's package step for a large package).
-            let mut argv: Vec<&str> = vec!["dpkg", "--force-confdef", "--force-confold", "-i"];
-            argv.extend(what.iter().map(String::as_str));
-            return self
-                .chroot
-                .run(self.chroot.command(&argv), None, "dpkg -i")
-                .map(|_| ());
+            return self.dpkg_install(what);
         }
         self.apt_update()?;
         self.apt_get_install(what)
+    }
+
+    /// `dpkg -i` of `what` (file paths inside the image), with apt's answers to conffile
+    /// prompts.
+    fn dpkg_install(&self, what: &[String]) -> Result<()> {
+        let mut argv: Vec<&str> = vec!["dpkg", "--force-confdef", "--force-confold", "-i"];
+        argv.extend(what.iter().map(String::as_str));
+        self.chroot
+            .run(self.chroot.command(&argv), None, "dpkg -i")
+            .map(|_| ())
     }
 
     /// `apt-get install` of `what` (file paths inside the image, `name`, `name=version`).
@@ -735,8 +752,16 @@ impl<'a> Runner<'a> {
                     ));
                 }
                 let staged = self.stage(files)?;
-                let names = deb_names(&self.plan.packages, files);
-                let r = self.apt_install(&staged, &names);
+                let debs: Vec<_> = files
+                    .iter()
+                    .filter_map(|f| crate::package::inspect(f).ok())
+                    .collect();
+                let names: Vec<String> = debs.iter().map(|p| p.name.clone()).collect();
+                let r = if debs.len() == files.len() && self.dpkg_alone_suffices(&debs) {
+                    self.dpkg_install(&staged)
+                } else {
+                    self.apt_install(&staged, &names)
+                };
                 let _ = std::fs::remove_dir_all(self.chroot.path("/tmp/bakery-packages"));
                 r?;
                 self.record_versions("deb", &names);
@@ -1163,14 +1188,6 @@ pub fn release_uris(out: &str) -> Vec<(String, String)> {
             uri.ends_with("/InRelease")
                 .then(|| (uri.to_string(), file.to_string()))
         })
-        .collect()
-}
-
-fn deb_names(pkgs: &[super::plan::PackageCheck], files: &[PathBuf]) -> Vec<String> {
-    let _ = pkgs;
-    files
-        .iter()
-        .filter_map(|f| crate::package::inspect(f).ok().map(|p| p.name))
         .collect()
 }
 
