@@ -1,7 +1,7 @@
 //! The HTTP(S) client every AWS SDK client and credential provider of bakery uses: the SDK's own
 //! hyper 1 client (`aws-smithy-http-client`) on rustls with the `ring` crypto provider, built the
 //! way `aws-smithy-runtime`'s `default-https-client` builds it (per-client connect/read timeouts,
-//! the runtime's sleep and time source, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`), with
+//! the runtime's async sleep, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`), with
 //! one difference: ring instead of aws-lc. aws-lc's cmake build was on the critical path of a
 //! fresh install (every SDK service crate waited for it); ring builds in seconds, and the TLS a
 //! bake host speaks to AWS endpoints (TLS 1.2/1.3, ECDHE, AES-GCM) is the same with either.
