@@ -458,6 +458,7 @@ async fn a_block_whose_checksum_does_not_match_fails_the_download() {
     let (url, gets) = corrupt_ebs_endpoint();
     let conf = aws_sdk_ebs::Config::builder()
         .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
+        .http_client(bakery::aws::https::client())
         .region(aws_sdk_ebs::config::Region::new(REGION))
         .endpoint_url(&url)
         .credentials_provider(aws_sdk_ebs::config::Credentials::new(
