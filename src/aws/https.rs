@@ -8,6 +8,9 @@
 //!
 //! Certificates: the system's roots (`rustls-native-certs`), loaded once per process when the
 //! first client connects, as the SDK's default does.
+//!
+//! bakery's own HTTPS requests outside the SDK (Release files for the layer cache, `--package`
+//! URLs, Prometheus) use [`connector`]: the same crypto provider and roots, in one place.
 
 use std::sync::OnceLock;
 
@@ -36,4 +39,16 @@ fn build() -> SharedHttpClient {
         conn.set_proxy_config(Some(ProxyConfig::from_env()));
         conn.build()
     })
+}
+
+/// The TLS connector of bakery's plain hyper clients: rustls on ring with the system's roots,
+/// HTTPS only, HTTP/1.1. Errors: the system's CA certificates cannot be loaded.
+pub fn connector(
+) -> std::io::Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>
+{
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+        .https_only()
+        .enable_http1()
+        .build())
 }

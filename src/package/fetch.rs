@@ -83,14 +83,9 @@ async fn fetch_once(url: &str, dest: &Path, limit: u64) -> Result<Fetched, Fetch
             .parse()
             .map_err(|e| FetchError::Refused(format!("not a valid URL ({e})")))?;
         let resp = if current.starts_with("https://") {
-            let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                .map_err(|e| {
-                    FetchError::Failed(format!("loading the system's CA certificates: {e}"))
-                })?
-                .https_only()
-                .enable_http1()
-                .build();
+            let tls = crate::aws::https::connector().map_err(|e| {
+                FetchError::Failed(format!("loading the system's CA certificates: {e}"))
+            })?;
             get(&Client::builder(TokioExecutor::new()).build(tls), uri).await?
         } else {
             get(

@@ -65,12 +65,8 @@ impl Prometheus {
     pub fn new(url: &str, timeout: Duration) -> Result<Prometheus> {
         let base = url.trim_end_matches('/').to_string();
         let http = if base.starts_with("https://") {
-            let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                .context("loading the system's CA certificates for the Prometheus connection")?
-                .https_only()
-                .enable_http1()
-                .build();
+            let tls = crate::aws::https::connector()
+                .context("loading the system's CA certificates for the Prometheus connection")?;
             Http::Tls(Client::builder(TokioExecutor::new()).build(tls))
         } else {
             Http::Plain(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))

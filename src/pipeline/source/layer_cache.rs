@@ -462,12 +462,8 @@ async fn fetch_digest(uri: &str, timeout: Duration) -> Result<Current> {
     let parsed: hyper::Uri = uri.parse().with_context(|| format!("parsing {uri}"))?;
     let call = async {
         let resp = if uri.starts_with("https://") {
-            let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                .context("loading the system's CA certificates")?
-                .https_only()
-                .enable_http1()
-                .build();
+            let tls =
+                crate::aws::https::connector().context("loading the system's CA certificates")?;
             Client::builder(TokioExecutor::new())
                 .build::<_, Empty<bytes::Bytes>>(tls)
                 .get(parsed)
