@@ -105,14 +105,9 @@ fn names_of(field: &str) -> impl Iterator<Item = &str> {
 impl<'a> Db<'a> {
     fn parse(status: &'a str) -> Db<'a> {
         let mut db = Db::default();
-        for para in status.split("\n\n") {
-            // dpkg writes these fields of its status file on one line each.
-            let field = |key: &str| -> Option<&'a str> {
-                para.lines()
-                    .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                    .map(str::trim)
-            };
-            match field("Status").and_then(|s| s.split_whitespace().nth(2)) {
+        for para in super::deb822::paragraphs(status) {
+            let field = |key: &str| para.field(key);
+            match para.dpkg_state() {
                 Some("installed") => {}
                 Some("not-installed" | "config-files") => continue,
                 None if field("Package").is_none() => continue,

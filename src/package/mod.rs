@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 mod ar;
 mod deb;
+pub mod deb822;
 pub mod debrel;
 pub mod fetch;
 pub mod resolve;

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::package::deb822;
 use crate::package::version::{compare_deb, compare_rpm};
 use crate::package::PackageKind;
 use crate::sys::inroot::InRoot;
@@ -80,34 +81,22 @@ pub struct Policy {
 /// half-installed states that still hold files; `config-files` and `not-installed` are gone).
 pub fn parse_dpkg_status(text: &str) -> Installed {
     let mut rows: Vec<(String, String, String)> = Vec::new();
-    for para in text.split("\n\n") {
-        let (mut name, mut version, mut arch, mut status) = ("", "", "", "");
-        for line in para.lines() {
-            if let Some((k, v)) = line.split_once(':') {
-                if line.starts_with([' ', '\t']) {
-                    continue;
-                }
-                let v = v.trim();
-                match k {
-                    "Package" => name = v,
-                    "Version" => version = v,
-                    "Architecture" => arch = v,
-                    "Status" => status = v,
-                    _ => {}
-                }
-            }
-        }
-        let state = status.split_whitespace().nth(2).unwrap_or("");
+    for para in deb822::paragraphs(text) {
         let present = matches!(
-            state,
-            "installed"
-                | "unpacked"
-                | "half-configured"
-                | "half-installed"
-                | "triggers-awaited"
-                | "triggers-pending"
+            para.dpkg_state(),
+            Some(
+                "installed"
+                    | "unpacked"
+                    | "half-configured"
+                    | "half-installed"
+                    | "triggers-awaited"
+                    | "triggers-pending"
+            )
         );
+        let name = para.field("Package").unwrap_or("");
         if !name.is_empty() && present {
+            let arch = para.field("Architecture").unwrap_or("");
+            let version = para.field("Version").unwrap_or("");
             rows.push((name.to_string(), arch.to_string(), version.to_string()));
         }
     }
@@ -131,26 +120,15 @@ pub fn parse_dpkg_status(text: &str) -> Installed {
 /// requirement on a Debian package name can be met by.
 pub fn dpkg_names_and_provides(text: &str) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
-    for para in text.split("\n\n") {
-        let (mut name, mut provides, mut status) = ("", "", "");
-        for line in para.lines() {
-            if line.starts_with([' ', '\t']) {
-                continue;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                match k {
-                    "Package" => name = v.trim(),
-                    "Provides" => provides = v.trim(),
-                    "Status" => status = v.trim(),
-                    _ => {}
-                }
-            }
-        }
-        if name.is_empty() || !status.ends_with(" installed") {
+    for para in deb822::paragraphs(text) {
+        let Some(name) = para.field("Package").filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if para.dpkg_state() != Some("installed") {
             continue;
         }
         out.insert(name.to_string());
-        for p in provides.split(',') {
+        for p in para.field("Provides").unwrap_or("").split(',') {
             if let Some(n) = p.split_whitespace().next() {
                 out.insert(n.to_string());
             }

@@ -25,6 +25,7 @@ use super::pkgdb::{self, Snapshot};
 use super::plan::{AptRelease, Bootstrap, ImageFacts, NamedInstall, SessionPlan, Step};
 use super::rpm;
 use crate::input;
+use crate::package::deb822;
 use crate::package::spec::PackageSpec;
 use crate::package::version::{compare_deb, compare_rpm};
 use crate::package::PackageKind;
@@ -1145,14 +1146,8 @@ pub fn dnf_spelling(r: &NamedRequest) -> Result<String, String> {
 /// `Architecture` are `name`, `version`, `arch` (lowercase hex), or `None` (no such stanza, or
 /// one without a well-formed SHA-256: the package database's own record has none).
 pub fn index_sha256(show: &str, name: &str, version: &str, arch: &str) -> Option<String> {
-    show.split("\n\n").find_map(|stanza| {
-        let field = |key: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(key)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .map(str::trim)
-            })
-        };
+    deb822::paragraphs(show).find_map(|stanza| {
+        let field = |key: &str| stanza.field(key);
         let matches = field("Package") == Some(name)
             && field("Version") == Some(version)
             && field("Architecture") == Some(arch);
