@@ -31,7 +31,7 @@ use super::layer_key::{self, Current, EntryMeta, Verdict};
 use super::{Source, SourceDisk};
 use crate::context::Globals;
 use crate::disk::image::{self, PendingOutput};
-use crate::pipeline::{Job, Stages};
+use crate::pipeline::{Job, Stage, Stages};
 use crate::provision::pkgdb::PackageChange;
 use crate::provision::plan::AptRelease;
 use crate::sys::lock::HostLock;
@@ -92,50 +92,19 @@ pub fn open(
         other => bail!("the layer cache takes a base file, not {other:?}"),
     };
     let cache = dir(&g.work_dir);
-    let (layer_steps, rest) = layer_key::split_steps(&job.steps);
+    let (layer_job, rest_job) = split_job(job);
     let (lookup, _lock, hit) = stages.run("layer cache lookup", |st| {
         std::fs::create_dir_all(&cache)
             .with_context(|| format!("creating the layer cache {}", cache.display()))?;
         let base_id = format!("file sha256:{}", base_digest(&base, &cache, &job.bake_id)?);
-        let ids = layer_steps
-            .iter()
-            .map(|s| layer_key::step_identity(s, &|p| crate::pipeline::sha256_file(p)))
-            .collect::<Result<Vec<_>>>()?;
-        let disk_size = job.disk_size.map(|s| s.bytes());
-        let lookup = layer_key::lookup_key(&base_id, &ids, disk_size);
-        let lock = HostLock::acquire(&g.work_dir.join("locks"), &lock_name(&lookup))?;
+        let (lookup, lock) = lookup_and_lock(&base_id, &layer_job, g)?;
         let entries = scan(&cache);
-        let hit = match layer_key::newest(&entries, &lookup) {
-            _ if lc.refresh => {
-                st.say("layer cache: --refresh-layers, rebuilding");
-                None
-            }
-            None => {
-                st.say("layer cache: no entry, applying the layers");
-                None
-            }
-            Some(e) => match layer_key::freshness(e, now(), &current(&e.releases)) {
-                Verdict::Fresh => {
-                    st.say(format!("layer cache: hit {}", short(&e.key)));
-                    Some(e.clone())
-                }
-                v => {
-                    st.say(format!(
-                        "layer cache: entry {} is stale ({}), applying the layers",
-                        short(&e.key),
-                        v.reason()
-                    ));
-                    None
-                }
-            },
-        };
+        let newest = layer_key::newest(&entries, &lookup);
+        let label = newest.map(|e| format!("entry {}", short(&e.key)));
+        let fresh = use_entry(st, lc.refresh, newest.zip(label), "no entry");
+        let hit = newest.filter(|_| fresh).cloned();
         Ok((lookup, lock, hit))
     })?;
-    let rest_job = Job {
-        steps: rest,
-        disk_size: None,
-        ..job.clone()
-    };
     if let Some(mut e) = hit {
         let raw = cache.join(format!("{}.raw", e.key));
         stages.run("copy cached layers", |_| {
@@ -166,12 +135,6 @@ pub fn open(
         ));
     }
     let opened = super::file::open(&base, disk, stages)?;
-    let layer_job = Job {
-        steps: layer_steps,
-        packages: vec![],
-        plugins: vec![],
-        ..job.clone()
-    };
     let facts = crate::pipeline::provision(&layer_job, &opened, None, work, stages, g)?;
     let key = layer_key::entry_key(&lookup, &facts.apt_releases);
     let raw = cache.join(format!("{key}.raw"));
@@ -222,6 +185,76 @@ pub fn open(
             upload: None,
         },
     ))
+}
+
+/// `job` cut where the cache cuts it: the job that applies only the layers (no packages, no
+/// plugins: those are the application's) and the job that runs the rest on the layered disk
+/// (no `--disk-size`: the layered disk already has it).
+pub(crate) fn split_job(job: &Job) -> (Job, Job) {
+    let (layer_steps, rest) = layer_key::split_steps(&job.steps);
+    let layers = Job {
+        steps: layer_steps,
+        packages: vec![],
+        plugins: vec![],
+        ..job.clone()
+    };
+    let rest = Job {
+        steps: rest,
+        disk_size: None,
+        ..job.clone()
+    };
+    (layers, rest)
+}
+
+/// The lookup key of `layers`' steps on the base `base_id` (with the job's disk size), and the
+/// host lock on it: two bakes of the same layers on one host take turns, so the second uses
+/// the entry the first wrote instead of applying the layers again.
+pub(crate) fn lookup_and_lock(
+    base_id: &str,
+    layers: &Job,
+    g: &Globals,
+) -> Result<(String, HostLock)> {
+    let ids = layers
+        .steps
+        .iter()
+        .map(|s| layer_key::step_identity(s, &|p| crate::pipeline::sha256_file(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let lookup = layer_key::lookup_key(base_id, &ids, layers.disk_size.map(|s| s.bytes()));
+    let lock = HostLock::acquire(&g.work_dir.join("locks"), &lock_name(&lookup))?;
+    Ok((lookup, lock))
+}
+
+/// Whether the newest entry under a lookup key is used, said on the lookup's progress line.
+/// Not when `--refresh-layers` asks to rebuild, when there is none (`missing` says what was
+/// not found), or when it is stale: a Release file its layers read has changed, or it is past
+/// the maximum age ([`layer_key::freshness`]). `newest` is the entry and how to name it.
+pub(crate) fn use_entry(
+    st: &mut Stage,
+    refresh: bool,
+    newest: Option<(&EntryMeta, String)>,
+    missing: &str,
+) -> bool {
+    if refresh {
+        st.say("layer cache: --refresh-layers, rebuilding");
+        return false;
+    }
+    let Some((e, name)) = newest else {
+        st.say(format!("layer cache: {missing}, applying the layers"));
+        return false;
+    };
+    match layer_key::freshness(e, now(), &current(&e.releases)) {
+        Verdict::Fresh => {
+            st.say(format!("layer cache: hit {name}"));
+            true
+        }
+        v => {
+            st.say(format!(
+                "layer cache: {name} is stale ({}), applying the layers",
+                v.reason()
+            ));
+            false
+        }
+    }
 }
 
 pub(crate) fn short(key: &str) -> &str {

@@ -29,8 +29,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use super::layer_cache::{self, current, now, short, LayerCache, Used};
-use super::layer_key::{self, EntryMeta, Verdict};
+use super::layer_cache::{self, now, short, LayerCache, Used};
+use super::layer_key::{self, EntryMeta};
 use super::layer_tags;
 use super::{ami_direct, BaseOrigin, From, SourceDisk};
 use crate::aws::ami::{self, BaseAmi};
@@ -41,7 +41,6 @@ use crate::context::Globals;
 use crate::images::prune_plan::{self, Action, Candidate, LayerCandidate};
 use crate::pipeline::sink::ami::Cloud;
 use crate::pipeline::{Job, Stages};
-use crate::sys::lock::HostLock;
 use crate::workdir::WorkDir;
 
 /// A layered base AMI found for a lookup key.
@@ -75,7 +74,7 @@ pub fn open(
 ) -> Result<(SourceDisk, Job, Used)> {
     let (rt, region) = (cloud.aws.rt, cloud.region.as_str());
     let ec2 = cloud.aws.ctx.ec2(region);
-    let (layer_steps, rest) = layer_key::split_steps(&job.steps);
+    let (layer_job, rest_job) = layer_cache::split_job(job);
     let encryption = match cloud.encryption.want(region) {
         Want::Plain => None,
         Want::Encrypted { key_arn, .. } => Some(key_arn),
@@ -83,52 +82,21 @@ pub fn open(
     let base_id =
         layer_tags::base_identity(&base.id, &base.root_snapshot_id, encryption.as_deref());
     let (lookup, _lock, hit) = stages.run("layer cache lookup", |st| {
-        let ids = layer_steps
-            .iter()
-            .map(|s| layer_key::step_identity(s, &|p| crate::pipeline::sha256_file(p)))
-            .collect::<Result<Vec<_>>>()?;
-        let lookup = layer_key::lookup_key(&base_id, &ids, job.disk_size.map(|s| s.bytes()));
-        let lock = HostLock::acquire(&g.work_dir.join("locks"), &layer_cache::lock_name(&lookup))?;
+        let (lookup, lock) = layer_cache::lookup_and_lock(&base_id, &layer_job, g)?;
         let found =
             crate::sys::signals::block_on(rt, find(&ec2, region, layer_tags::LOOKUP_TAG, &lookup))?;
         let newest = newest_entry(&found);
-        let hit = match newest {
-            _ if lc.refresh => {
-                st.say("layer cache: --refresh-layers, rebuilding");
-                None
-            }
-            None => {
-                st.say(format!(
-                    "layer cache: no layered base AMI in {region}, applying the layers"
-                ));
-                None
-            }
-            Some((f, e)) => match layer_key::freshness(e, now(), &current(&e.releases)) {
-                Verdict::Fresh => {
-                    st.say(format!(
-                        "layer cache: hit {} ({})",
-                        short(&e.key),
-                        f.candidate.image.image_id
-                    ));
-                    Some((f.clone(), e.clone()))
-                }
-                v => {
-                    st.say(format!(
-                        "layer cache: {} is stale ({}), applying the layers",
-                        f.candidate.image.image_id,
-                        v.reason()
-                    ));
-                    None
-                }
-            },
-        };
+        let named = newest.map(|(f, e)| {
+            let name = format!("{} ({})", short(&e.key), f.candidate.image.image_id);
+            (e, name)
+        });
+        let missing = format!("no layered base AMI in {region}");
+        let fresh = layer_cache::use_entry(st, lc.refresh, named, &missing);
+        let hit = newest
+            .filter(|_| fresh)
+            .map(|(f, e)| (f.clone(), e.clone()));
         Ok((lookup, lock, hit))
     })?;
-    let rest_job = Job {
-        steps: rest,
-        disk_size: None,
-        ..job.clone()
-    };
     if let Some((f, e)) = hit {
         let snapshot = f.snapshot().unwrap_or_default().to_string();
         let (hashes, bytes_read) =
@@ -156,12 +124,6 @@ pub fn open(
     }
 
     let opened = ami_direct::open(base, cloud, disk, stages, g)?;
-    let layer_job = Job {
-        steps: layer_steps,
-        packages: vec![],
-        plugins: vec![],
-        ..job.clone()
-    };
     let facts = crate::pipeline::provision(&layer_job, &opened, Some(cloud), work, stages, g)?;
     let key = layer_key::entry_key(&lookup, &facts.apt_releases);
     let t = now();
