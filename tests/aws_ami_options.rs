@@ -23,14 +23,6 @@ use support::*;
 const SHARE: &str = "210987654321";
 const ORG: &str = "arn:aws:organizations::123456789012:organization/o-abcde12345";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A private emulator, the SDK environment of this process pointed at it.
 fn emulator() -> Emulator {
     let emu = Emulator::start();

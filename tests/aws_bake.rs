@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -13,72 +12,6 @@ use support::*;
 
 fn with_env(e: &Emulator, c: &mut Command) {
     e.apply(c);
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_string(),
-                t.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Every image and snapshot still tagged with `bake_id`, in these regions.
-async fn tagged(
-    ctx: &bakery::aws::client::AwsContext,
-    regions: &[&str],
-    bake_id: &str,
-) -> Vec<String> {
-    let mut left = Vec::new();
-    for r in regions {
-        let ec2 = ctx.ec2(r);
-        let f = aws_sdk_ec2::types::Filter::builder()
-            .name(format!("tag:{}", bakery::aws::BAKE_ID_TAG))
-            .values(bake_id)
-            .build();
-        let imgs = ec2
-            .describe_images()
-            .owners("self")
-            .filters(f.clone())
-            .send()
-            .await
-            .unwrap();
-        left.extend(
-            imgs.images()
-                .iter()
-                .map(|i| format!("{r}:{}", i.image_id().unwrap_or_default())),
-        );
-        let snaps = ec2
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(f)
-            .send()
-            .await
-            .unwrap();
-        left.extend(
-            snaps
-                .snapshots()
-                .iter()
-                .map(|s| format!("{r}:{}", s.snapshot_id().unwrap_or_default())),
-        );
-    }
-    left
-}
-
-fn bake_id_from(stderr: &str) -> String {
-    let i = stderr.find("bake_id=bk-").expect("no bake id in the log") + "bake_id=".len();
-    stderr[i..i + 15].to_string()
 }
 
 fn differing_blocks(a: &Path, b: &Path) -> u64 {
@@ -403,7 +336,7 @@ fn base_ami_then_direct_bake_into_three_regions() {
     let r = run(&mut c);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.error_line().contains("CopyImage"), "{}", r.error_line());
-    let id = bake_id_from(&r.stderr);
+    let id = bake_id_in(&r.stderr).expect("no bake id in the log");
     let left = rt.block_on(tagged(&ctx, &["us-east-1", "us-west-2"], &id));
     assert!(left.is_empty(), "the failed bake left {left:?}");
     assert_no_leaks(t.dir.path());

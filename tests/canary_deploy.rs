@@ -21,21 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, TagSpecification};
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use bakery::aws::client::AwsContext;
 use serde_json::{json, Value};
+use support::deploy;
+use support::rt;
 use support::Run;
 
 const REGION: &str = "us-east-1";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
+/// `prefix` and 8 hex digits, no dash: `unique("shop") + "-prod"` is a cluster name whose
+/// app is the whole unique part and whose stack is `prod` (Frigga's naming).
 fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}",
@@ -86,45 +82,9 @@ struct Cluster {
 impl Cluster {
     async fn new(ctx: &AwsContext) -> Cluster {
         let ec2 = ctx.ec2(REGION);
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block("10.7.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let subnet = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block("10.7.1.0/24")
-            .availability_zone("us-east-1a")
-            .send()
-            .await
-            .unwrap()
-            .subnet
-            .unwrap()
-            .subnet_id
-            .unwrap();
-        let tg = ctx
-            .elbv2(REGION)
-            .create_target_group()
-            .name(unique("tg"))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(8080)
-            .vpc_id(&vpc)
-            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
-            .send()
-            .await
-            .unwrap()
-            .target_groups()[0]
-            .target_group_arn()
-            .unwrap()
-            .to_string();
-        let old_ami = ami(ctx, "shop-1.0-1").await;
-        let new_ami = ami(ctx, "shop-1.1-1").await;
+        let net = deploy::network(ctx, REGION, "10.7", &["a"]).await;
+        let old_ami = deploy::app_ami(ctx, REGION, "shop-1.0-1").await;
+        let new_ami = deploy::app_ami(ctx, REGION, "shop-1.1-1").await;
         let lt_name = unique("lt");
         let lt_id = ec2
             .create_launch_template()
@@ -155,8 +115,8 @@ impl Cluster {
             .min_size(3)
             .max_size(5)
             .desired_capacity(3)
-            .vpc_zone_identifier(&subnet)
-            .target_group_arns(&tg)
+            .vpc_zone_identifier(net.subnets())
+            .target_group_arns(&net.tg)
             .health_check_type("ELB")
             .send()
             .await
@@ -164,7 +124,7 @@ impl Cluster {
         Cluster {
             ctx: ctx.clone(),
             name,
-            tg,
+            tg: net.tg,
             old_ami,
             new_ami,
             lt_id,
@@ -312,30 +272,6 @@ impl Cluster {
         )
         .await;
     }
-}
-
-async fn ami(ctx: &AwsContext, appversion: &str) -> String {
-    ctx.ec2(REGION)
-        .register_image()
-        .name(unique(appversion))
-        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
-        .virtualization_type("hvm")
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Image)
-                .tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key("appversion")
-                        .value(appversion)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .image_id
-        .unwrap()
 }
 
 const CONFIG: &str = "\
@@ -618,7 +554,7 @@ fn a_marginal_canary_waits_for_approve_or_reject() {
     assert_eq!(v["regions"][0]["detail"]["serving"], c.gen(1));
 
     // The next image: rejected, removed; v001 keeps serving.
-    let next = f.rt.block_on(ami(&c.ctx, "shop-1.2-1"));
+    let next = f.rt.block_on(deploy::app_ami(&c.ctx, REGION, "shop-1.2-1"));
     f.rt.block_on(c.metrics_for(2, 20.0));
     let before = f.rt.block_on(c.snapshot(&c.gen(1)));
     let args = f.deploy_args(&next, &config, "0.1", &[]);
@@ -707,7 +643,7 @@ fn ctrl_c_removes_both_groups_and_a_killed_canary_is_resumed_or_rolled_back() {
     f.rt.block_on(async { assert!(c.describe(&baseline).await.is_none()) });
 
     // kill -9 of the next deploy's canary, then `bakery rollback`: both go, v001 serves again.
-    let next = f.rt.block_on(ami(&c.ctx, "shop-1.2-1"));
+    let next = f.rt.block_on(deploy::app_ami(&c.ctx, REGION, "shop-1.2-1"));
     f.rt.block_on(c.metrics_for(2, 0.0));
     let args = f.deploy_args(&next, &config, "5", &[]);
     let mut child = spawn(&strs(&args));

@@ -10,13 +10,15 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
-use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, TagSpecification};
+use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType};
 use bakery::aws::client::AwsContext;
 use serde_json::{json, Value};
 
 mod support;
 
+use support::deploy::{self, unique};
 use support::emulator::Emulator;
+use support::rt;
 use support::Run;
 
 const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "us-west-2"];
@@ -24,21 +26,6 @@ const UNHEALTHY: &str = "bakery-emulator:target-health";
 
 fn emulator() -> Arc<Emulator> {
     support::emulator::shared(&[])
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
 }
 
 /// `bakery` against the emulator, polling fast, in the repo (so `plugins/NAME` is found).
@@ -82,45 +69,9 @@ struct Region {
 impl Region {
     async fn new(ctx: &AwsContext, region: &str) -> Region {
         let ec2 = ctx.ec2(region);
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block("10.1.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let mut subnets = Vec::new();
-        for (i, az) in ["a", "b"].iter().enumerate() {
-            let s = ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .cidr_block(format!("10.1.{i}.0/24"))
-                .availability_zone(format!("{region}{az}"))
-                .send()
-                .await
-                .unwrap();
-            subnets.push(s.subnet.unwrap().subnet_id.unwrap());
-        }
-        let tg = ctx
-            .elbv2(region)
-            .create_target_group()
-            .name(unique("tg"))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(8080)
-            .vpc_id(&vpc)
-            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
-            .send()
-            .await
-            .unwrap()
-            .target_groups()[0]
-            .target_group_arn()
-            .unwrap()
-            .to_string();
-        let old_ami = ami(ctx, region, "app-1.0-1").await;
-        let new_ami = ami(ctx, region, "app-1.1-1").await;
+        let net = deploy::network(ctx, region, "10.1", &["a", "b"]).await;
+        let old_ami = deploy::app_ami(ctx, region, "app-1.0-1").await;
+        let new_ami = deploy::app_ami(ctx, region, "app-1.1-1").await;
         let lt_name = unique("lt");
         let lt_id = ec2
             .create_launch_template()
@@ -154,8 +105,8 @@ impl Region {
         Region {
             region: region.into(),
             ctx: ctx.clone(),
-            subnets: subnets.join(","),
-            tg,
+            subnets: net.subnets(),
+            tg: net.tg,
             old_ami,
             new_ami,
             lt_id,
@@ -332,31 +283,6 @@ impl Region {
             .await
             .unwrap();
     }
-}
-
-/// An AMI tagged like a bake's (`appversion`).
-async fn ami(ctx: &AwsContext, region: &str, appversion: &str) -> String {
-    ctx.ec2(region)
-        .register_image()
-        .name(unique(appversion))
-        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
-        .virtualization_type("hvm")
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Image)
-                .tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key("appversion")
-                        .value(appversion)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .image_id
-        .unwrap()
 }
 
 /// A manifest as `bakery bake --output ami` writes it, with the new AMI of each region.
@@ -797,7 +723,7 @@ fn rolling_replaces_every_instance_and_a_failed_one_rolls_back() {
     });
 
     // A new image that never becomes healthy: stop, point back, replace what was launched.
-    let bad_ami = rt.block_on(ami(&ctx, "us-east-1", "app-1.2-1"));
+    let bad_ami = rt.block_on(deploy::app_ami(&ctx, "us-east-1", "app-1.2-1"));
     rt.block_on(r.mark_unhealthy(&bad_ami));
     let before = rt.block_on(r.instance_ids(&good));
     let out = bakery(&[
@@ -951,7 +877,7 @@ fn canary_passes_then_fails_by_the_judges_score() {
     });
 
     // A bad canary: torn down, v001 keeps serving.
-    let next = rt.block_on(ami(&ctx, "us-west-2", "app-1.2-1"));
+    let next = rt.block_on(deploy::app_ami(&ctx, "us-west-2", "app-1.2-1"));
     std::fs::write(&metrics, r#"{"baseline": {"error_rate": 0.01, "latency_ms": 100}, "canary": {"error_rate": 0.05, "latency_ms": 100}}"#).unwrap();
     let out = canary(&next);
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -1353,7 +1279,7 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
         "{reg}"
     );
     // Another image while it is in progress: refused, nothing changes.
-    let other = rt.block_on(ami(&ctx, "eu-west-1", "app-9-1"));
+    let other = rt.block_on(deploy::app_ami(&ctx, "eu-west-1", "app-9-1"));
     let out = bakery(&[
         "deploy",
         "--image",
@@ -1391,7 +1317,7 @@ fn an_interrupted_red_black_is_shown_then_resumed_or_rolled_back() {
     });
 
     // Interrupt the next one and roll it back instead: the half-made generation goes.
-    let next = rt.block_on(ami(&ctx, "eu-west-1", "app-1.3-1"));
+    let next = rt.block_on(deploy::app_ami(&ctx, "eu-west-1", "app-1.3-1"));
     let v002 = format!("{cluster}-v002");
     let versions = rt.block_on(r.versions());
     kill_mid_wait(&next, &v002);

@@ -14,14 +14,16 @@ use aws_sdk_autoscaling::types::{
     TargetTrackingConfiguration,
 };
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic};
-use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, TagSpecification};
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use bakery::aws::client::AwsContext;
 use serde_json::Value;
 
 mod support;
 
+use support::deploy::{self, unique};
 use support::emulator::Emulator;
 use support::proxy::{self, Action, Proxy};
+use support::rt;
 use support::Run;
 
 const REGION: &str = "us-east-1";
@@ -29,21 +31,6 @@ const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:shop-ops";
 
 fn emulator() -> Arc<Emulator> {
     support::emulator::shared(&[])
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
 }
 
 /// `bakery` against the emulator (or `endpoint`), polling fast.
@@ -77,45 +64,9 @@ impl Fixture {
     async fn new() -> Fixture {
         let ctx = AwsContext::load().await;
         let ec2 = ctx.ec2(REGION);
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block("10.3.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let mut subnets = Vec::new();
-        for (i, az) in ["a", "b"].iter().enumerate() {
-            let s = ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .cidr_block(format!("10.3.{i}.0/24"))
-                .availability_zone(format!("{REGION}{az}"))
-                .send()
-                .await
-                .unwrap();
-            subnets.push(s.subnet.unwrap().subnet_id.unwrap());
-        }
-        let tg = ctx
-            .elbv2(REGION)
-            .create_target_group()
-            .name(unique("tg"))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(8080)
-            .vpc_id(&vpc)
-            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
-            .send()
-            .await
-            .unwrap()
-            .target_groups()[0]
-            .target_group_arn()
-            .unwrap()
-            .to_string();
-        let old_ami = ami(&ctx, "shop-1.0-1").await;
-        let new_ami = ami(&ctx, "shop-1.1-1").await;
+        let net = deploy::network(&ctx, REGION, "10.3", &["a", "b"]).await;
+        let old_ami = deploy::app_ami(&ctx, REGION, "shop-1.0-1").await;
+        let new_ami = deploy::app_ami(&ctx, REGION, "shop-1.1-1").await;
         let lt_name = unique("lt");
         ec2.create_launch_template()
             .launch_template_name(&lt_name)
@@ -130,8 +81,8 @@ impl Fixture {
             .unwrap();
         Fixture {
             ctx,
-            subnets: subnets.join(","),
-            tg,
+            subnets: net.subnets(),
+            tg: net.tg,
             old_ami,
             new_ami,
             lt_name,
@@ -284,31 +235,6 @@ impl Fixture {
             })
             .collect()
     }
-}
-
-/// An AMI tagged like a bake's (`appversion`).
-async fn ami(ctx: &AwsContext, appversion: &str) -> String {
-    ctx.ec2(REGION)
-        .register_image()
-        .name(unique(appversion))
-        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
-        .virtualization_type("hvm")
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Image)
-                .tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key("appversion")
-                        .value(appversion)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .image_id
-        .unwrap()
 }
 
 /// What a group is configured as, for comparing a clone with its source (names and bakery's own

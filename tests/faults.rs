@@ -197,14 +197,6 @@ fn every_local_fault_point_fails_cleanly() {
 
 // --- AWS (direct mode, on the emulator) -------------------------------------------------------
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn aws_bake(t: &TestDir, emu: &Emulator, app: &Path, log: &Path, fail_at: Option<&str>) -> Run {
     let mut c = t.bakery();
     emu.apply(&mut c);

@@ -13,25 +13,6 @@ use support::*;
 
 const LOOKUP_TAG: &str = "bakery:layer-cache-lookup";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_string(),
-                t.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// A layered base AMI as the API shows it.
 #[derive(Debug, Clone)]
 struct Layered {

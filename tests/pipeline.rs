@@ -16,14 +16,6 @@ use bakery::manifest::{Kind, Manifest};
 use support::emulator::Emulator;
 use support::*;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `bakery base build` of the default base spec into AMIs, against `emu`.
 fn base_build_ami(t: &TestDir, emu: &Emulator) -> Command {
     let mut c = t.bakery();

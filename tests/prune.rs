@@ -21,14 +21,6 @@ use support::*;
 
 const REGION: &str = "us-east-1";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// An AMI as a bake registers it: a root snapshot of its own, bakery's tags.
 async fn register(ec2: &aws_sdk_ec2::Client, name: &str, appversion: &str) -> (String, String) {
     let v = ec2

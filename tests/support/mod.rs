@@ -3,6 +3,7 @@
 //! Every test runs as root against real loop devices, mounts and chroots.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod emulator;
 pub mod proxy;
 pub mod tmux;
@@ -852,4 +853,25 @@ pub async fn tagged_pending(
         .values("pending")
         .build();
     tagged_with(ctx, regions, vec![f, p]).await
+}
+
+/// The tokio runtime the AWS tests drive the SDK clients with (two workers: this host's cores).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// EC2 tags as a map, key to value.
+pub fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
