@@ -104,6 +104,17 @@ impl Chroot {
         self.root.join(inside.trim_start_matches('/'))
     }
 
+    /// One line in the bake's log, where a command's output would be (and on stderr at `-vv`):
+    /// what the session decided itself instead of running a command.
+    pub fn note(&self, line: &str) {
+        if let Ok(mut l) = self.log.lock() {
+            let _ = writeln!(l, "{line}");
+        }
+        if self.echo {
+            eprintln!("  | {line}");
+        }
+    }
+
     fn mount(
         &mut self,
         source: &Path,

@@ -45,6 +45,26 @@ pub fn find(fstab: &str, parts: &[PartitionDev]) -> Option<PathBuf> {
     Some(PathBuf::from("/dev").join(dev.device.file_name()?))
 }
 
+/// Debian's signed shim (`shim-signed`): the ESP's `BOOTX64.EFI` and `shimx64.efi`.
+pub const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
+/// Debian's signed GRUB (`grub-efi-amd64-signed`): the ESP's `grubx64.efi`.
+pub const GRUB: &str = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+/// MokManager (`shim-signed`, where it ships it): the ESP's `mmx64.efi`.
+pub const MOK_MANAGER: &str = "/usr/lib/shim/mmx64.efi.signed";
+
+/// What [`RECORD`] holds once the ESP was written or checked from `files` (each a path and
+/// its SHA-256, in the order shim, GRUB, MokManager when present) for the root filesystem
+/// `root_uuid`: the lines `sha256sum` prints (`HEX  PATH`), then `root-uuid UUID`, without the
+/// final newline ([`SYNC_SCRIPT`] compares the record through `$(...)`, which drops it).
+pub fn fingerprint(files: &[(&str, [u8; 32])], root_uuid: &str) -> String {
+    let mut fp = String::new();
+    for (path, digest) in files {
+        fp.push_str(&format!("{}  {path}\n", hex::encode(digest)));
+    }
+    fp.push_str(&format!("root-uuid {root_uuid}"));
+    fp
+}
+
 /// The shell script (run in the chroot: `$1` the ESP's device, `$2` the root filesystem's UUID,
 /// `$3` `required` or `optional`) that brings the ESP's boot files in line with the image's
 /// packages. Optional: an image without the signed packages or mtools is left alone.
@@ -129,6 +149,39 @@ mod tests {
                 label: None,
             }),
         }
+    }
+
+    /// The session's own check and the script's must agree byte for byte, or the session would
+    /// never skip the script (or, worse, skip it when the script would write).
+    #[test]
+    fn the_fingerprint_is_what_the_script_records() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("shim"), dir.path().join("grub"));
+        std::fs::write(&a, b"shim bytes").unwrap();
+        std::fs::write(&b, vec![7u8; 100_000]).unwrap();
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "fp=$(sha256sum \"$1\" \"$2\"; echo \"root-uuid $3\"); printf %s \"$fp\"",
+            ])
+            .args(["sh", a, b, "1b2c-uuid"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let digest =
+            |p: &str| -> [u8; 32] { sha2::Sha256::digest(std::fs::read(p).unwrap()).into() };
+        let ours = fingerprint(&[(a, digest(a)), (b, digest(b))], "1b2c-uuid");
+        assert_eq!(ours, String::from_utf8(out.stdout).unwrap());
+    }
+
+    #[test]
+    fn the_script_reads_the_files_the_session_checks() {
+        for (var, path) in [("shim", SHIM), ("grub", GRUB), ("mm", MOK_MANAGER)] {
+            assert!(SYNC_SCRIPT.contains(&format!("\n{var}={path}\n")), "{var}");
+        }
+        assert!(SYNC_SCRIPT.contains(&format!("record={RECORD}\n")));
     }
 
     #[test]

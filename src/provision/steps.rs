@@ -871,6 +871,12 @@ impl<'a> Runner<'a> {
             .and_then(|p| p.fs.as_ref())
             .and_then(|f| f.uuid.clone())
             .context("the root filesystem has no UUID")?;
+        if self.esp_recorded(&root_uuid) {
+            self.chroot.note(
+                "ESP up to date (shim, GRUB and the root UUID are those it was written from)",
+            );
+            return Ok(());
+        }
         let out = self
             .chroot
             .sh(
@@ -885,6 +891,39 @@ impl<'a> Runner<'a> {
             .context("updating the EFI System Partition")?;
         tracing::info!("{}", out.trim());
         Ok(())
+    }
+
+    /// The script's first check, made here without its four processes in the chroot (0.08 s
+    /// a bake): the ESP is not mounted, mtools is there, and [`super::esp::RECORD`] names the
+    /// image's shim, GRUB (and MokManager) and `root_uuid`. Anything else (a file missing, a
+    /// binary changed, the ESP mounted) is left to the script, which says or fixes it.
+    fn esp_recorded(&self, root_uuid: &str) -> bool {
+        use super::esp::{self, GRUB, MOK_MANAGER, SHIM};
+        use std::os::unix::fs::MetadataExt;
+        let Ok(fs) = self.chroot.fs() else {
+            return false;
+        };
+        // `mountpoint`: another filesystem than its parent's.
+        let dev = |p: &str| std::fs::symlink_metadata(self.chroot.path(p)).map(|m| m.dev());
+        let mounted = match (dev(esp::MOUNT_POINT), dev("/boot")) {
+            (Ok(m), Ok(parent)) => m != parent,
+            _ => false,
+        };
+        if mounted || !fs.resolves("/usr/bin/mcopy") {
+            return false;
+        }
+        let Ok(record) = fs.read_string(esp::RECORD) else {
+            return false;
+        };
+        let mut files = Vec::new();
+        for (path, needed) in [(SHIM, true), (GRUB, true), (MOK_MANAGER, false)] {
+            match fs.read(path) {
+                Ok(bytes) => files.push((path, sha2::Sha256::digest(&bytes).into())),
+                Err(_) if !needed => {}
+                Err(_) => return false,
+            }
+        }
+        record.trim_end_matches('\n') == esp::fingerprint(&files, root_uuid)
     }
 
     fn generalize(&self) -> Result<()> {
