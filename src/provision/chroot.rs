@@ -107,12 +107,7 @@ impl Chroot {
     /// One line in the bake's log, where a command's output would be (and on stderr at `-vv`):
     /// what the session decided itself instead of running a command.
     pub fn note(&self, line: &str) {
-        if let Ok(mut l) = self.log.lock() {
-            let _ = writeln!(l, "{line}");
-        }
-        if self.echo {
-            eprintln!("  | {line}");
-        }
+        log_line(&self.log, self.echo, line);
     }
 
     fn mount(
@@ -509,12 +504,7 @@ impl Chroot {
                 .lines()
                 .map_while(std::io::Result::ok)
             {
-                if let Ok(mut l) = log.lock() {
-                    let _ = writeln!(l, "{line}");
-                }
-                if echo {
-                    eprintln!("  | {line}");
-                }
+                log_line(&log, echo, &line);
                 let mut t = tail2.lock().unwrap();
                 t.1 += line.len() + 1;
                 t.0.push_back(line);
@@ -772,6 +762,17 @@ pub fn explain(lines: &[String]) -> String {
         .map(|l| l.trim())
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// A line of a session command's output (or of what the session decided itself) into the
+/// bake's log, and onto stderr as `  | LINE` when `echo` (`-vv`).
+fn log_line(log: &Mutex<File>, echo: bool, line: &str) {
+    if let Ok(mut l) = log.lock() {
+        let _ = writeln!(l, "{line}");
+    }
+    if echo {
+        eprintln!("  | {line}");
+    }
 }
 
 #[cfg(test)]
