@@ -100,8 +100,8 @@ pub fn open(
         let (lookup, lock) = lookup_and_lock(&base_id, &layer_job, g)?;
         let entries = scan(&cache);
         let newest = layer_key::newest(&entries, &lookup);
-        let label = newest.map(|e| format!("entry {}", short(&e.key)));
-        let fresh = use_entry(st, lc.refresh, newest.zip(label), "no entry");
+        let named = newest.map(|e| (e, format!("entry {}", short(&e.key))));
+        let fresh = use_entry(st, lc.refresh, named, "no entry");
         let hit = newest.filter(|_| fresh).cloned();
         Ok((lookup, lock, hit))
     })?;
