@@ -13,9 +13,8 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A VPC, one subnet per availability zone, and an HTTP target group on port 8080 in it.
+/// A fresh VPC's subnets (one per availability zone) and its HTTP target group on port 8080.
 pub struct Network {
-    pub vpc: String,
     pub subnet_ids: Vec<String>,
     /// The target group's ARN.
     pub tg: String,
@@ -68,11 +67,7 @@ pub async fn network(ctx: &AwsContext, region: &str, net: &str, azs: &[&str]) ->
         .target_group_arn()
         .unwrap()
         .to_string();
-    Network {
-        vpc,
-        subnet_ids,
-        tg,
-    }
+    Network { subnet_ids, tg }
 }
 
 /// An AMI registered in `region` and tagged `appversion` (what a bake tags its AMI with).
